@@ -1,0 +1,101 @@
+//! The connectors' error type: every variant names the URL or path it concerns.
+
+/// Result with [`ConnectorError`].
+pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
+
+/// Errors raised while resolving or reading sources and storage locations.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    /// The user named something we cannot parse (a source, URL, glob or option).
+    #[error("invalid {what} `{value}`: {reason}")]
+    Invalid {
+        /// What kind of input it was, e.g. "source" or "glob".
+        what: &'static str,
+        /// The offending value (never a secret).
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// An HTTP request failed for good (after retries, or on a non-retryable status).
+    #[error("GET {url}: {reason}")]
+    Http {
+        /// The URL (without credentials).
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The hub answered, but not with what a Hugging Face-compatible hub answers.
+    #[error("hub {url}: {reason}")]
+    Hub {
+        /// The API URL.
+        url: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+    /// A file path from a listing would escape the model directory.
+    #[error("unsafe file path `{path}` from {origin}: {reason}")]
+    UnsafePath {
+        /// The path as listed.
+        path: String,
+        /// Where the listing came from.
+        origin: String,
+        /// The rule it broke.
+        reason: &'static str,
+    },
+    /// Downloaded bytes do not match the expected size or sha256.
+    #[error("{url}: {what} mismatch: expected {expected}, got {actual}")]
+    Verify {
+        /// The file's URL.
+        url: String,
+        /// `size` or `sha256`.
+        what: &'static str,
+        /// What the source promised.
+        expected: String,
+        /// What arrived.
+        actual: String,
+    },
+    /// An object store operation failed.
+    #[error("object store {url}: {source}")]
+    ObjectStore {
+        /// The location.
+        url: String,
+        /// The underlying error.
+        #[source]
+        source: object_store::Error,
+    },
+    /// A local I/O operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The local path.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No files matched a source.
+    #[error("source {0} matched no files")]
+    Empty(String),
+}
+
+impl ConnectorError {
+    /// Shorthand for [`ConnectorError::Invalid`].
+    pub fn invalid(
+        what: &'static str,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            what,
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// True when the error is the user's input (exit code 2) rather than a failed job.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Self::Invalid { .. } | Self::UnsafePath { .. } | Self::Empty(_)
+        )
+    }
+}

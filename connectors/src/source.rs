@@ -1,0 +1,612 @@
+//! Sources: what a user names, resolved into files readable by byte range.
+//!
+//! | form | kind |
+//! |---|---|
+//! | `https://host/path/file[#sha256=HEX]` | [`SourceSpec::Url`] |
+//! | `hf://org/repo[@revision]` | [`SourceSpec::Hub`] (endpoint from `HF_ENDPOINT`) |
+//! | `s3://bucket/prefix`, `gs://…`, `file://…` | [`SourceSpec::ObjectStore`] |
+//! | a local file or directory | [`SourceSpec::Local`] |
+//!
+//! The same kinds appear in pipeline YAML under `sources:`.
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::Deserialize;
+use url::Url;
+
+use crate::http::{HttpClient, HttpTarget, RangeSink, redact};
+use crate::hub::{default_endpoint, resolve_revision};
+use crate::paths::{PathFilter, safe_relative_path};
+use crate::storage::{StorageConfig, parse_location};
+use crate::{ConnectorError, Result};
+
+/// A source of model files, as written in YAML or on the command line.
+///
+/// In YAML a source is a map with exactly one key naming its kind:
+/// `{ local: { path: … } }`, `{ hub: { repo: … } }`, `{ url: { url: … } }`,
+/// `{ object_store: { url: … } }`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "SourceEntry")]
+pub enum SourceSpec {
+    /// One plain http(s) URL.
+    Url(UrlSource),
+    /// A Hugging Face-compatible hub repository at a revision.
+    Hub(HubSource),
+    /// An `s3://`, `gs://` or `file://` prefix.
+    ObjectStore(StoreSource),
+    /// A local file or directory.
+    Local(LocalSource),
+}
+
+/// The YAML form of a source: one of the kinds, as a key.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceEntry {
+    #[serde(default)]
+    url: Option<UrlSource>,
+    #[serde(default)]
+    hub: Option<HubSource>,
+    #[serde(default)]
+    object_store: Option<StoreSource>,
+    #[serde(default)]
+    local: Option<LocalSource>,
+}
+
+impl TryFrom<SourceEntry> for SourceSpec {
+    type Error = String;
+
+    fn try_from(e: SourceEntry) -> std::result::Result<Self, String> {
+        let mut kinds = Vec::new();
+        if let Some(u) = e.url {
+            kinds.push(Self::Url(u));
+        }
+        if let Some(h) = e.hub {
+            kinds.push(Self::Hub(h));
+        }
+        if let Some(s) = e.object_store {
+            kinds.push(Self::ObjectStore(s));
+        }
+        if let Some(l) = e.local {
+            kinds.push(Self::Local(l));
+        }
+        match kinds.len() {
+            1 => Ok(kinds.remove(0)),
+            0 => Err("a source needs one of `url`, `hub`, `object_store`, `local`".into()),
+            _ => Err("a source has exactly one of `url`, `hub`, `object_store`, `local`".into()),
+        }
+    }
+}
+
+/// `url:` source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlSource {
+    /// The http(s) URL.
+    pub url: String,
+    /// Expected sha256 (hex); the download fails if the bytes differ.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// File path recorded in the lake. Default: the URL's last path segment.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `hub:` source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSource {
+    /// Hub endpoint. Default: `HF_ENDPOINT`, else `https://huggingface.co`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Repository id, `org/name`.
+    pub repo: String,
+    /// Branch, tag or commit. Default `main`.
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Globs of files to take (all when empty), e.g. `["*.safetensors", "*.json"]`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of files to skip.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// `object_store:` source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSource {
+    /// Prefix URL, e.g. `s3://checkpoints/run-42/`.
+    pub url: String,
+    /// Globs (relative to the prefix) of files to take; all when empty.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of files to skip.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// `local:` source.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSource {
+    /// A file or directory.
+    pub path: String,
+    /// Globs (relative to the directory) of files to take; all when empty.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Globs of files to skip.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_revision() -> String {
+    "main".to_string()
+}
+
+impl FromStr for SourceSpec {
+    type Err = ConnectorError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("hf://") {
+            let (repo, revision) = match rest.split_once('@') {
+                Some((r, rev)) => (r, rev.to_string()),
+                None => (rest, default_revision()),
+            };
+            crate::hub::check_repo_id(repo)?;
+            return Ok(Self::Hub(HubSource {
+                endpoint: None,
+                repo: repo.to_string(),
+                revision,
+                include: vec![],
+                exclude: vec![],
+            }));
+        }
+        if s.starts_with("http://") || s.starts_with("https://") {
+            let mut url =
+                Url::parse(s).map_err(|e| ConnectorError::invalid("source", s, e.to_string()))?;
+            let sha256 = url
+                .fragment()
+                .and_then(|f| f.strip_prefix("sha256="))
+                .map(str::to_string);
+            url.set_fragment(None);
+            return Ok(Self::Url(UrlSource {
+                url: url.to_string(),
+                sha256,
+                path: None,
+            }));
+        }
+        if s.contains("://") {
+            parse_location(s)?;
+            return Ok(Self::ObjectStore(StoreSource {
+                url: s.to_string(),
+                include: vec![],
+                exclude: vec![],
+            }));
+        }
+        Ok(Self::Local(LocalSource {
+            path: s.to_string(),
+            include: vec![],
+            exclude: vec![],
+        }))
+    }
+}
+
+/// How to read a resolved file.
+#[derive(Clone)]
+pub enum FileLocation {
+    /// Over HTTP with ranged GETs.
+    Http(HttpTarget),
+    /// From an object store (S3, GCS, local disk).
+    Store {
+        /// The store.
+        store: Arc<dyn ObjectStore>,
+        /// The object's path in it.
+        path: StorePath,
+    },
+}
+
+impl std::fmt::Debug for FileLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Http(t) => t.fmt(f),
+            Self::Store { path, .. } => write!(f, "Store({path})"),
+        }
+    }
+}
+
+/// One file of a resolved source.
+#[derive(Debug, Clone)]
+pub struct RemoteFile {
+    /// Path within the model, checked safe (`model.safetensors`, `onnx/x.onnx`).
+    pub file_path: String,
+    /// Where it came from, without credentials.
+    pub source_uri: String,
+    /// Size, when known before download (always known for ranged sources).
+    pub size: Option<u64>,
+    /// Expected sha256 (hex, lowercase) when the source publishes one.
+    pub sha256: Option<String>,
+    /// ETag or other version tag of the source object; empty when unknown.
+    pub etag: String,
+    /// True when the server honours byte ranges.
+    pub ranges: bool,
+    /// How to read it.
+    pub location: FileLocation,
+}
+
+impl RemoteFile {
+    /// Read `range` into `sink`, with the HTTP client's retries or the object
+    /// store's own.
+    pub async fn read_range<S: RangeSink>(
+        &self,
+        http: &HttpClient,
+        range: std::ops::Range<u64>,
+        sink: &mut S,
+    ) -> Result<()> {
+        match &self.location {
+            FileLocation::Http(t) => http.fetch_range(t, range, sink).await,
+            FileLocation::Store { store, path } => {
+                if range.is_empty() {
+                    return Ok(());
+                }
+                let bytes: Bytes =
+                    store
+                        .get_range(path, range.clone())
+                        .await
+                        .map_err(|source| ConnectorError::ObjectStore {
+                            url: self.source_uri.clone(),
+                            source,
+                        })?;
+                if bytes.len() as u64 != range.end - range.start {
+                    return Err(ConnectorError::Verify {
+                        url: self.source_uri.clone(),
+                        what: "range length",
+                        expected: (range.end - range.start).to_string(),
+                        actual: bytes.len().to_string(),
+                    });
+                }
+                sink.write(range.start, &bytes)
+                    .await
+                    .map_err(|source| ConnectorError::Io {
+                        path: self.source_uri.clone(),
+                        source,
+                    })
+            }
+        }
+    }
+}
+
+/// A source resolved into files, with the model id and revision it implies.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    /// Model id to record when the user gives none (hub repo, directory name…).
+    pub default_model_id: String,
+    /// Revision to record when the user gives none (hub revision, else `main`).
+    pub default_revision: String,
+    /// The files, sorted by path.
+    pub files: Vec<RemoteFile>,
+}
+
+/// What resolving needs: the shared HTTP client, storage options, hub token.
+#[derive(Debug, Clone)]
+pub struct ResolveContext {
+    /// The shared downloader client.
+    pub http: HttpClient,
+    /// Storage settings for object store sources.
+    pub storage: StorageConfig,
+    /// Hub bearer token (`HF_TOKEN`); never logged.
+    pub hf_token: Option<String>,
+}
+
+impl SourceSpec {
+    /// A short description for messages, without credentials.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Url(u) => Url::parse(&u.url)
+                .map(|x| redact(&x))
+                .unwrap_or_else(|_| u.url.clone()),
+            Self::Hub(h) => format!("hf://{}@{}", h.repo, h.revision),
+            Self::ObjectStore(s) => s.url.clone(),
+            Self::Local(l) => l.path.clone(),
+        }
+    }
+
+    /// List the source's files (and probe URLs for size and range support).
+    pub async fn resolve(&self, ctx: &ResolveContext) -> Result<ResolvedSource> {
+        let mut resolved = match self {
+            Self::Url(u) => resolve_url(u, ctx).await?,
+            Self::Hub(h) => resolve_hub(h, ctx).await?,
+            Self::ObjectStore(s) => {
+                let url = parse_location(&s.url)?;
+                let name = last_segment(&url)
+                    .unwrap_or_else(|| url.host_str().unwrap_or("model").to_string());
+                let (store, prefix) = ctx.storage.object_store(&url)?;
+                let filter = PathFilter::new(&s.include, &s.exclude)?;
+                let files = list_store(store, &prefix, &url, &filter).await?;
+                ResolvedSource {
+                    default_model_id: name,
+                    default_revision: default_revision(),
+                    files,
+                }
+            }
+            Self::Local(l) => resolve_local(l, ctx).await?,
+        };
+        if resolved.files.is_empty() {
+            return Err(ConnectorError::Empty(self.describe()));
+        }
+        resolved.files.sort_by(|a, b| a.file_path.cmp(&b.file_path));
+        Ok(resolved)
+    }
+}
+
+fn last_segment(url: &Url) -> Option<String> {
+    url.path_segments()?
+        .filter(|s| !s.is_empty())
+        .next_back()
+        .map(str::to_string)
+}
+
+async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSource> {
+    let url =
+        Url::parse(&u.url).map_err(|e| ConnectorError::invalid("source", &u.url, e.to_string()))?;
+    let shown = redact(&url);
+    let name = match &u.path {
+        Some(p) => p.clone(),
+        None => last_segment(&url)
+            .ok_or_else(|| ConnectorError::invalid("source", &shown, "URL has no file name"))?,
+    };
+    let file_path = safe_relative_path(&name, &shown)?;
+    let sha256 = match &u.sha256 {
+        Some(s) if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) => {
+            Some(s.to_ascii_lowercase())
+        }
+        Some(s) => {
+            return Err(ConnectorError::invalid(
+                "sha256",
+                s,
+                "expected 64 hex digits",
+            ));
+        }
+        None => None,
+    };
+    let target = HttpTarget::new(url.clone());
+    let probe = ctx.http.probe(&target).await?;
+    let segs: Vec<String> = url
+        .path_segments()
+        .map(|s| s.map(str::to_string).collect())
+        .unwrap_or_default();
+    let model = segs
+        .iter()
+        .rev()
+        .nth(1)
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| url.host_str().unwrap_or("model").to_string());
+    Ok(ResolvedSource {
+        default_model_id: model,
+        default_revision: default_revision(),
+        files: vec![RemoteFile {
+            file_path,
+            source_uri: shown,
+            size: probe.size,
+            sha256,
+            etag: probe.etag.unwrap_or_default(),
+            ranges: probe.ranges,
+            location: FileLocation::Http(target),
+        }],
+    })
+}
+
+async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSource> {
+    let endpoint = h.endpoint.clone().unwrap_or_else(default_endpoint);
+    let rev = resolve_revision(
+        &ctx.http,
+        &endpoint,
+        &h.repo,
+        &h.revision,
+        ctx.hf_token.as_deref(),
+    )
+    .await?;
+    let filter = PathFilter::new(&h.include, &h.exclude)?;
+    let mut files = Vec::new();
+    for f in rev.files.iter().filter(|f| filter.matches(&f.path)) {
+        let url = rev.resolve_url(&f.path)?;
+        let target = HttpTarget {
+            url: url.clone(),
+            bearer: ctx.hf_token.clone(),
+        };
+        let (size, ranges, etag) = match f.size {
+            // Sizes from the listing save a probe per file; ranges are checked on use.
+            Some(size) => (Some(size), true, f.sha256.clone().unwrap_or_default()),
+            None => {
+                let p = ctx.http.probe(&target).await?;
+                (p.size, p.ranges, p.etag.unwrap_or_default())
+            }
+        };
+        files.push(RemoteFile {
+            file_path: f.path.clone(),
+            source_uri: redact(&url),
+            size,
+            sha256: f.sha256.clone(),
+            etag: if etag.is_empty() {
+                rev.commit.clone()
+            } else {
+                etag
+            },
+            ranges,
+            location: FileLocation::Http(target),
+        });
+    }
+    Ok(ResolvedSource {
+        default_model_id: h.repo.clone(),
+        default_revision: h.revision.clone(),
+        files,
+    })
+}
+
+async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<ResolvedSource> {
+    let path = std::path::Path::new(&l.path);
+    let meta = tokio::fs::metadata(path)
+        .await
+        .map_err(|source| ConnectorError::Io {
+            path: l.path.clone(),
+            source,
+        })?;
+    let abs = std::path::absolute(path).map_err(|source| ConnectorError::Io {
+        path: l.path.clone(),
+        source,
+    })?;
+    let (dir, only) = if meta.is_dir() {
+        (abs.clone(), None)
+    } else {
+        let parent = abs
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| abs.clone());
+        let name = abs.file_name().map(|n| n.to_string_lossy().to_string());
+        (parent, name)
+    };
+    let url = Url::from_directory_path(&dir)
+        .map_err(|_| ConnectorError::invalid("source", &l.path, "not a valid path"))?;
+    let (store, prefix) = ctx.storage.object_store(&url)?;
+    let filter = match &only {
+        Some(name) => PathFilter::new(&[globset::escape(name)], &[])?,
+        None => PathFilter::new(&l.include, &l.exclude)?,
+    };
+    let mut files = list_store(store, &prefix, &url, &filter).await?;
+    if only.is_some() {
+        files.retain(|f| !f.file_path.contains('/'));
+    }
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    Ok(ResolvedSource {
+        default_model_id: name,
+        default_revision: default_revision(),
+        files,
+    })
+}
+
+async fn list_store(
+    store: Arc<dyn ObjectStore>,
+    prefix: &StorePath,
+    url: &Url,
+    filter: &PathFilter,
+) -> Result<Vec<RemoteFile>> {
+    let base = url.as_str().trim_end_matches('/').to_string();
+    let metas: Vec<_> = store
+        .list(Some(prefix))
+        .try_collect()
+        .await
+        .map_err(|source| ConnectorError::ObjectStore {
+            url: base.clone(),
+            source,
+        })?;
+    let prefix_str = prefix.as_ref();
+    let mut files = Vec::new();
+    for m in metas {
+        let full = m.location.as_ref();
+        let rel = full
+            .strip_prefix(prefix_str)
+            .unwrap_or(full)
+            .trim_start_matches('/');
+        if rel.is_empty() || !filter.matches(rel) {
+            continue;
+        }
+        let file_path = safe_relative_path(rel, &base)?;
+        files.push(RemoteFile {
+            source_uri: format!("{base}/{file_path}"),
+            file_path,
+            size: Some(m.size),
+            sha256: None,
+            etag: m
+                .e_tag
+                .clone()
+                .unwrap_or_default()
+                .trim_matches('"')
+                .to_string(),
+            ranges: true,
+            location: FileLocation::Store {
+                store: store.clone(),
+                path: m.location.clone(),
+            },
+        });
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cli_sources() {
+        assert!(
+            matches!("hf://org/m@v1".parse::<SourceSpec>(), Ok(SourceSpec::Hub(h)) if h.revision == "v1")
+        );
+        assert!(
+            matches!("hf://org/m".parse::<SourceSpec>(), Ok(SourceSpec::Hub(h)) if h.revision == "main")
+        );
+        assert!("hf://../x".parse::<SourceSpec>().is_err());
+        let u: SourceSpec = format!("https://h/a/b.bin#sha256={}", "a".repeat(64))
+            .parse()
+            .expect("url");
+        assert!(matches!(
+            u,
+            SourceSpec::Url(UrlSource {
+                sha256: Some(_),
+                ..
+            })
+        ));
+        assert!(matches!(
+            "s3://b/p".parse::<SourceSpec>(),
+            Ok(SourceSpec::ObjectStore(_))
+        ));
+        assert!(matches!(
+            "./dir".parse::<SourceSpec>(),
+            Ok(SourceSpec::Local(_))
+        ));
+        assert!("ftp://x/y".parse::<SourceSpec>().is_err());
+    }
+
+    #[tokio::test]
+    async fn local_dir_lists_files_with_filters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("a.safetensors"), b"xx").expect("write");
+        std::fs::write(dir.path().join("sub/b.json"), b"{}").expect("write");
+        std::fs::write(dir.path().join("c.bin"), b"zz").expect("write");
+        let ctx = ResolveContext {
+            http: HttpClient::new(Default::default()).expect("client"),
+            storage: StorageConfig::default(),
+            hf_token: None,
+        };
+        let spec = SourceSpec::Local(LocalSource {
+            path: dir.path().display().to_string(),
+            include: vec!["*.safetensors".into(), "*.json".into()],
+            exclude: vec![],
+        });
+        let r = spec.resolve(&ctx).await.expect("resolve");
+        let paths: Vec<_> = r.files.iter().map(|f| f.file_path.as_str()).collect();
+        assert_eq!(paths, ["a.safetensors", "sub/b.json"]);
+        let one = SourceSpec::Local(LocalSource {
+            path: dir.path().join("c.bin").display().to_string(),
+            include: vec![],
+            exclude: vec![],
+        });
+        let r = one.resolve(&ctx).await.expect("resolve file");
+        assert_eq!(r.files.len(), 1);
+        assert_eq!(r.files[0].size, Some(2));
+        let mut buf = crate::http::ChunkBuffer::new(&(0..2));
+        r.files[0]
+            .read_range(&ctx.http, 0..2, &mut buf)
+            .await
+            .expect("read");
+        assert_eq!(buf.into_inner(), b"zz");
+    }
+}

@@ -1,0 +1,66 @@
+//! The jobs' error type, classified by blame: bad input (exit 2) or a failed job
+//! (exit 1).
+
+use weightlake_connectors::ConnectorError;
+
+/// Result with [`JobError`].
+pub type Result<T, E = JobError> = std::result::Result<T, E>;
+
+/// Errors raised by jobs.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A source or storage location failed.
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    /// A Delta table operation failed.
+    #[error("table {table}: {source}")]
+    Delta {
+        /// The table's name or URL.
+        table: String,
+        /// The underlying error.
+        #[source]
+        source: deltalake::DeltaTableError,
+    },
+    /// A query failed.
+    #[error("query failed: {0}")]
+    Query(#[from] deltalake::datafusion::error::DataFusionError),
+    /// Building Arrow data failed (our bug, or a value out of range).
+    #[error("arrow: {0}")]
+    Arrow(#[from] deltalake::arrow::error::ArrowError),
+    /// The user's input is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// Some files of a job failed; the others were committed.
+    #[error("{failed} of {total} files failed; first: {first}")]
+    Partial {
+        /// Files that failed.
+        failed: usize,
+        /// Files attempted.
+        total: usize,
+        /// The first failure, with its file.
+        first: String,
+    },
+}
+
+impl JobError {
+    /// Wrap a deltalake error with the table it concerns.
+    pub fn delta(table: impl std::fmt::Display, source: deltalake::DeltaTableError) -> Self {
+        Self::Delta {
+            table: table.to_string(),
+            source,
+        }
+    }
+
+    /// True when the error is the user's input (exit code 2) rather than a failed job.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Self::Invalid(_) => true,
+            Self::Connector(c) => c.is_bad_input(),
+            Self::Query(e) => {
+                use deltalake::datafusion::error::DataFusionError as E;
+                matches!(e.find_root(), E::Plan(_) | E::SQL(..) | E::SchemaError(..))
+            }
+            _ => false,
+        }
+    }
+}

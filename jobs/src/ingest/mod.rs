@@ -1,0 +1,731 @@
+//! The ingest job: sources -> `bronze.model_files` (chunks) + `bronze.files`.
+//!
+//! Exactly once, resumable (see docs/ARCHITECTURE.md, "Ingest commit protocol"):
+//!
+//! 1. Resolve sources into files; skip files already in `bronze.files` (same
+//!    sha256, or same size and ETag).
+//! 2. Plan each remaining file into chunks. Chunks of the same upload committed by
+//!    an earlier, interrupted run are reused, not downloaded again.
+//! 3. Download ranges concurrently but hand them on in file order (a bounded
+//!    window: memory stays at `concurrency × chunk_size`), hash each file in
+//!    order, and append chunks in commits of at most `commit_bytes`.
+//! 4. When a file's last chunk is committed and its size and sha256 check out,
+//!    commit its `bronze.files` row. Only then is the file complete.
+//!
+//! A failed file is reported and does not stop the others; the job then ends
+//! with [`JobError::Partial`].
+
+mod state;
+mod writer;
+
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{StreamExt, stream};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use weightlake_connectors::http::{
+    ChunkBuffer, DownloadConfig, HttpClient, RangeSink, plan_chunks,
+};
+use weightlake_connectors::source::{RemoteFile, ResolveContext, SourceSpec};
+use weightlake_schemas::bronze;
+
+pub use writer::blob_writer_properties;
+
+use crate::lake::Lake;
+use crate::progress::{NoProgress, Progress};
+use crate::shard::Shard;
+use crate::sql::LakeSession;
+use crate::{JobError, Result};
+use state::{BronzeState, UploadKey};
+use writer::{BronzeWriter, ChunkRow, FileRow};
+
+/// Default memory budget for bytes in flight and buffered for commit: 256 MiB.
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
+
+/// What an ingest run did.
+#[derive(Debug, Clone, Default)]
+pub struct IngestReport {
+    /// The run id recorded on every row.
+    pub run_id: String,
+    /// Files the sources listed (in this shard).
+    pub files_total: usize,
+    /// Files already complete in bronze.
+    pub files_skipped: usize,
+    /// Files ingested by this run.
+    pub files_ingested: usize,
+    /// Files that failed, with the reason.
+    pub files_failed: Vec<(String, String)>,
+    /// Bytes downloaded by this run (reused chunks not counted).
+    pub bytes_downloaded: u64,
+    /// Chunks appended to bronze.
+    pub chunks_written: usize,
+    /// Chunks reused from an interrupted earlier run.
+    pub chunks_reused: usize,
+    /// Delta commits made.
+    pub commits: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Builder of an ingest run; `.await` it.
+#[must_use = "an IngestJob does nothing until awaited"]
+pub struct IngestJob {
+    lake: Lake,
+    sources: Vec<SourceSpec>,
+    model_id: Option<String>,
+    revision: Option<String>,
+    download: DownloadConfig,
+    memory_budget: u64,
+    shard: Shard,
+    run_id: Option<String>,
+    hf_token: Option<String>,
+    progress: Arc<dyn Progress>,
+}
+
+impl IngestJob {
+    /// Ingest `sources` into `lake`.
+    pub fn new(lake: Lake, sources: Vec<SourceSpec>) -> Self {
+        Self {
+            lake,
+            sources,
+            model_id: None,
+            revision: None,
+            download: DownloadConfig::default(),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            shard: Shard::ALL,
+            run_id: None,
+            hf_token: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// Record files under this model id (default: the source's, e.g. the hub repo).
+    pub fn with_model_id(mut self, id: impl Into<String>) -> Self {
+        self.model_id = Some(id.into());
+        self
+    }
+
+    /// Record files under this revision (default: the hub revision, else `main`).
+    pub fn with_revision(mut self, rev: impl Into<String>) -> Self {
+        self.revision = Some(rev.into());
+        self
+    }
+
+    /// Downloader settings (ranges in flight, chunk size, retries, stall timeout).
+    pub fn with_download_config(mut self, cfg: DownloadConfig) -> Self {
+        self.download = cfg;
+        self
+    }
+
+    /// Bytes that may be in flight or buffered for commit (default 256 MiB).
+    pub fn with_memory_budget(mut self, bytes: u64) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Take only this shard's files.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// Use this run id (default: a new UUID).
+    pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
+
+    /// Hub token (default: `HF_TOKEN`).
+    pub fn with_hf_token(mut self, token: Option<String>) -> Self {
+        self.hf_token = token;
+        self
+    }
+
+    /// Report progress here.
+    pub fn with_progress(mut self, p: Arc<dyn Progress>) -> Self {
+        self.progress = p;
+        self
+    }
+}
+
+impl IntoFuture for IngestJob {
+    type Output = Result<IngestReport>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+struct FileTask {
+    model_id: String,
+    revision: String,
+    file: RemoteFile,
+    /// Set once planned: the upload's identity and id.
+    upload: Option<(UploadKey, String)>,
+}
+
+/// How a file is read: planned chunks (ranged), or one stream cut into chunks.
+enum Plan {
+    Ranged {
+        key: UploadKey,
+        chunks: Vec<(i32, std::ops::Range<u64>, bool)>,
+    },
+    Stream {
+        key: UploadKey,
+    },
+}
+
+enum Msg {
+    Chunk {
+        file: usize,
+        index: i32,
+        offset: u64,
+        data: Bytes,
+        reused: bool,
+    },
+    StreamEnd {
+        file: usize,
+        chunks: i32,
+    },
+    Failed {
+        file: usize,
+        error: String,
+    },
+}
+
+struct FileProgress {
+    hasher: Sha256,
+    bytes: u64,
+    failed: bool,
+}
+
+fn check_id(what: &str, v: &str) -> Result<()> {
+    if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+        return Err(JobError::Invalid(format!(
+            "invalid {what} `{v}`: 1-256 printable characters"
+        )));
+    }
+    Ok(())
+}
+
+impl IngestJob {
+    async fn run(self) -> Result<IngestReport> {
+        let started = Instant::now();
+        let run_id = self
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        if self.sources.is_empty() {
+            return Err(JobError::Invalid("ingest needs at least one source".into()));
+        }
+        if self.download.chunk_size == 0 || self.download.concurrency == 0 {
+            return Err(JobError::Invalid(
+                "chunk size and parallelism must be positive".into(),
+            ));
+        }
+        let http = HttpClient::new(self.download.clone())?;
+        let ctx = ResolveContext {
+            http: http.clone(),
+            storage: self.lake.storage().clone(),
+            hf_token: self.hf_token.clone(),
+        };
+
+        let mut tasks = Vec::new();
+        for spec in &self.sources {
+            let resolved = spec.resolve(&ctx).await?;
+            let model_id = self.model_id.clone().unwrap_or(resolved.default_model_id);
+            let revision = self.revision.clone().unwrap_or(resolved.default_revision);
+            check_id("model id", &model_id)?;
+            check_id("revision", &revision)?;
+            for file in resolved.files {
+                if self.shard.owns(&[&model_id, &revision, &file.file_path]) {
+                    tasks.push(FileTask {
+                        model_id: model_id.clone(),
+                        revision: revision.clone(),
+                        file,
+                        upload: None,
+                    });
+                }
+            }
+        }
+        let mut report = IngestReport {
+            run_id: run_id.clone(),
+            files_total: tasks.len(),
+            ..Default::default()
+        };
+
+        let chunks_table = self
+            .lake
+            .open_or_create(
+                bronze::MODEL_FILES,
+                bronze::model_files_schema(),
+                &bronze_properties(true),
+            )
+            .await?;
+        let files_table = self
+            .lake
+            .open_or_create(
+                bronze::FILES,
+                bronze::files_schema(),
+                &bronze_properties(false),
+            )
+            .await?;
+        let session = Arc::new(LakeSession::new(&self.lake).await?);
+        let mut model_ids: Vec<String> = tasks.iter().map(|t| t.model_id.clone()).collect();
+        model_ids.sort();
+        model_ids.dedup();
+        let state = BronzeState::load(&session, &model_ids).await?;
+
+        let (done, todo): (Vec<_>, Vec<_>) = tasks
+            .into_iter()
+            .partition(|t| state.is_complete(&t.model_id, &t.revision, &t.file));
+        report.files_skipped = done.len();
+        for t in &done {
+            info!(model = %t.model_id, file = %t.file.file_path, "already in bronze; skipping");
+        }
+        let chunk_size = self.download.chunk_size;
+        let mut todo = todo;
+        let plans: Vec<Plan> = todo
+            .iter_mut()
+            .map(|t| plan_file(t, chunk_size, &state, &run_id))
+            .collect();
+        report.chunks_reused = plans
+            .iter()
+            .map(|p| match p {
+                Plan::Ranged { chunks, .. } => chunks.iter().filter(|c| c.2).count(),
+                Plan::Stream { .. } => 0,
+            })
+            .sum();
+        let total_bytes: u64 = todo.iter().filter_map(|t| t.file.size).sum();
+        self.progress.begin(todo.len(), total_bytes);
+
+        let commit_bytes = (self.memory_budget / 4).max(chunk_size);
+        let in_flight =
+            ((self.memory_budget.saturating_sub(commit_bytes)) / chunk_size).max(1) as usize;
+        let window = in_flight.min(self.download.concurrency);
+        if window < self.download.concurrency {
+            info!(
+                window,
+                requested = self.download.concurrency,
+                "ranges in flight limited by the memory budget"
+            );
+        }
+
+        // Ranged files end with their last planned chunk; streams with StreamEnd.
+        let mut chunk_counts: Vec<i32> = plans
+            .iter()
+            .map(|p| match p {
+                Plan::Ranged { chunks, .. } => chunks.len() as i32,
+                Plan::Stream { .. } => -1,
+            })
+            .collect();
+        let todo = Arc::new(todo);
+        let (tx, mut rx) = mpsc::channel::<Msg>(1);
+        let failed_flags: Arc<Vec<AtomicBool>> =
+            Arc::new(todo.iter().map(|_| AtomicBool::new(false)).collect());
+        let producer = tokio::spawn(produce(
+            http,
+            session.clone(),
+            todo.clone(),
+            plans,
+            window,
+            chunk_size,
+            failed_flags.clone(),
+            tx,
+        ));
+
+        let mut writer = BronzeWriter::new(chunks_table, files_table, run_id.clone(), commit_bytes);
+        let mut progress: Vec<FileProgress> = todo
+            .iter()
+            .map(|_| FileProgress {
+                hasher: Sha256::new(),
+                bytes: 0,
+                failed: false,
+            })
+            .collect();
+        for t in todo.iter() {
+            self.progress
+                .file_started(&t.file.file_path, t.file.size.unwrap_or(0));
+        }
+        while let Some(msg) = rx.recv().await {
+            match msg {
+                Msg::Chunk {
+                    file,
+                    index,
+                    offset,
+                    data,
+                    reused,
+                } => {
+                    let p = &mut progress[file];
+                    if p.failed {
+                        continue;
+                    }
+                    p.hasher.update(&data);
+                    p.bytes += data.len() as u64;
+                    let t = &todo[file];
+                    self.progress.advance(&t.file.file_path, data.len() as u64);
+                    if !reused {
+                        report.bytes_downloaded += data.len() as u64;
+                        let (key, upload_id) = t.upload.clone().unwrap_or_default();
+                        writer
+                            .push_chunk(ChunkRow {
+                                model_id: t.model_id.clone(),
+                                revision: t.revision.clone(),
+                                file_path: t.file.file_path.clone(),
+                                source_uri: t.file.source_uri.clone(),
+                                file_size: key.file_size,
+                                etag: key.etag,
+                                upload_id,
+                                chunk_index: index,
+                                chunk_offset: offset as i64,
+                                chunk_sha256: hex::encode(Sha256::digest(&data)),
+                                data,
+                            })
+                            .await?;
+                    }
+                    if index + 1 == chunk_counts[file] {
+                        finish_file(
+                            &mut writer,
+                            &mut report,
+                            &mut progress[file],
+                            t,
+                            chunk_size,
+                            chunk_counts[file],
+                            &failed_flags[file],
+                        );
+                        self.progress.file_finished(&t.file.file_path);
+                    }
+                }
+                Msg::StreamEnd { file, chunks } => {
+                    chunk_counts[file] = chunks;
+                    let t = &todo[file];
+                    if !progress[file].failed {
+                        finish_file(
+                            &mut writer,
+                            &mut report,
+                            &mut progress[file],
+                            t,
+                            chunk_size,
+                            chunks,
+                            &failed_flags[file],
+                        );
+                    }
+                    self.progress.file_finished(&t.file.file_path);
+                }
+                Msg::Failed { file, error } => {
+                    let t = &todo[file];
+                    warn!(model = %t.model_id, file = %t.file.file_path, %error, "file failed");
+                    if !progress[file].failed {
+                        progress[file].failed = true;
+                        report.files_failed.push((t.file.file_path.clone(), error));
+                    }
+                    self.progress.file_finished(&t.file.file_path);
+                }
+            }
+        }
+        producer
+            .await
+            .map_err(|e| JobError::Invalid(format!("download task panicked: {e}")))?;
+        writer.flush().await?;
+        report.chunks_written = writer.chunks_written;
+        report.commits = writer.commits();
+        report.elapsed = started.elapsed();
+        if let Some((path, err)) = report.files_failed.first() {
+            return Err(JobError::Partial {
+                failed: report.files_failed.len(),
+                total: report.files_total - report.files_skipped,
+                first: format!("{path}: {err}"),
+            });
+        }
+        Ok(report)
+    }
+}
+
+/// Table properties of the bronze tables: statistics only on the small columns.
+fn bronze_properties(blobs: bool) -> Vec<(&'static str, String)> {
+    let schema = if blobs {
+        bronze::model_files_schema()
+    } else {
+        bronze::files_schema()
+    };
+    let cols: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .filter(|n| *n != bronze::DATA_COLUMN)
+        .collect();
+    let version = if blobs {
+        bronze::MODEL_FILES_VERSION
+    } else {
+        bronze::FILES_VERSION
+    };
+    vec![
+        ("delta.dataSkippingStatsColumns", cols.join(",")),
+        ("weightlake.schemaVersion", version.to_string()),
+    ]
+}
+
+/// The ETag recorded for `file`: the source's, or one unique to this run for
+/// streams of unknown length (which cannot be resumed).
+fn etag_for(file: &RemoteFile, run_id: &str) -> String {
+    if file.size.is_none() {
+        format!("stream:{run_id}")
+    } else {
+        file.etag.clone()
+    }
+}
+
+fn plan_file(t: &mut FileTask, chunk_size: u64, state: &BronzeState, run_id: &str) -> Plan {
+    let key = UploadKey {
+        model_id: t.model_id.clone(),
+        revision: t.revision.clone(),
+        file_path: t.file.file_path.clone(),
+        file_size: t.file.size.map_or(bronze::UNKNOWN_SIZE, |s| s as i64),
+        etag: etag_for(&t.file, run_id),
+    };
+    t.upload = Some((key.clone(), key.id()));
+    match t.file.size {
+        Some(size) if t.file.ranges => {
+            let committed = state.committed(&key);
+            let chunks = plan_chunks(size, chunk_size)
+                .into_iter()
+                .map(|c| {
+                    let idx = c.index as i32;
+                    let reuse = committed.and_then(|m| m.get(&idx)).is_some_and(|cc| {
+                        cc.offset == c.range.start as i64
+                            && cc.len == (c.range.end - c.range.start) as i64
+                    });
+                    (idx, c.range, reuse)
+                })
+                .collect();
+            Plan::Ranged { key, chunks }
+        }
+        _ => Plan::Stream { key },
+    }
+}
+
+fn finish_file(
+    writer: &mut BronzeWriter,
+    report: &mut IngestReport,
+    p: &mut FileProgress,
+    t: &FileTask,
+    chunk_size: u64,
+    chunk_count: i32,
+    failed_flag: &AtomicBool,
+) {
+    let digest = hex::encode(std::mem::take(&mut p.hasher).finalize());
+    let mismatch = match (t.file.size, &t.file.sha256) {
+        (Some(size), _) if size != p.bytes => {
+            Some(format!("size mismatch: expected {size}, got {}", p.bytes))
+        }
+        (_, Some(sha)) if !sha.eq_ignore_ascii_case(&digest) => {
+            Some(format!("sha256 mismatch: expected {sha}, got {digest}"))
+        }
+        _ => None,
+    };
+    if let Some(err) = mismatch {
+        p.failed = true;
+        failed_flag.store(true, Ordering::Relaxed);
+        warn!(file = %t.file.file_path, %err, "verification failed");
+        report.files_failed.push((t.file.file_path.clone(), err));
+        return;
+    }
+    info!(model = %t.model_id, file = %t.file.file_path, bytes = p.bytes, sha256 = %digest, "file complete");
+    report.files_ingested += 1;
+    writer.file_complete(FileRow {
+        model_id: t.model_id.clone(),
+        revision: t.revision.clone(),
+        file_path: t.file.file_path.clone(),
+        source_uri: t.file.source_uri.clone(),
+        file_size: p.bytes as i64,
+        file_sha256: digest,
+        etag: t.file.etag.clone(),
+        upload_id: t.upload.as_ref().map(|u| u.1.clone()).unwrap_or_default(),
+        chunk_size: chunk_size as i64,
+        chunk_count,
+    });
+}
+
+/// Cuts one stream into chunks of `chunk_size` and sends them on. Offsets below
+/// what was already sent (a restarted stream) are dropped.
+struct StreamChunker {
+    file: usize,
+    chunk_size: u64,
+    sent: u64,
+    next_index: i32,
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl StreamChunker {
+    async fn emit(&mut self) -> std::io::Result<()> {
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        let offset = self.sent;
+        self.sent += data.len() as u64;
+        let msg = Msg::Chunk {
+            file: self.file,
+            index: self.next_index,
+            offset,
+            data,
+            reused: false,
+        };
+        self.next_index += 1;
+        self.tx
+            .send(msg)
+            .await
+            .map_err(|_| std::io::Error::other("ingest writer stopped"))
+    }
+}
+
+impl RangeSink for StreamChunker {
+    async fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let have = self.sent + self.buf.len() as u64;
+        if offset + data.len() as u64 <= have {
+            return Ok(());
+        }
+        let skip = have.saturating_sub(offset) as usize;
+        let mut data = &data[skip..];
+        while !data.is_empty() {
+            let room = self.chunk_size as usize - self.buf.len();
+            let n = room.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() as u64 == self.chunk_size {
+                self.emit().await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    http: HttpClient,
+    session: Arc<LakeSession>,
+    todo: Arc<Vec<FileTask>>,
+    plans: Vec<Plan>,
+    window: usize,
+    chunk_size: u64,
+    failed: Arc<Vec<AtomicBool>>,
+    tx: mpsc::Sender<Msg>,
+) {
+    let mut ranged = Vec::new();
+    let mut streams = Vec::new();
+    for (file, plan) in plans.into_iter().enumerate() {
+        match plan {
+            Plan::Ranged { key, chunks } => {
+                let key = Arc::new(key);
+                ranged.extend(
+                    chunks
+                        .into_iter()
+                        .map(|(i, r, reuse)| (file, key.clone(), i, r, reuse)),
+                );
+            }
+            Plan::Stream { key } => streams.push((file, key)),
+        }
+    }
+    let results = stream::iter(ranged)
+        .map(|(file, key, index, range, reuse)| {
+            let (http, session, todo, failed) = (&http, &session, &todo, &failed);
+            async move {
+                if failed[file].load(Ordering::Relaxed) {
+                    return (file, index, range.start, Err(None), reuse);
+                }
+                let data = if reuse {
+                    state::read_chunk(session, &key, index)
+                        .await
+                        .map(Bytes::from)
+                        .map_err(|e| Some(e.to_string()))
+                } else {
+                    let mut buf = ChunkBuffer::new(&range);
+                    todo[file]
+                        .file
+                        .read_range(http, range.clone(), &mut buf)
+                        .await
+                        .map(|()| Bytes::from(buf.into_inner()))
+                        .map_err(|e| Some(e.to_string()))
+                };
+                (file, index, range.start, data, reuse)
+            }
+        })
+        .buffered(window);
+    futures::pin_mut!(results);
+    while let Some((file, index, offset, data, reused)) = results.next().await {
+        let msg = match data {
+            Ok(data) => Msg::Chunk {
+                file,
+                index,
+                offset,
+                data,
+                reused,
+            },
+            Err(Some(error)) => {
+                failed[file].store(true, Ordering::Relaxed);
+                Msg::Failed { file, error }
+            }
+            Err(None) => continue,
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+    for (file, _key) in streams {
+        let mut chunker = StreamChunker {
+            file,
+            chunk_size,
+            sent: 0,
+            next_index: 0,
+            buf: Vec::new(),
+            tx: tx.clone(),
+        };
+        let target = match &todo[file].file.location {
+            weightlake_connectors::source::FileLocation::Http(t) => t.clone(),
+            weightlake_connectors::source::FileLocation::Store { .. } => {
+                let _ = tx
+                    .send(Msg::Failed {
+                        file,
+                        error: "object has no size".into(),
+                    })
+                    .await;
+                continue;
+            }
+        };
+        let result = http
+            .fetch_stream(&target, todo[file].file.size, &mut chunker)
+            .await;
+        let msg = match result {
+            Ok(_) => match chunker.emit_tail().await {
+                Ok(chunks) => Msg::StreamEnd { file, chunks },
+                Err(e) => Msg::Failed {
+                    file,
+                    error: e.to_string(),
+                },
+            },
+            Err(e) => Msg::Failed {
+                file,
+                error: e.to_string(),
+            },
+        };
+        if tx.send(msg).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl StreamChunker {
+    /// Send the last partial chunk (or one empty chunk for an empty file) and
+    /// return the number of chunks.
+    async fn emit_tail(&mut self) -> std::io::Result<i32> {
+        if !self.buf.is_empty() || self.next_index == 0 {
+            self.emit().await?;
+        }
+        Ok(self.next_index)
+    }
+}

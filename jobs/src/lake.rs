@@ -1,0 +1,165 @@
+//! A lake: a root URL under which every table lives at `<root>/<layer>/<table>`,
+//! with the storage options to reach it.
+//!
+//! Tables are created on first use. Two processes may race to create the same
+//! table: the loser of the commit race sees the winner's table and uses it.
+
+use std::collections::HashMap;
+use std::sync::Once;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+use deltalake::kernel::{StructField, StructType};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use tracing::debug;
+use url::Url;
+use weightlake_connectors::storage::{StorageConfig, join, parse_location};
+use weightlake_schemas::TableName;
+
+use crate::{JobError, Result};
+
+static HANDLERS: Once = Once::new();
+
+/// Register deltalake's S3 and GCS handlers (once per process).
+pub fn register_object_store_handlers() {
+    HANDLERS.call_once(|| {
+        deltalake::aws::register_handlers(None);
+        deltalake::gcp::register_handlers(None);
+    });
+}
+
+/// A lake root and how to reach it.
+#[derive(Debug, Clone)]
+pub struct Lake {
+    root: Url,
+    storage: StorageConfig,
+}
+
+impl Lake {
+    /// A lake at `location` (`file://…`, a path, `s3://bucket/prefix`, `gs://…`).
+    pub fn new(location: &str, storage: StorageConfig) -> Result<Self> {
+        register_object_store_handlers();
+        Ok(Self {
+            root: parse_location(location)?,
+            storage,
+        })
+    }
+
+    /// The root URL.
+    pub fn root(&self) -> &Url {
+        &self.root
+    }
+
+    /// The storage settings.
+    pub fn storage(&self) -> &StorageConfig {
+        &self.storage
+    }
+
+    /// Where `table` lives.
+    pub fn table_url(&self, table: TableName) -> Url {
+        join(&self.root, &table.relative_path())
+    }
+
+    fn options(&self, url: &Url) -> HashMap<String, String> {
+        self.storage.options_for(url)
+    }
+
+    fn builder(&self, table: TableName) -> Result<DeltaTableBuilder> {
+        let url = self.table_url(table);
+        let options = self.options(&url);
+        Ok(DeltaTableBuilder::from_url(url)
+            .map_err(|e| JobError::delta(table, e))?
+            .with_storage_options(options))
+    }
+
+    /// Open `table` at its latest version, or `None` if it does not exist yet.
+    pub async fn open(&self, table: TableName) -> Result<Option<DeltaTable>> {
+        if self.root.scheme() == "file"
+            && let Ok(p) = self.table_url(table).to_file_path()
+            && !p.exists()
+        {
+            return Ok(None);
+        }
+        let t = self
+            .builder(table)?
+            .build()
+            .map_err(|e| JobError::delta(table, e))?;
+        if !t
+            .verify_deltatable_existence()
+            .await
+            .map_err(|e| JobError::delta(table, e))?
+        {
+            return Ok(None);
+        }
+        let t = self
+            .builder(table)?
+            .load()
+            .await
+            .map_err(|e| JobError::delta(table, e))?;
+        Ok(Some(t))
+    }
+
+    /// Open `table` at `version` (time travel).
+    pub async fn open_version(&self, table: TableName, version: i64) -> Result<DeltaTable> {
+        let v = u64::try_from(version)
+            .map_err(|_| JobError::Invalid(format!("negative table version {version}")))?;
+        self.builder(table)?
+            .with_version(v)
+            .load()
+            .await
+            .map_err(|e| JobError::delta(table, e))
+    }
+
+    /// Open `table`, creating it with `schema` (and `properties`) if it does not exist.
+    pub async fn open_or_create(
+        &self,
+        table: TableName,
+        schema: SchemaRef,
+        properties: &[(&str, String)],
+    ) -> Result<DeltaTable> {
+        if let Some(t) = self.open(table).await? {
+            return Ok(t);
+        }
+        let url = self.table_url(table);
+        if let Ok(p) = url.to_file_path() {
+            std::fs::create_dir_all(&p)
+                .map_err(|e| JobError::Invalid(format!("cannot create {}: {e}", p.display())))?;
+        }
+        let kernel = StructType::try_from_arrow(schema.as_ref())?;
+        let columns: Vec<StructField> = kernel.fields().cloned().collect();
+        let mut config: HashMap<String, Option<String>> = properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.clone())))
+            .collect();
+        config.insert("weightlake.table".into(), Some(table.to_string()));
+        let t = self
+            .builder(table)?
+            .build()
+            .map_err(|e| JobError::delta(table, e))?;
+        let created = t
+            .create()
+            .with_columns(columns)
+            .with_table_name(table.table)
+            .with_save_mode(SaveMode::Ignore)
+            .with_configuration(config)
+            .with_raise_if_key_not_exists(false)
+            // No retry: a create that loses the race must not land as a later
+            // version (that would change the metadata under other writers).
+            .with_commit_properties(
+                deltalake::kernel::transaction::CommitProperties::default().with_max_retries(0),
+            )
+            .await;
+        match created {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                // Lost a creation race with another process? Then the table exists now.
+                debug!(%table, error = %e, "create failed; reopening");
+                match self.open(table).await? {
+                    Some(t) => Ok(t),
+                    None => Err(JobError::delta(table, e)),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! DataFusion SQL over every table of a lake.
+//!
+//! Tables are registered under their layer as schema: `bronze.model_files`,
+//! `bronze.files`, … Only tables that exist are registered. Blob columns are
+//! shown as `<N bytes>` when printed, so `SELECT *` stays readable.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use deltalake::arrow::datatypes::{DataType, Field, Schema};
+use deltalake::datafusion::catalog::MemorySchemaProvider;
+use deltalake::datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use weightlake_schemas::TableName;
+
+use crate::lake::Lake;
+use crate::{JobError, Result};
+
+/// A DataFusion session with the lake's tables registered.
+pub struct LakeSession {
+    ctx: SessionContext,
+    tables: Vec<TableName>,
+}
+
+/// How `weightlake sql` prints results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// An ASCII table.
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LakeSession {
+    /// Open every existing table of `lake` and register it.
+    pub async fn new(lake: &Lake) -> Result<Self> {
+        let config = SessionConfig::new().with_information_schema(true);
+        let ctx = SessionContext::new_with_config(config);
+        let catalog = ctx
+            .catalog("datafusion")
+            .ok_or_else(|| JobError::Invalid("DataFusion default catalog missing".into()))?;
+        let mut tables = Vec::new();
+        for name in TableName::ALL {
+            let Some(table) = lake.open(*name).await? else {
+                continue;
+            };
+            if catalog.schema(name.layer).is_none() {
+                catalog.register_schema(name.layer, Arc::new(MemorySchemaProvider::new()))?;
+            }
+            table
+                .update_datafusion_session(&ctx.state())
+                .map_err(|e| JobError::delta(name, e))?;
+            let provider = table.table_provider().await?;
+            ctx.register_table(format!("{}.{}", name.layer, name.table), provider)?;
+            tables.push(*name);
+        }
+        Ok(Self { ctx, tables })
+    }
+
+    /// The tables that exist and were registered.
+    pub fn tables(&self) -> &[TableName] {
+        &self.tables
+    }
+
+    /// The DataFusion context, for jobs that build plans themselves.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Plan `sql` into a DataFrame.
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        self.ctx.sql(sql).await.map_err(|e| {
+            if self.tables.is_empty() {
+                JobError::Invalid(format!(
+                    "{e} (the lake has no tables yet; run an ingest first)"
+                ))
+            } else {
+                JobError::Query(e)
+            }
+        })
+    }
+
+    /// Run `sql` and collect the result.
+    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        Ok(self.sql(sql).await?.collect().await?)
+    }
+}
+
+/// Render `batches` in `format`, with blob columns summarised as `<N bytes>`.
+pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<String> {
+    let batches = batches
+        .iter()
+        .map(summarize_blobs)
+        .collect::<Result<Vec<_>>>()?;
+    match format {
+        OutputFormat::Table => {
+            Ok(deltalake::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+        }
+        OutputFormat::Csv => {
+            let mut out = Vec::new();
+            {
+                let mut w = deltalake::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut out);
+                for b in &batches {
+                    w.write(b)?;
+                }
+            }
+            String::from_utf8(out).map_err(|e| JobError::Invalid(e.to_string()))
+        }
+        OutputFormat::Json => {
+            let mut out = Vec::new();
+            {
+                let mut w = deltalake::arrow::json::LineDelimitedWriter::new(&mut out);
+                for b in &batches {
+                    w.write(b)?;
+                }
+                w.finish()?;
+            }
+            String::from_utf8(out).map_err(|e| JobError::Invalid(e.to_string()))
+        }
+    }
+}
+
+fn summarize_blobs(batch: &RecordBatch) -> Result<RecordBatch> {
+    let mut fields = Vec::new();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        let lens: Option<Vec<Option<usize>>> = match c.data_type() {
+            DataType::Binary => Some(
+                c.as_binary::<i32>()
+                    .iter()
+                    .map(|v| v.map(<[u8]>::len))
+                    .collect(),
+            ),
+            DataType::LargeBinary => Some(
+                c.as_binary::<i64>()
+                    .iter()
+                    .map(|v| v.map(<[u8]>::len))
+                    .collect(),
+            ),
+            DataType::BinaryView => Some(
+                c.as_binary_view()
+                    .iter()
+                    .map(|v| v.map(<[u8]>::len))
+                    .collect(),
+            ),
+            _ => None,
+        };
+        match lens {
+            Some(lens) => {
+                let s: StringArray = lens
+                    .into_iter()
+                    .map(|l| l.map(|n| format!("<{n} bytes>")))
+                    .collect();
+                fields.push(Field::new(f.name(), DataType::Utf8, true));
+                cols.push(Arc::new(s));
+            }
+            None => {
+                fields.push(f.as_ref().clone());
+                cols.push(c.clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// Bytes of a binary-like column value (Binary, LargeBinary or BinaryView).
+pub fn binary_value(col: &dyn Array, row: usize) -> Option<&[u8]> {
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Binary => Some(col.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => Some(col.as_binary::<i64>().value(row)),
+        DataType::BinaryView => Some(col.as_binary_view().value(row)),
+        _ => None,
+    }
+}
+
+/// A string value of a Utf8-like column (Utf8, LargeUtf8 or Utf8View).
+pub fn string_value(col: &dyn Array, row: usize) -> Option<&str> {
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Utf8 => Some(col.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => Some(col.as_string::<i64>().value(row)),
+        DataType::Utf8View => Some(col.as_string_view().value(row)),
+        _ => None,
+    }
+}
+
+/// An integer value of any integer column, widened to i64.
+pub fn int_value(col: &dyn Array, row: usize) -> Option<i64> {
+    use deltalake::arrow::datatypes::{Int32Type, Int64Type};
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Int64 => Some(col.as_primitive::<Int64Type>().value(row)),
+        DataType::Int32 => Some(i64::from(col.as_primitive::<Int32Type>().value(row))),
+        _ => None,
+    }
+}

@@ -1,0 +1,63 @@
+//! Pipeline errors: spec problems (exit 2), each with file:line:column, and
+//! failures while running (exit 1).
+
+use std::fmt;
+
+/// One problem found in a pipeline file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// The file.
+    pub file: String,
+    /// 1-based line (0 when unknown).
+    pub line: usize,
+    /// 1-based column (0 when unknown).
+    pub column: usize,
+    /// What is wrong, and how to fix it where we can tell.
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// Errors from loading or running a pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec is invalid; every problem found is listed.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Spec(Vec<SpecError>),
+    /// A stage failed.
+    #[error("stage `{stage}` failed: {source}")]
+    Stage {
+        /// The stage name.
+        stage: String,
+        /// The job's error.
+        #[source]
+        source: weightlake_jobs::JobError,
+    },
+}
+
+impl PipelineError {
+    /// True when the error is the user's input (exit code 2).
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::Spec(_) => true,
+            Self::Stage { source, .. } => source.is_bad_input(),
+        }
+    }
+}

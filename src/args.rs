@@ -1,0 +1,232 @@
+//! The command line, as clap structs. Plain data: no I/O here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A lakehouse engine for model weights: ingest, tensorise, promote and serve
+/// model files on Delta Lake.
+#[derive(Debug, Parser)]
+#[command(name = "weightlake", version, about, long_about = None)]
+pub struct Cli {
+    /// No progress bars; only errors on stderr.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Pull model files into bronze.model_files (ad hoc, without a pipeline).
+    ///
+    /// SOURCE is an http(s) URL (optionally ending in #sha256=HEX),
+    /// hf://org/repo[@revision], an s3:// gs:// or file:// prefix, or a local path.
+    Ingest(IngestArgs),
+    /// Run a pipeline file.
+    Run(RunArgs),
+    /// Parse complete bronze files into silver tensors (stats, dedup, encoding).
+    Tensorise(TensoriseArgs),
+    /// Rebuild a model's files from silver into a directory or object store prefix.
+    Export(ExportArgs),
+    /// Check that a model's files rebuild from silver bit for bit, writing nothing.
+    Verify(VerifyArgs),
+    /// Run one stage of a pipeline: the entry point of one Databricks task.
+    Task(TaskArgs),
+    /// Check a pipeline file and print every problem found.
+    Validate(ValidateArgs),
+    /// Run SQL over the lake's tables (bronze.model_files, bronze.files, …).
+    Sql(SqlArgs),
+    /// Download one URL to a local file with parallel ranged requests.
+    Download(DownloadArgs),
+}
+
+/// Where the lake is and how to reach it.
+#[derive(Debug, Args, Clone)]
+pub struct LakeArgs {
+    /// Lake root: a path, file://…, s3://bucket/prefix or gs://bucket/prefix.
+    #[arg(long, env = "WEIGHTLAKE_LAKE")]
+    pub lake: String,
+    /// S3 endpoint (MinIO or another S3-compatible server).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub endpoint: Option<String>,
+}
+
+/// Downloader tuning shared by `ingest` and `download`.
+#[derive(Debug, Args, Clone)]
+pub struct TransferArgs {
+    /// Ranges in flight at once.
+    #[arg(long, short = 'n', default_value_t = 16)]
+    pub parallelism: usize,
+    /// Bytes per range request, e.g. 16MiB.
+    #[arg(long, default_value = "16MiB")]
+    pub chunk_size: String,
+    /// Retries per range.
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+    /// Seconds without a byte before a range is aborted and retried.
+    #[arg(long, default_value_t = 30)]
+    pub stall_timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Sources to ingest.
+    #[arg(required = true)]
+    pub sources: Vec<String>,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Model id to record (default: the hub repo or the directory name).
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Revision to record (default: the hub revision, else main).
+    #[arg(long)]
+    pub revision: Option<String>,
+    /// Only files of this shard, I/N.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Bytes in flight plus buffered for commit, e.g. 256MiB.
+    #[arg(long, default_value = "256MiB")]
+    pub memory_budget: String,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TensoriseArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Only files of this model.
+    #[arg(long)]
+    pub model_id: Option<String>,
+    /// Base model, MODEL@REVISION: tensors are compared with it and stored as XOR
+    /// against it where that is smaller.
+    #[arg(long)]
+    pub base_model: Option<String>,
+    /// Only files of this shard, I/N.
+    #[arg(long)]
+    pub shard: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The model, MODEL@REVISION (revision defaults to main).
+    pub model: String,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Destination: a directory, file://…, s3://bucket/prefix or gs://bucket/prefix.
+    #[arg(long)]
+    pub to: String,
+    /// Files rebuilt at once.
+    #[arg(long, default_value_t = 4)]
+    pub parallelism: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The model, MODEL@REVISION (revision defaults to main).
+    pub model: String,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Run only this stage.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// Record this run id.
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// The stage to run.
+    pub stage: String,
+    /// The pipeline file.
+    #[arg(long)]
+    pub pipeline: PathBuf,
+    /// This task's shard, I/N (Databricks for_each iteration).
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Record this run id (the Databricks job run id).
+    #[arg(long)]
+    pub run_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// The query, e.g. "SELECT file_path, file_size FROM bronze.files".
+    pub query: String,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    /// The URL.
+    pub url: String,
+    /// Destination file.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    /// Expected sha256 (hex); the command fails when the file differs.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Compute and print the sha256 even when none is expected.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_ingest() {
+        let c = Cli::try_parse_from([
+            "weightlake",
+            "ingest",
+            "hf://a/b",
+            "./x",
+            "--lake",
+            "./lake",
+            "-n",
+            "8",
+        ])
+        .expect("parse");
+        let Command::Ingest(a) = c.command else {
+            panic!("not ingest")
+        };
+        assert_eq!(a.sources, ["hf://a/b", "./x"]);
+        assert_eq!(a.transfer.parallelism, 8);
+        assert!(Cli::try_parse_from(["weightlake", "ingest", "--lake", "x"]).is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! One function per subcommand: build the typed request, call the crate, print.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use weightlake_connectors::http::{DownloadConfig, HttpClient, HttpTarget, download_to_file};
+use weightlake_connectors::source::SourceSpec;
+use weightlake_connectors::storage::StorageConfig;
+use weightlake_jobs::export::ExportJob;
+use weightlake_jobs::ingest::{IngestJob, IngestReport};
+use weightlake_jobs::lake::Lake;
+use weightlake_jobs::shard::Shard;
+use weightlake_jobs::sql::{LakeSession, OutputFormat, format_batches};
+use weightlake_jobs::tensorise::{TensoriseJob, TensoriseReport, parse_model_ref};
+use weightlake_pipeline::runner::{RunOptions, StageReport, run, run_stage};
+use weightlake_pipeline::size::parse_size;
+
+use crate::args::{Cli, Command, Format, LakeArgs, TransferArgs};
+use crate::progress::{byte_counter, reporter};
+
+/// An error with the exit code it maps to.
+pub struct CliError {
+    pub error: anyhow::Error,
+    pub code: u8,
+}
+
+fn bad_input(e: impl Into<anyhow::Error>) -> CliError {
+    CliError {
+        error: e.into(),
+        code: 2,
+    }
+}
+
+fn job_failed(e: impl Into<anyhow::Error>) -> CliError {
+    CliError {
+        error: e.into(),
+        code: 1,
+    }
+}
+
+fn classify_job(e: weightlake_jobs::JobError) -> CliError {
+    if e.is_bad_input() {
+        bad_input(e)
+    } else {
+        job_failed(e)
+    }
+}
+
+fn classify_pipeline(e: weightlake_pipeline::PipelineError) -> CliError {
+    if e.is_bad_input() {
+        bad_input(e)
+    } else {
+        job_failed(e)
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Ingest(a) => {
+            let lake = open_lake(&a.lake)?;
+            let sources = a
+                .sources
+                .iter()
+                .map(|s| {
+                    s.parse::<SourceSpec>()
+                        .with_context(|| format!("source `{s}`"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map_err(bad_input)?;
+            let mut job = IngestJob::new(lake, sources)
+                .with_download_config(download_config(&a.transfer)?)
+                .with_memory_budget(
+                    parse_size(&a.memory_budget).map_err(|e| bad_input(anyhow::anyhow!(e)))?,
+                )
+                .with_progress(reporter(quiet));
+            if let Some(m) = a.model_id {
+                job = job.with_model_id(m);
+            }
+            if let Some(r) = a.revision {
+                job = job.with_revision(r);
+            }
+            if let Some(s) = a.shard {
+                job = job.with_shard(s.parse::<Shard>().map_err(bad_input)?);
+            }
+            let report = job.await.map_err(classify_job)?;
+            print_ingest("ingest", &report);
+            Ok(())
+        }
+        Command::Tensorise(a) => {
+            let lake = open_lake(&a.lake)?;
+            let mut job = TensoriseJob::new(lake).with_progress(reporter(quiet));
+            if let Some(m) = a.model_id {
+                job = job.with_model_id(m);
+            }
+            if let Some(b) = a.base_model {
+                let (m, r) = parse_model_ref(&b).map_err(bad_input)?;
+                job = job.with_base_model(m, r);
+            }
+            if let Some(s) = a.shard {
+                job = job.with_shard(s.parse::<Shard>().map_err(bad_input)?);
+            }
+            let report = job.await.map_err(classify_job)?;
+            print_tensorise("tensorise", &report);
+            Ok(())
+        }
+        Command::Export(a) => {
+            let lake = open_lake(&a.lake)?;
+            let (m, r) = parse_model_ref(&a.model).map_err(bad_input)?;
+            let report = ExportJob::new(lake, m, r)
+                .to(a.to.clone())
+                .with_concurrency(a.parallelism)
+                .await
+                .map_err(classify_job)?;
+            println!(
+                "export: {} files, {:.1} MB rebuilt and verified in {:.2}s to {}",
+                report.files,
+                report.bytes as f64 / 1e6,
+                report.elapsed.as_secs_f64(),
+                a.to
+            );
+            Ok(())
+        }
+        Command::Verify(a) => {
+            let lake = open_lake(&a.lake)?;
+            let (m, r) = parse_model_ref(&a.model).map_err(bad_input)?;
+            let report = ExportJob::new(lake, m, r).await.map_err(classify_job)?;
+            for (path, sha) in &report.checked {
+                println!("ok  {sha}  {path}");
+            }
+            println!(
+                "verify: {} files, {:.1} MB rebuild bit for bit",
+                report.files,
+                report.bytes as f64 / 1e6
+            );
+            Ok(())
+        }
+        Command::Run(a) => {
+            let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
+            let opts = RunOptions {
+                run_id: a.run_id,
+                only: a.only,
+                progress: reporter(quiet),
+                ..Default::default()
+            };
+            let reports = run(&p, &opts).await.map_err(classify_pipeline)?;
+            for (stage, r) in &reports {
+                print_stage(stage, r);
+            }
+            Ok(())
+        }
+        Command::Task(a) => {
+            let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
+            let shard = match a.shard {
+                Some(s) => s.parse::<Shard>().map_err(bad_input)?,
+                None => Shard::ALL,
+            };
+            let opts = RunOptions {
+                shard,
+                run_id: a.run_id,
+                progress: reporter(quiet),
+                ..Default::default()
+            };
+            let r = run_stage(&p, &a.stage, &opts)
+                .await
+                .map_err(classify_pipeline)?;
+            print_stage(&a.stage, &r);
+            Ok(())
+        }
+        Command::Validate(a) => {
+            let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
+            println!(
+                "{}: ok ({} stages: {})",
+                a.pipeline.display(),
+                p.order().len(),
+                p.order().join(" -> ")
+            );
+            Ok(())
+        }
+        Command::Sql(a) => {
+            let lake = open_lake(&a.lake)?;
+            let session = LakeSession::new(&lake).await.map_err(classify_job)?;
+            let batches = session.query(&a.query).await.map_err(classify_job)?;
+            let format = match a.format {
+                Format::Table => OutputFormat::Table,
+                Format::Csv => OutputFormat::Csv,
+                Format::Json => OutputFormat::Json,
+            };
+            let out = format_batches(&batches, format).map_err(classify_job)?;
+            println!("{}", out.trim_end());
+            Ok(())
+        }
+        Command::Download(a) => {
+            let url = url::Url::parse(&a.url)
+                .with_context(|| format!("URL `{}`", a.url))
+                .map_err(bad_input)?;
+            let client = HttpClient::new(download_config(&a.transfer)?).map_err(job_failed)?;
+            let target = HttpTarget {
+                url,
+                bearer: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+            };
+            let on_bytes = byte_counter(quiet, None);
+            let r = download_to_file(
+                &client,
+                &target,
+                &a.output,
+                a.sha256.as_deref(),
+                a.verify,
+                on_bytes,
+            )
+            .await
+            .map_err(|e| {
+                if e.is_bad_input() {
+                    bad_input(e)
+                } else {
+                    job_failed(e)
+                }
+            })?;
+            let secs = r.elapsed.as_secs_f64().max(1e-9);
+            println!(
+                "downloaded {} bytes in {:.2}s ({:.1} MB/s){}{}",
+                r.bytes,
+                secs,
+                r.bytes as f64 / secs / 1e6,
+                r.sha256.map(|s| format!(" sha256={s}")).unwrap_or_default(),
+                if r.single_stream {
+                    " (single stream: server ignored Range)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+fn open_lake(a: &LakeArgs) -> Result<Lake, CliError> {
+    let storage = StorageConfig {
+        endpoint: a.endpoint.clone(),
+        ..Default::default()
+    };
+    Lake::new(&a.lake, storage).map_err(bad_input)
+}
+
+fn download_config(t: &TransferArgs) -> Result<DownloadConfig, CliError> {
+    let chunk_size = parse_size(&t.chunk_size).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+    if chunk_size == 0 || t.parallelism == 0 {
+        return Err(bad_input(anyhow::anyhow!(
+            "--chunk-size and --parallelism must be positive"
+        )));
+    }
+    Ok(DownloadConfig {
+        concurrency: t.parallelism,
+        chunk_size,
+        max_retries: t.retries,
+        stall_timeout: Duration::from_secs(t.stall_timeout.max(1)),
+        ..DownloadConfig::default()
+    })
+}
+
+fn print_ingest(stage: &str, r: &IngestReport) {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "{stage}: {} files ingested, {} already present, {} chunks written ({} reused), {:.1} MB in {:.2}s ({:.1} MB/s), {} commits, run {}",
+        r.files_ingested,
+        r.files_skipped,
+        r.chunks_written,
+        r.chunks_reused,
+        r.bytes_downloaded as f64 / 1e6,
+        secs,
+        r.bytes_downloaded as f64 / secs / 1e6,
+        r.commits,
+        r.run_id
+    );
+}
+
+fn print_tensorise(stage: &str, r: &TensoriseReport) {
+    let ratio = if r.bytes_stored > 0 {
+        r.bytes_in as f64 / r.bytes_stored as f64
+    } else {
+        0.0
+    };
+    println!(
+        "{stage}: {} files tensorised, {} already present, {} quarantined, {} tensors, {} deduplicated, {:.1} MB -> {:.1} MB stored ({:.2}x) in {:.2}s, run {}",
+        r.files_tensorised,
+        r.files_skipped,
+        r.files_quarantined.len(),
+        r.tensors,
+        r.dedup_hits,
+        r.bytes_in as f64 / 1e6,
+        r.bytes_stored as f64 / 1e6,
+        ratio,
+        r.elapsed.as_secs_f64(),
+        r.run_id
+    );
+    for (path, err) in &r.files_quarantined {
+        println!("  quarantined {path}: {err}");
+    }
+}
+
+fn print_stage(stage: &str, r: &StageReport) {
+    match r {
+        StageReport::Ingest(i) => print_ingest(stage, i),
+        StageReport::Tensorise(t) => print_tensorise(stage, t),
+    }
+}

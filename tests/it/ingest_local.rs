@@ -1,0 +1,183 @@
+//! Ingest from a local directory into a lake on local disk, through the CLI.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn local_dir_is_ingested_byte_for_byte_and_reingest_is_a_noop() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = tmp.path().join("model");
+    let big = random_bytes(300_000, 1);
+    write_tree(
+        &model,
+        &[
+            ("model.safetensors", &big),
+            ("config.json", b"{\"a\":1}"),
+            ("empty.txt", b""),
+            ("sub/tok.json", b"[]"),
+        ],
+    );
+    let lake_dir = tmp.path().join("lake");
+    let lake_arg = lake_dir.to_str().expect("utf8");
+    let args = [
+        "ingest",
+        model.to_str().expect("utf8"),
+        "--lake",
+        lake_arg,
+        "--model-id",
+        "org/m",
+        "--chunk-size",
+        "64KiB",
+        "-q",
+    ];
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("4 files ingested, 0 already present"),
+        "{}",
+        text(&out)
+    );
+
+    let lake = local_lake(tmp.path());
+    assert_eq!(read_back(&lake, "org/m", "model.safetensors").await, big);
+    assert_eq!(read_back(&lake, "org/m", "sub/tok.json").await, b"[]");
+    assert_eq!(read_back(&lake, "org/m", "empty.txt").await, b"");
+    let files = query_i64(
+        &lake,
+        &format!(
+            "SELECT COUNT(*) FROM bronze.files WHERE file_sha256 = '{}'",
+            sha256(&big)
+        ),
+    )
+    .await;
+    assert_eq!(files, [1]);
+    let chunks = query_i64(
+        &lake,
+        "SELECT COUNT(*) FROM bronze.model_files WHERE file_path = 'model.safetensors'",
+    )
+    .await;
+    assert_eq!(chunks, [(300_000u64.div_ceil(65_536)) as i64]);
+
+    // Re-ingesting writes nothing: no new Delta versions.
+    let versions = |t: &str| {
+        std::fs::read_dir(lake_dir.join(t).join("_delta_log"))
+            .expect("log")
+            .count()
+    };
+    let before = (versions("bronze/model_files"), versions("bronze/files"));
+    let again = run(&args);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("0 files ingested, 4 already present"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(
+        (versions("bronze/model_files"), versions("bronze/files")),
+        before
+    );
+
+    // A changed file is ingested again; the others are not.
+    write_tree(&model, &[("config.json", b"{\"a\":2}")]);
+    let changed = run(&args);
+    assert!(
+        text(&changed).contains("1 files ingested, 3 already present"),
+        "{}",
+        text(&changed)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sql_prints_table_csv_and_json_and_hides_blobs() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = tmp.path().join("m");
+    write_tree(&model, &[("a.bin", &random_bytes(1000, 2))]);
+    let lake = tmp.path().join("lake");
+    let lake_arg = lake.to_str().expect("utf8");
+    let out = run(&[
+        "ingest",
+        model.to_str().expect("utf8"),
+        "--lake",
+        lake_arg,
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let table = run(&[
+        "sql",
+        "--lake",
+        lake_arg,
+        "SELECT model_id, file_path, data FROM bronze.model_files",
+    ]);
+    assert!(table.status.success(), "{}", text(&table));
+    let t = text(&table);
+    assert!(
+        t.contains("| m ") && t.contains("a.bin") && t.contains("<1000 bytes>"),
+        "{t}"
+    );
+
+    let csv = run(&[
+        "sql",
+        "--lake",
+        lake_arg,
+        "--format",
+        "csv",
+        "SELECT file_path, file_size FROM bronze.files",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&csv.stdout).trim(),
+        "file_path,file_size\na.bin,1000"
+    );
+
+    let json = run(&[
+        "sql",
+        "--lake",
+        lake_arg,
+        "--format",
+        "json",
+        "SELECT file_size FROM bronze.files",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(json.stdout.trim_ascii()).expect("json line");
+    assert_eq!(v["file_size"], 1000);
+
+    let bad = run(&["sql", "--lake", lake_arg, "SELECT nope FROM bronze.files"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("nope"), "{}", text(&bad));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_minilm_weights_are_ingested_byte_for_byte() {
+    let dir = model_dir("all-minilm-l6-v2");
+    let original = std::fs::read(dir.join("model.safetensors")).expect("read model");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let out = run(&[
+        "ingest",
+        dir.join("model.safetensors").to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--model-id",
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lake = local_lake(tmp.path());
+    let back = read_back(
+        &lake,
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "model.safetensors",
+    )
+    .await;
+    assert_eq!(back.len(), original.len());
+    assert_eq!(sha256(&back), sha256(&original));
+    let s = weightlake_jobs::sql::LakeSession::new(&lake)
+        .await
+        .expect("session");
+    let rows = s
+        .query("SELECT file_sha256 FROM bronze.files")
+        .await
+        .expect("query");
+    let recorded = weightlake_jobs::sql::string_value(rows[0].column(0).as_ref(), 0)
+        .expect("sha")
+        .to_string();
+    assert_eq!(recorded, sha256(&original));
+}

@@ -1,0 +1,15 @@
+//! weightlake integration tests: one binary, one module per capability.
+//!
+//! Run through `bash scripts/test.sh`, which starts the S3 server and sets
+//! `WEIGHTLAKE_TEST_*` (see `support`).
+
+mod cli;
+mod ingest_http;
+mod ingest_hub;
+mod ingest_local;
+mod ingest_resume;
+mod ingest_s3;
+mod pipeline;
+mod readers;
+mod support;
+mod tensorise;

@@ -1,0 +1,117 @@
+//! Pipeline files through the CLI: validate, run, task.
+
+use crate::support::*;
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quickstart_runs_end_to_end_and_is_idempotent() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let spec = repo_root().join("examples/quickstart.yaml");
+    let root = repo_root();
+    let out = bin()
+        .current_dir(tmp.path())
+        .args(["validate", spec.to_str().expect("utf8")])
+        .output()
+        .expect("validate");
+    assert!(out.status.success(), "{}", text(&out));
+    // The quickstart's paths are relative to the repository root.
+    let yaml = std::fs::read_to_string(&spec)
+        .expect("read")
+        .replace("./examples", &format!("{}/examples", root.display()))
+        .replace(
+            "lake: ./lake",
+            &format!("lake: {}/lake", tmp.path().display()),
+        );
+    let local = tmp.path().join("quickstart.yaml");
+    std::fs::write(&local, yaml).expect("write");
+    let out = run(&["run", local.to_str().expect("utf8"), "-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ingest: 3 files ingested"),
+        "{}",
+        text(&out)
+    );
+    let original =
+        std::fs::read(root.join("examples/models/tiny/model.safetensors")).expect("model");
+    assert_eq!(
+        read_back(&local_lake(tmp.path()), "tiny", "model.safetensors").await,
+        original
+    );
+    let again = run(&["run", local.to_str().expect("utf8"), "-q"]);
+    assert!(
+        text(&again).contains("ingest: 0 files ingested, 3 already present"),
+        "{}",
+        text(&again)
+    );
+    // The task entry point runs the same stage.
+    let task = run(&[
+        "task",
+        "ingest",
+        "--pipeline",
+        local.to_str().expect("utf8"),
+        "--shard",
+        "0/2",
+        "-q",
+    ]);
+    assert!(task.status.success(), "{}", text(&task));
+    let bad_shard = run(&[
+        "task",
+        "ingest",
+        "--pipeline",
+        local.to_str().expect("utf8"),
+        "--shard",
+        "2/2",
+    ]);
+    assert_eq!(bad_shard.status.code(), Some(2), "{}", text(&bad_shard));
+    let no_stage = run(&[
+        "task",
+        "ingset",
+        "--pipeline",
+        local.to_str().expect("utf8"),
+    ]);
+    assert_eq!(no_stage.status.code(), Some(2), "{}", text(&no_stage));
+    assert!(
+        text(&no_stage).contains("did you mean `ingest`"),
+        "{}",
+        text(&no_stage)
+    );
+}
+
+#[test]
+fn validate_reports_every_problem_with_file_line_column_and_exit_2() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = tmp.path().join("bad.yaml");
+    std::fs::write(
+        &p,
+        "name: bad\nlake: ./lake\nsources:\n  base: { local: { path: ./m } }\nstages:\n  ingest: { job: ingest, sources: [bsae] }\n  b: { job: ingest, sources: [base], depends_on: [ingset] }\n",
+    )
+    .expect("write");
+    let out = run(&["validate", p.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    let shown = p.display().to_string();
+    assert!(
+        t.contains(&format!("{shown}:6:")) && t.contains("did you mean `base`"),
+        "{t}"
+    );
+    assert!(
+        t.contains(&format!("{shown}:7:")) && t.contains("did you mean `ingest`"),
+        "{t}"
+    );
+
+    std::fs::write(&p, "name: x\nlake: ./l\nstages:\n  a:\n    job: ingest\n    sources: []\n    chunksize: 1MiB\n").expect("write");
+    let out = run(&["validate", p.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains(&format!("{shown}:7:"))
+            && text(&out).contains("did you mean `chunk_size`"),
+        "{}",
+        text(&out)
+    );
+
+    let missing = run(&["validate", "/nonexistent/p.yaml"]);
+    assert_eq!(missing.status.code(), Some(2));
+}

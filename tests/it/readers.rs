@@ -1,0 +1,53 @@
+//! Our tables are standard Delta: the Python `deltalake` package reads them.
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_deltalake_reads_bronze_and_rebuilds_the_file() {
+    let dir = model_dir("all-minilm-l6-v2");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let out = run(&[
+        "ingest",
+        dir.join("config.json").to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--model-id",
+        "minilm",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&[
+        "ingest",
+        dir.join("model.safetensors").to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--model-id",
+        "minilm",
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let script = r#"
+import sys, hashlib
+from deltalake import DeltaTable
+lake = sys.argv[1]
+files = DeltaTable(f"{lake}/bronze/files").to_pyarrow_table().to_pylist()
+chunks = DeltaTable(f"{lake}/bronze/model_files").to_pyarrow_table().to_pylist()
+for f in files:
+    parts = sorted((c for c in chunks if c["upload_id"] == f["upload_id"]), key=lambda c: c["chunk_index"])
+    data = b"".join(c["data"] for c in parts)
+    assert len(parts) == f["chunk_count"], (f["file_path"], len(parts))
+    assert hashlib.sha256(data).hexdigest() == f["file_sha256"], f["file_path"]
+    print(f["file_path"], len(data))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, lake.to_str().expect("utf8")])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("config.json 612") && t.contains("model.safetensors 90868376"),
+        "{t}"
+    );
+}
