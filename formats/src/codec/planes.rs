@@ -1,0 +1,331 @@
+//! The byte-plane frame: elements split into planes by byte position (plane
+//! `k` holds byte `k` of every little-endian element), each plane stored raw,
+//! zstd-compressed, or as one repeated byte.
+//!
+//! Frame layout (all integers little-endian):
+//!
+//! ```text
+//! magic "WLBP" | version u8 = 1 | elem_size u8 | flags u8 (bit 0: XOR with base) | 0 u8
+//! element count u64
+//! elem_size x { method u8 (0 raw, 1 zstd, 2 constant byte) | stored length u64 }
+//! the stored planes, in order, with nothing after the last
+//! ```
+//!
+//! Decoding needs only the frame, the element size and the expected length.
+
+use std::io::Cursor;
+
+use crate::FormatError;
+
+/// Frame magic.
+pub(crate) const MAGIC: &[u8; 4] = b"WLBP";
+/// Frame version written and accepted.
+pub(crate) const VERSION: u8 = 1;
+/// Largest element size a frame may declare.
+pub const MAX_ELEM_SIZE: usize = 8;
+/// Flag bit: the planes hold `data XOR base`.
+const FLAG_XOR: u8 = 1;
+/// Fixed header bytes before the plane table.
+const FIXED_HEADER: usize = 16;
+/// Bytes per plane-table entry.
+const TABLE_ENTRY: usize = 9;
+/// A plane is stored compressed only if that saves more than 1/50 (2%).
+const MIN_SAVING_DIV: usize = 50;
+
+/// How one plane is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Raw = 0,
+    Zstd = 1,
+    Const = 2,
+}
+
+/// Per-plane compressibility measured on a sample: stored / plane bytes.
+pub(crate) type PlaneRatios = Vec<f64>;
+
+/// Splits `data` (XORed with `base` when given) into planes, plane-major:
+/// the result holds plane 0, then plane 1, ... each `data.len() / elem_size`
+/// long. `base`, when given, has the length of `data`.
+pub(crate) fn split(data: &[u8], base: Option<&[u8]>, elem_size: usize) -> Vec<u8> {
+    if let Some(b) = base {
+        let x: Vec<u8> = data.iter().zip(b).map(|(d, b)| d ^ b).collect();
+        return split(&x, None, elem_size);
+    }
+    let es = elem_size.max(1);
+    let n = data.len() / es;
+    let mut out = vec![0u8; data.len()];
+    // The shapes of these loops (whole-element loads, shifts, zips) let LLVM vectorize them.
+    match es {
+        2 => {
+            let (p0, p1) = out.split_at_mut(n);
+            let (elems, _) = data.as_chunks::<2>();
+            for ((e, a), b) in elems.iter().zip(p0).zip(p1) {
+                let v = u16::from_le_bytes(*e);
+                *a = v as u8;
+                *b = (v >> 8) as u8;
+            }
+        }
+        4 => {
+            let (p01, p23) = out.split_at_mut(2 * n);
+            let (p0, p1) = p01.split_at_mut(n);
+            let (p2, p3) = p23.split_at_mut(n);
+            let (elems, _) = data.as_chunks::<4>();
+            for ((((e, a), b), c), d) in elems.iter().zip(p0).zip(p1).zip(p2).zip(p3) {
+                let v = u32::from_le_bytes(*e);
+                *a = v as u8;
+                *b = (v >> 8) as u8;
+                *c = (v >> 16) as u8;
+                *d = (v >> 24) as u8;
+            }
+        }
+        _ => {
+            for (k, plane) in out.chunks_exact_mut(n.max(1)).enumerate() {
+                let src = data.iter().skip(k).step_by(es);
+                for (d, &s) in plane.iter_mut().zip(src) {
+                    *d = s;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Inverse of [`split`] without the XOR: interleaves plane-major `planes` into elements.
+fn merge(planes: &[u8], elem_size: usize) -> Vec<u8> {
+    let es = elem_size.max(1);
+    let n = planes.len() / es;
+    let mut out = vec![0u8; planes.len()];
+    match es {
+        2 => {
+            let (p0, p1) = planes.split_at(n);
+            let (elems, _) = out.as_chunks_mut::<2>();
+            for ((e, &a), &b) in elems.iter_mut().zip(p0).zip(p1) {
+                *e = (u16::from(a) | u16::from(b) << 8).to_le_bytes();
+            }
+        }
+        4 => {
+            let (p01, p23) = planes.split_at(2 * n);
+            let (p0, p1) = p01.split_at(n);
+            let (p2, p3) = p23.split_at(n);
+            let (elems, _) = out.as_chunks_mut::<4>();
+            for ((((e, &a), &b), &c), &d) in elems.iter_mut().zip(p0).zip(p1).zip(p2).zip(p3) {
+                let v = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(d) << 24;
+                *e = v.to_le_bytes();
+            }
+        }
+        _ => {
+            for (k, plane) in planes.chunks_exact(n.max(1)).enumerate() {
+                for (dst, &src) in out.iter_mut().skip(k).step_by(es).zip(plane) {
+                    *dst = src;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Encodes plane-major `planes` as a frame. With `ratios` from a sample, planes
+/// whose sample did not shrink enough are stored raw without trying zstd.
+/// Returns the frame and each plane's stored/raw ratio.
+pub(crate) fn encode_frame(
+    planes: &[u8],
+    elem_size: usize,
+    xor: bool,
+    ratios: Option<&[f64]>,
+    cz: &mut zstd::bulk::Compressor<'_>,
+) -> (Vec<u8>, PlaneRatios) {
+    let n = planes.len() / elem_size.max(1);
+    let table_len = FIXED_HEADER + TABLE_ENTRY * elem_size;
+    let mut out = Vec::with_capacity(table_len + planes.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[VERSION, elem_size as u8, if xor { FLAG_XOR } else { 0 }, 0]);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    out.resize(table_len, 0);
+    let mut measured = Vec::with_capacity(elem_size);
+    for (k, plane) in planes.chunks_exact(n.max(1)).take(elem_size).enumerate() {
+        let start = out.len();
+        let skip_zstd = ratios
+            .and_then(|r| r.get(k))
+            .is_some_and(|&r| r * MIN_SAVING_DIV as f64 >= (MIN_SAVING_DIV - 1) as f64);
+        let method = match plane.first() {
+            Some(&b0) if plane.iter().all(|&b| b == b0) => {
+                out.push(b0);
+                Method::Const
+            }
+            _ if skip_zstd || plane.is_empty() => Method::Raw,
+            _ => {
+                if try_zstd_into(&mut out, plane, cz) {
+                    Method::Zstd
+                } else {
+                    Method::Raw
+                }
+            }
+        };
+        if method == Method::Raw {
+            out.extend_from_slice(plane);
+        }
+        let stored = out.len() - start;
+        measured.push(if plane.is_empty() {
+            1.0
+        } else {
+            stored as f64 / plane.len() as f64
+        });
+        let entry = FIXED_HEADER + TABLE_ENTRY * k;
+        if let Some(slot) = out.get_mut(entry..entry + TABLE_ENTRY) {
+            slot[0] = method as u8;
+            slot[1..].copy_from_slice(&(stored as u64).to_le_bytes());
+        }
+    }
+    (out, measured)
+}
+
+/// Appends zstd(plane) to `out` if it saves more than 2%; leaves `out`
+/// unchanged and returns false otherwise (including if zstd fails).
+fn try_zstd_into(out: &mut Vec<u8>, plane: &[u8], cz: &mut zstd::bulk::Compressor<'_>) -> bool {
+    let start = out.len();
+    let limit = plane.len() - plane.len() / MIN_SAVING_DIV;
+    out.reserve_exact(limit);
+    let mut cursor = Cursor::new(&mut *out);
+    cursor.set_position(start as u64);
+    match cz.compress_to_buffer(plane, &mut cursor) {
+        Ok(written) if written < limit => true,
+        _ => {
+            out.truncate(start);
+            false
+        }
+    }
+}
+
+/// Reads a little-endian u64 at `at`.
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = b.get(at..at.checked_add(8)?)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// Decodes a frame into the original elements (still XORed with the base when
+/// `xor`), checking every field against `elem_size`, `xor` and `expected_len`.
+pub(crate) fn decode_frame(
+    encoded: &[u8],
+    elem_size: usize,
+    xor: bool,
+    expected_len: usize,
+    what: &'static str,
+) -> Result<Vec<u8>, FormatError> {
+    let bad = |reason: String| FormatError::CorruptFrame {
+        encoding: what,
+        reason,
+    };
+    if !(1..=MAX_ELEM_SIZE).contains(&elem_size) {
+        return Err(FormatError::BadElemSize {
+            what,
+            elem_size,
+            supported: "1 to 8 bytes",
+        });
+    }
+    let table_len = FIXED_HEADER + TABLE_ENTRY * elem_size;
+    let header = encoded.get(..table_len).ok_or_else(|| {
+        bad(format!(
+            "frame is {} bytes, shorter than its {table_len}-byte header",
+            encoded.len()
+        ))
+    })?;
+    if header.get(..4) != Some(MAGIC.as_slice()) {
+        return Err(bad(format!(
+            "magic must be \"WLBP\", found {:?}",
+            header.get(..4)
+        )));
+    }
+    let fixed = header.get(4..8).unwrap_or_default();
+    let want_flags = if xor { FLAG_XOR } else { 0 };
+    if fixed != [VERSION, elem_size as u8, want_flags, 0] {
+        return Err(bad(format!(
+            "version/elem_size/flags/reserved must be {:?}, found {fixed:?}",
+            [VERSION, elem_size as u8, want_flags, 0]
+        )));
+    }
+    let n_elems = u64_at(header, 8).unwrap_or_default();
+    let n = n_elems
+        .checked_mul(elem_size as u64)
+        .filter(|&len| len == expected_len as u64)
+        .map(|_| expected_len / elem_size)
+        .ok_or_else(|| {
+            bad(format!(
+                "element count {n_elems} x element size {elem_size} must equal expected length {expected_len}"
+            ))
+        })?;
+
+    let mut planes = vec![0u8; expected_len];
+    let mut pos = table_len;
+    let mut dz = None;
+    for (k, plane) in planes
+        .chunks_exact_mut(n.max(1))
+        .take(elem_size)
+        .enumerate()
+    {
+        let entry = FIXED_HEADER + TABLE_ENTRY * k;
+        let method = header.get(entry).copied().unwrap_or(u8::MAX);
+        let stored = u64_at(header, entry + 1).unwrap_or(u64::MAX);
+        let payload = usize::try_from(stored)
+            .ok()
+            .and_then(|s| encoded.get(pos..pos.checked_add(s)?))
+            .ok_or_else(|| {
+                bad(format!(
+                    "plane {k} claims {stored} bytes at offset {pos}, frame is {} bytes",
+                    encoded.len()
+                ))
+            })?;
+        pos += payload.len();
+        match method {
+            0 if payload.len() == plane.len() => plane.copy_from_slice(payload),
+            2 if payload.len() == 1 => plane.fill(payload.first().copied().unwrap_or(0)),
+            1 => {
+                let d = match &mut dz {
+                    Some(d) => d,
+                    None => dz.insert(zstd::bulk::Decompressor::new().map_err(zstd_err)?),
+                };
+                let got = d.decompress_to_buffer(payload, plane).map_err(zstd_err)?;
+                if got != plane.len() {
+                    return Err(bad(format!(
+                        "plane {k} decompressed to {got} bytes, expected {}",
+                        plane.len()
+                    )));
+                }
+            }
+            0 | 2 => {
+                return Err(bad(format!(
+                    "plane {k} method {method} stores {} bytes, plane is {n} bytes",
+                    payload.len()
+                )));
+            }
+            _ => return Err(bad(format!("plane {k} has unknown method {method}"))),
+        }
+    }
+    if n == 0 {
+        // No plane payloads to read, but the table must still describe empty planes.
+        for k in 0..elem_size {
+            let entry = FIXED_HEADER + TABLE_ENTRY * k;
+            let method = header.get(entry).copied().unwrap_or(u8::MAX);
+            let stored = u64_at(header, entry + 1).unwrap_or(u64::MAX);
+            if (method, stored) != (Method::Raw as u8, 0) {
+                return Err(bad(format!(
+                    "plane {k} of an empty tensor must be raw with 0 bytes, found method {method} with {stored} bytes"
+                )));
+            }
+        }
+    }
+    if pos != encoded.len() {
+        return Err(bad(format!(
+            "{} trailing bytes after the last plane",
+            encoded.len().saturating_sub(pos)
+        )));
+    }
+    Ok(merge(&planes, elem_size))
+}
+
+/// Maps a zstd decompression error.
+pub(crate) fn zstd_err(e: std::io::Error) -> FormatError {
+    FormatError::Zstd {
+        op: "decompress",
+        reason: e.to_string(),
+    }
+}

@@ -1,0 +1,544 @@
+//! The tensorise job: complete bronze files -> `silver.files`, `silver.tensors`
+//! and `silver.tensor_blobs`.
+//!
+//! Commit order, as in ingest: blob parts first, then tensor rows, then the
+//! `silver.files` row, which marks the file done. A file whose `silver.files`
+//! row exists is skipped; tensor rows left by an interrupted run (no files row)
+//! are deleted before the file is done again; blob contents count as stored only
+//! when all their parts are.
+
+mod process;
+mod reader;
+mod rows;
+
+use std::collections::{HashMap, HashSet};
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::datafusion::prelude::{col, lit};
+use futures::future::BoxFuture;
+use tracing::info;
+use weightlake_schemas::{bronze, silver};
+
+use process::{BaseTensor, PartSink, Processor};
+use reader::{BronzeFileRef, BronzeReader};
+use rows::{FileKey, file_batch, tensors_batch};
+
+use crate::append::TableAppender;
+use crate::blobs::{BlobPart, blob_batch, complete_contents};
+use crate::lake::Lake;
+use crate::progress::{NoProgress, Progress};
+use crate::shard::Shard;
+use crate::sql::{LakeSession, int_value, string_value};
+use crate::{JobError, Result};
+
+/// What a tensorise run did.
+#[derive(Debug, Clone, Default)]
+pub struct TensoriseReport {
+    /// The run id.
+    pub run_id: String,
+    /// Files tensorised now.
+    pub files_tensorised: usize,
+    /// Files already in silver.
+    pub files_skipped: usize,
+    /// Files that failed to parse (kept whole, recorded with their error).
+    pub files_quarantined: Vec<(String, String)>,
+    /// Tensors recorded.
+    pub tensors: usize,
+    /// Tensors (and pass-through files) whose content was already stored.
+    pub dedup_hits: usize,
+    /// Bytes of the files read.
+    pub bytes_in: u64,
+    /// Bytes written to `silver.tensor_blobs.data`.
+    pub bytes_stored: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Builder of a tensorise run; `.await` it.
+#[must_use = "a TensoriseJob does nothing until awaited"]
+pub struct TensoriseJob {
+    lake: Lake,
+    model_id: Option<String>,
+    base_model: Option<(String, String)>,
+    shard: Shard,
+    run_id: Option<String>,
+    part_bytes: u64,
+    commit_bytes: u64,
+    progress: Arc<dyn Progress>,
+}
+
+/// Parse `MODEL@REVISION` (the model id may contain `/`; the revision may not
+/// contain `@`). Without `@`, the revision is `main`.
+pub fn parse_model_ref(s: &str) -> Result<(String, String)> {
+    let (m, r) = match s.rsplit_once('@') {
+        Some((m, r)) => (m, r),
+        None => (s, "main"),
+    };
+    if m.is_empty() || r.is_empty() {
+        return Err(JobError::Invalid(format!(
+            "invalid model reference `{s}`: expected MODEL@REVISION"
+        )));
+    }
+    Ok((m.to_string(), r.to_string()))
+}
+
+impl TensoriseJob {
+    /// Tensorise every complete bronze file of `lake` not yet in silver.
+    pub fn new(lake: Lake) -> Self {
+        Self {
+            lake,
+            model_id: None,
+            base_model: None,
+            shard: Shard::ALL,
+            run_id: None,
+            part_bytes: silver::MAX_PART_BYTES as u64,
+            commit_bytes: 128 << 20,
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    /// Only files of this model.
+    pub fn with_model_id(mut self, id: impl Into<String>) -> Self {
+        self.model_id = Some(id.into());
+        self
+    }
+
+    /// Compare with (and XOR-encode against) this base model's tensors.
+    pub fn with_base_model(
+        mut self,
+        model: impl Into<String>,
+        revision: impl Into<String>,
+    ) -> Self {
+        self.base_model = Some((model.into(), revision.into()));
+        self
+    }
+
+    /// Only this shard's files.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// Record this run id.
+    pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
+        self.run_id = Some(id.into());
+        self
+    }
+
+    /// Largest blob part (default 64 MiB; smaller in tests).
+    pub fn with_part_bytes(mut self, bytes: u64) -> Self {
+        self.part_bytes = bytes.clamp(1, silver::MAX_PART_BYTES as u64);
+        self
+    }
+
+    /// Report progress here.
+    pub fn with_progress(mut self, p: Arc<dyn Progress>) -> Self {
+        self.progress = p;
+        self
+    }
+}
+
+impl IntoFuture for TensoriseJob {
+    type Output = Result<TensoriseReport>;
+    type IntoFuture = BoxFuture<'static, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.run())
+    }
+}
+
+struct SilverSink {
+    blobs: TableAppender,
+    tensors: TableAppender,
+    files: TableAppender,
+    known: HashSet<String>,
+    pending_parts: Vec<BlobPart>,
+    pending_part_bytes: u64,
+    commit_bytes: u64,
+    run_id: String,
+}
+
+impl SilverSink {
+    async fn flush_all(&mut self) -> Result<()> {
+        if !self.pending_parts.is_empty() {
+            let parts = std::mem::take(&mut self.pending_parts);
+            self.pending_part_bytes = 0;
+            self.blobs.push(blob_batch(&parts, &self.run_id)?);
+        }
+        self.blobs.flush().await?;
+        self.tensors.flush().await?;
+        self.files.flush().await
+    }
+}
+
+impl PartSink for SilverSink {
+    fn has(&self, sha: &str) -> bool {
+        self.known.contains(sha)
+    }
+    fn mark(&mut self, sha: &str) {
+        self.known.insert(sha.to_string());
+    }
+    async fn put(&mut self, part: BlobPart) -> Result<()> {
+        self.pending_part_bytes += part.data.len() as u64;
+        self.pending_parts.push(part);
+        if self.pending_part_bytes >= self.commit_bytes {
+            self.flush_all().await?;
+        }
+        Ok(())
+    }
+}
+
+fn properties(version: u32) -> Vec<(&'static str, String)> {
+    vec![("weightlake.schemaVersion", version.to_string())]
+}
+
+impl TensoriseJob {
+    async fn run(self) -> Result<TensoriseReport> {
+        let started = Instant::now();
+        let run_id = self
+            .run_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut report = TensoriseReport {
+            run_id: run_id.clone(),
+            ..Default::default()
+        };
+        if self.lake.open(bronze::FILES).await?.is_none() {
+            return Err(JobError::Invalid(
+                "the lake has no bronze.files table: ingest something first".into(),
+            ));
+        }
+        let blobs_t = self
+            .lake
+            .open_or_create(
+                silver::TENSOR_BLOBS,
+                silver::tensor_blobs_schema(),
+                &properties(silver::VERSION),
+            )
+            .await?;
+        let tensors_t = self
+            .lake
+            .open_or_create(
+                silver::TENSORS,
+                silver::tensors_schema(),
+                &properties(silver::VERSION),
+            )
+            .await?;
+        let files_t = self
+            .lake
+            .open_or_create(
+                silver::FILES,
+                silver::files_schema(),
+                &properties(silver::VERSION),
+            )
+            .await?;
+        let session = Arc::new(LakeSession::new(&self.lake).await?);
+
+        let candidates = bronze_files(&session, self.model_id.as_deref()).await?;
+        let done = silver_uploads(&session).await?;
+        let mut todo = Vec::new();
+        for f in candidates {
+            if done.contains(&f.upload_id) {
+                report.files_skipped += 1;
+            } else if self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
+                todo.push(f);
+            }
+        }
+        let tensors_t = delete_orphans(tensors_t, &session, &todo).await?;
+        let commit_bytes = self.commit_bytes;
+        let mut sink = SilverSink {
+            blobs: TableAppender::new(
+                blobs_t,
+                silver::TENSOR_BLOBS,
+                silver::blob_columns(silver::TENSOR_BLOBS),
+                u64::MAX,
+            ),
+            tensors: TableAppender::new(
+                tensors_t,
+                silver::TENSORS,
+                silver::blob_columns(silver::TENSORS),
+                u64::MAX,
+            ),
+            files: TableAppender::new(
+                files_t,
+                silver::FILES,
+                silver::blob_columns(silver::FILES),
+                u64::MAX,
+            ),
+            known: complete_contents(&session).await?,
+            pending_parts: Vec::new(),
+            pending_part_bytes: 0,
+            commit_bytes,
+            run_id: run_id.clone(),
+        };
+        // Files of the base model go first, so the others can refer to them.
+        let is_base = |f: &BronzeFileRef| {
+            self.base_model
+                .as_ref()
+                .is_some_and(|(m, r)| *m == f.model_id && *r == f.revision)
+        };
+        let (base_files, other_files): (Vec<_>, Vec<_>) =
+            todo.into_iter().partition(|f| is_base(f));
+        self.progress.begin(
+            base_files.len() + other_files.len(),
+            base_files
+                .iter()
+                .chain(&other_files)
+                .map(|f| f.file_size)
+                .sum(),
+        );
+        self.process(&session, &mut sink, &base_files, None, &mut report)
+            .await?;
+        let base = match &self.base_model {
+            Some((m, r)) => {
+                sink.flush_all().await?;
+                let fresh = Arc::new(LakeSession::new(&self.lake).await?);
+                let map = base_tensors(&fresh, m, r).await?;
+                if map.is_empty() {
+                    return Err(JobError::Invalid(format!(
+                        "base model {m}@{r} has no tensors in silver: ingest and tensorise it first"
+                    )));
+                }
+                Some((format!("{m}@{r}"), map, fresh))
+            }
+            None => None,
+        };
+        match &base {
+            Some((label, map, fresh)) => {
+                self.process(
+                    fresh,
+                    &mut sink,
+                    &other_files,
+                    Some((label.as_str(), map)),
+                    &mut report,
+                )
+                .await?
+            }
+            None => {
+                self.process(&session, &mut sink, &other_files, None, &mut report)
+                    .await?
+            }
+        }
+        sink.flush_all().await?;
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    async fn process(
+        &self,
+        session: &Arc<LakeSession>,
+        sink: &mut SilverSink,
+        files: &[BronzeFileRef],
+        base: Option<(&str, &HashMap<String, BaseTensor>)>,
+        report: &mut TensoriseReport,
+    ) -> Result<()> {
+        for f in files {
+            self.progress.file_started(&f.file_path, f.file_size);
+            let mut reader = BronzeReader::new(session.clone(), f.clone());
+            let mut p = Processor {
+                session: session.as_ref(),
+                sink: &mut *sink,
+                base: base.map(|b| b.1),
+                part_bytes: self.part_bytes,
+            };
+            let mut result = p.file(&mut reader).await?;
+            let key = FileKey {
+                model_id: f.model_id.clone(),
+                revision: f.revision.clone(),
+                file_path: f.file_path.clone(),
+                upload_id: f.upload_id.clone(),
+                file_size: f.file_size as i64,
+                file_sha256: f.file_sha256.clone(),
+            };
+            result.row.base_model = base.map(|b| b.0.to_string());
+            if !result.tensors.is_empty() {
+                sink.tensors.push(tensors_batch(
+                    &key,
+                    base.map(|b| b.0),
+                    &result.tensors,
+                    &sink.run_id,
+                )?);
+            }
+            sink.files
+                .push(file_batch(&key, &result.row, &sink.run_id)?);
+            info!(file = %f.file_path, format = result.row.format, tensors = result.tally.tensors, "tensorised");
+            if let Some(e) = &result.row.error {
+                report
+                    .files_quarantined
+                    .push((f.file_path.clone(), e.clone()));
+            }
+            report.files_tensorised += 1;
+            report.tensors += result.tally.tensors;
+            report.dedup_hits += result.tally.dedup_hits;
+            report.bytes_in += f.file_size;
+            report.bytes_stored += result.tally.bytes_stored;
+            self.progress.advance(&f.file_path, f.file_size);
+            self.progress.file_finished(&f.file_path);
+        }
+        Ok(())
+    }
+}
+
+/// Complete bronze files, the newest upload per (model, revision, path).
+async fn bronze_files(session: &LakeSession, model: Option<&str>) -> Result<Vec<BronzeFileRef>> {
+    let mut df = session.context().table(bronze::FILES.to_string()).await?;
+    if let Some(m) = model {
+        df = df.filter(col("model_id").eq(lit(m.to_string())))?;
+    }
+    let batches = df
+        .select_columns(&[
+            "model_id",
+            "revision",
+            "file_path",
+            "upload_id",
+            "file_size",
+            "file_sha256",
+            "chunk_size",
+            "ingested_at",
+        ])?
+        .sort(vec![col("ingested_at").sort(true, true)])?
+        .collect()
+        .await?;
+    let mut latest: HashMap<(String, String, String), BronzeFileRef> = HashMap::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let s = |c: usize| {
+                string_value(b.column(c).as_ref(), r)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let i = |c: usize| int_value(b.column(c).as_ref(), r).unwrap_or(0);
+            let f = BronzeFileRef {
+                model_id: s(0),
+                revision: s(1),
+                file_path: s(2),
+                upload_id: s(3),
+                file_size: i(4) as u64,
+                file_sha256: s(5),
+                chunk_size: i(6) as u64,
+            };
+            latest.insert(
+                (f.model_id.clone(), f.revision.clone(), f.file_path.clone()),
+                f,
+            );
+        }
+    }
+    let mut out: Vec<_> = latest.into_values().collect();
+    out.sort_by(|a, b| {
+        (&a.model_id, &a.revision, &a.file_path).cmp(&(&b.model_id, &b.revision, &b.file_path))
+    });
+    Ok(out)
+}
+
+async fn silver_uploads(session: &LakeSession) -> Result<HashSet<String>> {
+    let batches = session
+        .query("SELECT DISTINCT upload_id FROM silver.files")
+        .await?;
+    Ok(batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .filter_map(move |r| string_value(b.column(0).as_ref(), r).map(str::to_string))
+        })
+        .collect())
+}
+
+/// Delete tensor rows that an interrupted run wrote for files about to be redone.
+async fn delete_orphans(
+    table: deltalake::DeltaTable,
+    session: &LakeSession,
+    todo: &[BronzeFileRef],
+) -> Result<deltalake::DeltaTable> {
+    let batches = session
+        .query("SELECT DISTINCT model_id, revision, file_path, file_sha256 FROM silver.tensors")
+        .await?;
+    let mut present = HashSet::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let s = |c: usize| {
+                string_value(b.column(c).as_ref(), r)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            present.insert((s(0), s(1), s(2), s(3)));
+        }
+    }
+    let orphans: Vec<&BronzeFileRef> = todo
+        .iter()
+        .filter(|f| {
+            present.contains(&(
+                f.model_id.clone(),
+                f.revision.clone(),
+                f.file_path.clone(),
+                f.file_sha256.clone(),
+            ))
+        })
+        .collect();
+    let Some(first) = orphans.first() else {
+        return Ok(table);
+    };
+    let one = |f: &BronzeFileRef| {
+        col("model_id")
+            .eq(lit(f.model_id.clone()))
+            .and(col("revision").eq(lit(f.revision.clone())))
+            .and(col("file_path").eq(lit(f.file_path.clone())))
+    };
+    let predicate = orphans[1..]
+        .iter()
+        .fold(one(first), |acc, f| acc.or(one(f)));
+    info!(
+        files = orphans.len(),
+        "deleting tensor rows of an interrupted run"
+    );
+    let (table, _) = table
+        .delete()
+        .with_predicate(predicate)
+        .await
+        .map_err(|e| JobError::delta(silver::TENSORS, e))?;
+    Ok(table)
+}
+
+async fn base_tensors(
+    session: &LakeSession,
+    model: &str,
+    revision: &str,
+) -> Result<HashMap<String, BaseTensor>> {
+    let batches = session
+        .context()
+        .table(silver::TENSORS.to_string())
+        .await?
+        .filter(
+            col("model_id")
+                .eq(lit(model.to_string()))
+                .and(col("revision").eq(lit(revision.to_string()))),
+        )?
+        .select_columns(&["tensor_name", "dtype", "shape", "content_sha256"])?
+        .collect()
+        .await?;
+    let mut map = HashMap::new();
+    for b in &batches {
+        let shapes = deltalake::arrow::array::AsArray::as_list::<i32>(b.column(2).as_ref());
+        for r in 0..b.num_rows() {
+            let s = |c: usize| {
+                string_value(b.column(c).as_ref(), r)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let shape_arr = shapes.value(r);
+            let shape = (0..shape_arr.len())
+                .filter_map(|i| int_value(shape_arr.as_ref(), i))
+                .collect();
+            map.insert(
+                s(0),
+                BaseTensor {
+                    dtype: s(1),
+                    shape,
+                    sha256: s(3),
+                },
+            );
+        }
+    }
+    Ok(map)
+}

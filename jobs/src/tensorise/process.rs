@@ -1,0 +1,476 @@
+//! Tensorising one file: detect its format, parse its header as hostile input,
+//! walk its tensors in offset order (hash, statistics, change against the base,
+//! encode new contents), and record what rebuilds it bit for bit.
+//!
+//! A file that fails to parse is quarantined: recorded with the error and kept
+//! whole as a pass-through blob, so the model still rebuilds.
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+use tracing::warn;
+use weightlake_formats::stats::{
+    FloatKind, StatsAccumulator, TensorStats, l2_diff_sums, rel_l2_from_sums,
+};
+use weightlake_formats::{Encoding, FormatError, gguf, safetensors};
+
+use super::reader::BronzeReader;
+use super::rows::{SilverFileRow, TensorRow};
+use crate::blobs::{BlobPart, read_content};
+use crate::sql::LakeSession;
+use crate::{JobError, Result};
+
+/// A tensor as the parsers describe it, in one shape for both formats.
+#[derive(Debug, Clone)]
+pub(crate) struct TensorSpec {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub offset: u64,
+    pub byte_len: u64,
+    /// Element size the encoder works with (1 for quantized blocks).
+    pub elem_size: usize,
+    pub float: Option<FloatKind>,
+}
+
+/// A tensor of the base model, for XOR encoding and change statistics.
+#[derive(Debug, Clone)]
+pub(crate) struct BaseTensor {
+    pub dtype: String,
+    pub shape: Vec<i64>,
+    pub sha256: String,
+}
+
+/// Where new blob parts go, and which contents already exist.
+pub(crate) trait PartSink {
+    fn has(&self, sha: &str) -> bool;
+    fn mark(&mut self, sha: &str);
+    fn put(&mut self, part: BlobPart) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Counters of one file.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FileTally {
+    pub tensors: usize,
+    pub dedup_hits: usize,
+    pub bytes_stored: u64,
+}
+
+pub(crate) struct FileResult {
+    pub row: SilverFileRow,
+    pub tensors: Vec<TensorRow>,
+    pub tally: FileTally,
+}
+
+const PICKLE_EXT: &[&str] = &[".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"];
+
+fn looks_pickled(path: &str, head: &[u8]) -> bool {
+    let lower = path.to_ascii_lowercase();
+    PICKLE_EXT.iter().any(|e| lower.ends_with(e))
+        || (head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]))
+        || (head.starts_with(b"PK\x03\x04") && (lower.ends_with(".bin") || lower.ends_with(".pt")))
+}
+
+pub(crate) struct Processor<'a, S: PartSink> {
+    pub session: &'a LakeSession,
+    pub sink: &'a mut S,
+    pub base: Option<&'a HashMap<String, BaseTensor>>,
+    pub part_bytes: u64,
+}
+
+fn format_err(path: &str, e: FormatError) -> String {
+    format!("{path}: {e}")
+}
+
+impl<S: PartSink> Processor<'_, S> {
+    pub async fn file(&mut self, reader: &mut BronzeReader) -> Result<FileResult> {
+        let f = reader.file().clone();
+        let head = reader.read(0, f.file_size.min(16)).await?;
+        let lower = f.file_path.to_ascii_lowercase();
+        let parsed = if lower.ends_with(".safetensors") {
+            Some(
+                self.parse_safetensors(reader)
+                    .await
+                    .map(|(specs, start, meta)| ("safetensors", specs, start, meta)),
+            )
+        } else if head.starts_with(b"GGUF") {
+            Some(
+                self.parse_gguf(reader)
+                    .await
+                    .map(|(specs, start, meta)| ("gguf", specs, start, meta)),
+            )
+        } else {
+            None
+        };
+        match parsed {
+            Some(Ok((format, specs, data_start, metadata))) => {
+                match self.tensors(reader, &specs, data_start).await {
+                    Ok((tensors, suffix, tally)) => {
+                        let header = reader.read(0, data_start).await?;
+                        Ok(FileResult {
+                            row: SilverFileRow {
+                                format,
+                                tensor_count: tensors.len() as i32,
+                                unsafe_pickle: false,
+                                error: None,
+                                base_model: None,
+                                metadata,
+                                header,
+                                suffix,
+                            },
+                            tensors,
+                            tally,
+                        })
+                    }
+                    Err(JobError::Invalid(e)) => self.quarantine(reader, e).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Some(Err(JobError::Invalid(e))) => self.quarantine(reader, e).await,
+            Some(Err(e)) => Err(e),
+            None => {
+                let tally = self.passthrough(reader).await?;
+                Ok(FileResult {
+                    row: SilverFileRow {
+                        format: "passthrough",
+                        tensor_count: 0,
+                        unsafe_pickle: looks_pickled(&f.file_path, &head),
+                        error: None,
+                        base_model: None,
+                        metadata: None,
+                        header: Vec::new(),
+                        suffix: Vec::new(),
+                    },
+                    tensors: Vec::new(),
+                    tally,
+                })
+            }
+        }
+    }
+
+    async fn quarantine(&mut self, reader: &mut BronzeReader, error: String) -> Result<FileResult> {
+        warn!(file = %reader.file().file_path, %error, "quarantined");
+        let head = reader.read(0, reader.file().file_size.min(16)).await?;
+        let tally = self.passthrough(reader).await?;
+        Ok(FileResult {
+            row: SilverFileRow {
+                format: "quarantined",
+                tensor_count: 0,
+                unsafe_pickle: looks_pickled(&reader.file().file_path, &head),
+                error: Some(error),
+                base_model: None,
+                metadata: None,
+                header: Vec::new(),
+                suffix: Vec::new(),
+            },
+            tensors: Vec::new(),
+            tally,
+        })
+    }
+
+    async fn parse_safetensors(
+        &mut self,
+        reader: &mut BronzeReader,
+    ) -> Result<(Vec<TensorSpec>, u64, Option<String>)> {
+        let f = reader.file().clone();
+        let first8 = reader.read(0, f.file_size.min(8)).await?;
+        let hlen = safetensors::header_len(&first8)
+            .map_err(|e| JobError::Invalid(format_err(&f.file_path, e)))?;
+        if hlen.saturating_add(8) > f.file_size {
+            return Err(JobError::Invalid(format!(
+                "{}: header length {hlen} exceeds the file ({} bytes)",
+                f.file_path, f.file_size
+            )));
+        }
+        let prefix = reader.read(0, 8 + hlen).await?;
+        let h = safetensors::parse_header(&prefix, f.file_size)
+            .map_err(|e| JobError::Invalid(format_err(&f.file_path, e)))?;
+        let specs = h
+            .tensors
+            .iter()
+            .map(|t| TensorSpec {
+                name: t.name.clone(),
+                dtype: t.dtype.name().to_string(),
+                shape: t.shape.clone(),
+                offset: t.data_offset,
+                byte_len: t.byte_len,
+                elem_size: if t.dtype.is_float() {
+                    t.dtype.size_bytes().unwrap_or(1).max(1)
+                } else {
+                    1
+                },
+                float: FloatKind::from_dtype(t.dtype.name()),
+            })
+            .collect();
+        let meta = h
+            .metadata
+            .as_ref()
+            .and_then(|m| serde_json::to_string(m).ok());
+        Ok((specs, h.data_start(), meta))
+    }
+
+    async fn parse_gguf(
+        &mut self,
+        reader: &mut BronzeReader,
+    ) -> Result<(Vec<TensorSpec>, u64, Option<String>)> {
+        let f = reader.file().clone();
+        let mut want = f.file_size.min(1 << 16);
+        let h = loop {
+            let prefix = reader.read(0, want).await?;
+            match gguf::parse(&prefix, f.file_size) {
+                Ok(h) => break h,
+                // Grow geometrically: each retry parses from the start.
+                Err(FormatError::NeedMore { needed }) if needed > want && needed <= f.file_size => {
+                    want = needed.max(want.saturating_mul(2)).min(f.file_size)
+                }
+                Err(e) => return Err(JobError::Invalid(format_err(&f.file_path, e))),
+            }
+        };
+        let mut specs: Vec<TensorSpec> = h
+            .tensors
+            .iter()
+            .map(|t| {
+                let name = t.ggml_type.name();
+                let float = FloatKind::from_dtype(name);
+                TensorSpec {
+                    name: t.name.clone(),
+                    dtype: name.to_string(),
+                    shape: t.dims.clone(),
+                    offset: t.offset,
+                    byte_len: t.byte_len,
+                    elem_size: float.map_or(1, |k| k.size()),
+                    float,
+                }
+            })
+            .collect();
+        specs.sort_by_key(|s| s.offset);
+        let meta = h.architecture().map(|a| {
+            format!(
+                "{{\"general.architecture\":{}}}",
+                serde_json::Value::from(a)
+            )
+        });
+        Ok((specs, h.data_offset, meta))
+    }
+
+    async fn tensors(
+        &mut self,
+        reader: &mut BronzeReader,
+        specs: &[TensorSpec],
+        data_start: u64,
+    ) -> Result<(Vec<TensorRow>, Vec<u8>, FileTally)> {
+        let size = reader.file().file_size;
+        let mut pos = data_start;
+        let mut rows = Vec::with_capacity(specs.len());
+        let mut tally = FileTally::default();
+        for (i, t) in specs.iter().enumerate() {
+            if t.offset < pos {
+                return Err(JobError::Invalid(format!(
+                    "{}: tensor `{}` overlaps the previous one",
+                    reader.file().file_path,
+                    t.name
+                )));
+            }
+            let pad = reader.read(pos, t.offset - pos).await?;
+            let mut row = self.tensor(reader, t, &mut tally).await?;
+            row.tensor_index = i as i32;
+            row.pad_before = pad;
+            rows.push(row);
+            pos = t.offset + t.byte_len;
+        }
+        let suffix = reader.read(pos, size - pos).await?;
+        tally.tensors = rows.len();
+        Ok((rows, suffix, tally))
+    }
+
+    async fn base_for(&self, t: &TensorSpec) -> Result<Option<(String, Vec<u8>)>> {
+        let Some(base) = self.base.and_then(|m| m.get(&t.name)) else {
+            return Ok(None);
+        };
+        let shape: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
+        if base.dtype != t.dtype || base.shape != shape || t.float.is_none() {
+            return Ok(None);
+        }
+        let bytes = read_content(self.session, &base.sha256, 0).await?;
+        if bytes.len() as u64 != t.byte_len {
+            return Ok(None);
+        }
+        Ok(Some((base.sha256.clone(), bytes)))
+    }
+
+    async fn tensor(
+        &mut self,
+        reader: &mut BronzeReader,
+        t: &TensorSpec,
+        tally: &mut FileTally,
+    ) -> Result<TensorRow> {
+        let base = self.base_for(t).await?;
+        let base_bytes = base.as_ref().map(|(_, b)| std::sync::Arc::new(b.clone()));
+        let parts = part_ranges(t.byte_len, self.part_bytes);
+        // Pass 1: hash, statistics, change against the base. A tensor that fits in
+        // one part keeps its bytes for pass 2.
+        let mut hasher = Sha256::new();
+        let mut acc = t.float.map(StatsAccumulator::new);
+        let (mut d, mut b2) = (0.0, 0.0);
+        let mut kept: Option<Vec<u8>> = None;
+        for (start, len) in &parts {
+            let data = reader.read(t.offset + start, *len).await?;
+            let base_part = base_bytes.clone();
+            let (s, l) = (*start as usize, *len as usize);
+            let kind = t.float;
+            let (h, a, dd, bb, data) = tokio::task::spawn_blocking(move || {
+                let mut h = hasher;
+                h.update(&data);
+                let mut a = acc;
+                if let Some(a) = a.as_mut() {
+                    a.update(&data);
+                }
+                let (dd, bb) = match (kind, base_part) {
+                    (Some(k), Some(b)) => l2_diff_sums(k, &data, &b[s..s + l]),
+                    _ => (0.0, 0.0),
+                };
+                (h, a, dd, bb, data)
+            })
+            .await
+            .map_err(|e| JobError::Invalid(format!("hashing task failed: {e}")))?;
+            hasher = h;
+            acc = a;
+            d += dd;
+            b2 += bb;
+            if parts.len() == 1 {
+                kept = Some(data);
+            }
+        }
+        let sha = hex::encode(hasher.finalize());
+        let stats: Option<TensorStats> = acc.map(StatsAccumulator::finish);
+        let (base_sha, rel, identical) = match &base {
+            Some((bsha, _)) => (
+                Some(bsha.clone()),
+                rel_l2_from_sums(d, b2),
+                Some(*bsha == sha),
+            ),
+            None => (None, None, None),
+        };
+        if self.sink.has(&sha) {
+            tally.dedup_hits += 1;
+        } else {
+            self.sink.mark(&sha);
+            // Pass 2: encode new content part by part.
+            let count = parts.len() as i32;
+            for (i, (start, len)) in parts.iter().enumerate() {
+                let data = match kept.take() {
+                    Some(d) => d,
+                    None => reader.read(t.offset + start, *len).await?,
+                };
+                let base_part = base_bytes.clone();
+                let (s, l, elem) = (*start as usize, *len as usize, t.elem_size);
+                let (enc, bytes) = tokio::task::spawn_blocking(move || {
+                    let b = base_part.as_ref().map(|b| &b[s..s + l]);
+                    weightlake_formats::encode(&data, elem, b)
+                })
+                .await
+                .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?
+                .map_err(|e| {
+                    JobError::Invalid(format!(
+                        "{}: tensor `{}`: {e}",
+                        reader.file().file_path,
+                        t.name
+                    ))
+                })?;
+                tally.bytes_stored += bytes.len() as u64;
+                self.sink
+                    .put(BlobPart {
+                        content_sha256: sha.clone(),
+                        part_index: i as i32,
+                        part_count: count,
+                        raw_offset: *start as i64,
+                        raw_len: *len as i64,
+                        elem_size: elem as i32,
+                        base_sha256: if enc == Encoding::XorBytePlanes {
+                            base_sha.clone()
+                        } else {
+                            None
+                        },
+                        encoding: enc,
+                        data: bytes,
+                    })
+                    .await?;
+            }
+        }
+        Ok(TensorRow {
+            tensor_index: 0,
+            name: t.name.clone(),
+            dtype: t.dtype.clone(),
+            shape: t.shape.iter().map(|d| *d as i64).collect(),
+            byte_len: t.byte_len as i64,
+            file_offset: t.offset as i64,
+            content_sha256: sha,
+            stats,
+            base_sha256: base_sha,
+            rel_l2_change: rel,
+            identical_to_base: identical,
+            pad_before: Vec::new(),
+        })
+    }
+
+    /// Store a whole file as one content (its sha256 is the file's).
+    async fn passthrough(&mut self, reader: &mut BronzeReader) -> Result<FileTally> {
+        let f = reader.file().clone();
+        let mut tally = FileTally::default();
+        if self.sink.has(&f.file_sha256) {
+            tally.dedup_hits = 1;
+            return Ok(tally);
+        }
+        self.sink.mark(&f.file_sha256);
+        let parts = part_ranges(f.file_size, self.part_bytes);
+        let count = parts.len() as i32;
+        for (i, (start, len)) in parts.iter().enumerate() {
+            let data = reader.read(*start, *len).await?;
+            let (enc, bytes) =
+                tokio::task::spawn_blocking(move || weightlake_formats::encode(&data, 1, None))
+                    .await
+                    .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?
+                    .map_err(|e| JobError::Invalid(format!("{}: {e}", f.file_path)))?;
+            tally.bytes_stored += bytes.len() as u64;
+            self.sink
+                .put(BlobPart {
+                    content_sha256: f.file_sha256.clone(),
+                    part_index: i as i32,
+                    part_count: count,
+                    raw_offset: *start as i64,
+                    raw_len: *len as i64,
+                    elem_size: 1,
+                    encoding: enc,
+                    base_sha256: None,
+                    data: bytes,
+                })
+                .await?;
+        }
+        Ok(tally)
+    }
+}
+
+/// (offset, len) of each part of `len` bytes; one empty part for empty content.
+pub(crate) fn part_ranges(len: u64, part: u64) -> Vec<(u64, u64)> {
+    if len == 0 {
+        return vec![(0, 0)];
+    }
+    let part = part.max(1);
+    (0..len.div_ceil(part))
+        .map(|i| (i * part, part.min(len - i * part)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_content() {
+        assert_eq!(part_ranges(10, 4), vec![(0, 4), (4, 4), (8, 2)]);
+        assert_eq!(part_ranges(0, 4), vec![(0, 0)]);
+        assert!(looks_pickled("pytorch_model.bin", b""));
+        assert!(looks_pickled("x", &[0x80, 0x04]));
+        assert!(!looks_pickled("model.safetensors", b"{}"));
+    }
+}

