@@ -345,8 +345,7 @@ impl SourceSpec {
 
 fn last_segment(url: &Url) -> Option<String> {
     url.path_segments()?
-        .filter(|s| !s.is_empty())
-        .next_back()
+        .rfind(|s| !s.is_empty())
         .map(str::to_string)
 }
 

@@ -135,29 +135,32 @@ pub(crate) fn read_content<'a>(
             .collect()
             .await?;
         // One row per part (a part written twice by an interrupted run is identical).
-        let mut parts: BTreeMap<i64, (i64, i64, i64, i64, String, Option<String>, Vec<u8>)> =
-            BTreeMap::new();
+        let mut parts: BTreeMap<i32, BlobPart> = BTreeMap::new();
         for b in &batches {
             for r in 0..b.num_rows() {
                 let i = |c: usize| int_value(b.column(c).as_ref(), r).unwrap_or(-1);
                 let s = |c: usize| string_value(b.column(c).as_ref(), r).map(str::to_string);
-                parts.entry(i(0)).or_insert_with(|| {
-                    (
-                        i(1),
-                        i(2),
-                        i(3),
-                        i(4),
-                        s(5).unwrap_or_default(),
-                        s(6),
-                        binary_value(b.column(7).as_ref(), r)
-                            .unwrap_or_default()
-                            .to_vec(),
-                    )
+                let enc = s(5).unwrap_or_default();
+                let encoding: Encoding = enc.parse().map_err(|_| {
+                    JobError::Invalid(format!("blob {sha}: unknown encoding `{enc}`"))
+                })?;
+                parts.entry(i(0) as i32).or_insert_with(|| BlobPart {
+                    content_sha256: sha.to_string(),
+                    part_index: i(0) as i32,
+                    part_count: i(1) as i32,
+                    raw_offset: i(2),
+                    raw_len: i(3),
+                    elem_size: i(4) as i32,
+                    encoding,
+                    base_sha256: s(6),
+                    data: binary_value(b.column(7).as_ref(), r)
+                        .unwrap_or_default()
+                        .to_vec(),
                 });
             }
         }
-        let count = parts.values().next().map(|p| p.0).unwrap_or(0);
-        if parts.is_empty() || parts.len() as i64 != count {
+        let count = parts.values().next().map(|p| p.part_count).unwrap_or(0);
+        if parts.is_empty() || parts.len() != count as usize {
             return Err(JobError::Invalid(format!(
                 "blob {sha}: {} of {count} parts stored",
                 parts.len()
@@ -165,25 +168,23 @@ pub(crate) fn read_content<'a>(
         }
         let mut base: Option<Vec<u8>> = None;
         let mut out = Vec::new();
-        for (idx, (_, raw_offset, raw_len, elem_size, enc, base_sha, data)) in parts {
-            let encoding: Encoding = enc
-                .parse()
-                .map_err(|_| JobError::Invalid(format!("blob {sha}: unknown encoding `{enc}`")))?;
-            if raw_offset != out.len() as i64 {
+        for (idx, p) in parts {
+            if p.raw_offset != out.len() as i64 {
                 return Err(JobError::Invalid(format!(
-                    "blob {sha}: part {idx} at {raw_offset}, expected {}",
+                    "blob {sha}: part {idx} at {}, expected {}",
+                    p.raw_offset,
                     out.len()
                 )));
             }
-            let base_slice = if encoding.needs_base() {
-                let bsha = base_sha.ok_or_else(|| {
+            let base_slice = if p.encoding.needs_base() {
+                let bsha = p.base_sha256.as_deref().ok_or_else(|| {
                     JobError::Invalid(format!("blob {sha}: XOR part without base"))
                 })?;
                 if base.is_none() {
-                    base = Some(read_content(session, &bsha, depth + 1).await?);
+                    base = Some(read_content(session, bsha, depth + 1).await?);
                 }
                 let b = base.as_deref().unwrap_or_default();
-                let (s, e) = (raw_offset as usize, (raw_offset + raw_len) as usize);
+                let (s, e) = (p.raw_offset as usize, (p.raw_offset + p.raw_len) as usize);
                 Some(b.get(s..e).ok_or_else(|| {
                     JobError::Invalid(format!("blob {sha}: base shorter than part {idx}"))
                 })?)
@@ -191,11 +192,11 @@ pub(crate) fn read_content<'a>(
                 None
             };
             let decoded = weightlake_formats::decode(
-                encoding,
-                &data,
-                elem_size as usize,
+                p.encoding,
+                &p.data,
+                p.elem_size as usize,
                 base_slice,
-                raw_len as usize,
+                p.raw_len as usize,
             )
             .map_err(|e| JobError::Invalid(format!("blob {sha} part {idx}: {e}")))?;
             out.extend_from_slice(&decoded);

@@ -98,7 +98,7 @@ struct SilverFile {
 
 enum Sink {
     None,
-    Store(BufWriter),
+    Store(Box<BufWriter>),
 }
 
 impl Sink {
@@ -233,7 +233,7 @@ async fn rebuild(
                 format!("{}/{}", prefix.as_ref().trim_end_matches('/'), f.file_path)
                     .trim_start_matches('/'),
             );
-            Sink::Store(BufWriter::new(store.clone(), path))
+            Sink::Store(Box::new(BufWriter::new(store.clone(), path)))
         }
         None => Sink::None,
     };

@@ -48,7 +48,7 @@ pub enum PipelineError {
         stage: String,
         /// The job's error.
         #[source]
-        source: weightlake_jobs::JobError,
+        source: Box<weightlake_jobs::JobError>,
     },
 }
 

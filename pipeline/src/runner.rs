@@ -82,9 +82,9 @@ pub async fn run_stage(
             ),
         }])
     })?;
-    let fail = |source| PipelineError::Stage {
+    let fail = |source: weightlake_jobs::JobError| PipelineError::Stage {
         stage: name.to_string(),
-        source,
+        source: Box::new(source),
     };
     let lake = Lake::new(&spec.lake, spec.storage.clone()).map_err(fail)?;
     let span = info_span!("stage", pipeline = %spec.name, stage = %name, shard = %opts.shard);

@@ -28,7 +28,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
     };
     let v = n * mult as f64;
-    if !(v.is_finite() && v >= 0.0 && v < 1e18) {
+    if !(0.0..1e18).contains(&v) {
         return Err(format!("size `{s}` out of range"));
     }
     Ok(v as u64)

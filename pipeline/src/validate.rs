@@ -40,7 +40,7 @@ fn locate(raw: &str, key: &str) -> (usize, usize) {
         if trimmed.starts_with(&format!("{key}:")) || trimmed.starts_with(&format!("\"{key}\":")) {
             return (i + 1, line.len() - trimmed.len() + 1);
         }
-        if let Some(col) = line.find(&format!("{key}")) {
+        if let Some(col) = line.find(key) {
             let after = &line[col + key.len()..];
             let before_ok = col == 0 || !line.as_bytes()[col - 1].is_ascii_alphanumeric();
             if before_ok

@@ -78,7 +78,12 @@ pub(crate) struct BronzeWriter {
 impl BronzeWriter {
     pub fn new(chunks: DeltaTable, files: DeltaTable, run_id: String, commit_bytes: u64) -> Self {
         Self {
-            chunks: TableAppender::new(chunks, bronze::MODEL_FILES, &[bronze::DATA_COLUMN], commit_bytes),
+            chunks: TableAppender::new(
+                chunks,
+                bronze::MODEL_FILES,
+                &[bronze::DATA_COLUMN],
+                commit_bytes,
+            ),
             files: TableAppender::new(files, bronze::FILES, &[], u64::MAX),
             run_id,
             pending_files: Vec::new(),
@@ -114,7 +119,11 @@ impl BronzeWriter {
         let before = self.chunks.rows;
         self.chunks.flush().await?;
         if self.chunks.rows > before {
-            debug!(chunks = self.chunks.rows - before, bytes = self.pending_bytes, "committed chunks");
+            debug!(
+                chunks = self.chunks.rows - before,
+                bytes = self.pending_bytes,
+                "committed chunks"
+            );
             self.chunks_written = self.chunks.rows;
             self.bytes_written += std::mem::take(&mut self.pending_bytes);
         }
