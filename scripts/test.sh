@@ -45,5 +45,13 @@ export AWS_EC2_METADATA_DISABLED=true
 export WEIGHTLAKE_TEST_PYTHON="$ROOT/.venv/bin/python"
 export WEIGHTLAKE_TEST_MODELS="$ROOT/.cache/models"
 
-# 4. The tests (unit, integration and doctests, one build).
-cargo test --workspace --locked "$@"
+# 4. The tests (unit, integration and doctests, one build), then one closing
+#    line with the totals over every test binary.
+TLOG=$(mktemp -t weightlake-tests.XXXXXX.log)
+set +e
+cargo test --workspace --locked "$@" 2>&1 | tee "$TLOG"
+status=${PIPESTATUS[0]}
+set -e
+sum() { grep -o "[0-9]* $1" "$TLOG" | awk '{s += $1} END {print s + 0}'; }
+echo "tests: $(sum passed) passed, $(sum failed) failed"
+exit "$status"
