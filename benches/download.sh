@@ -41,7 +41,7 @@ path, mib = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(0)
 with open(path, "wb") as f:
     for _ in range(mib // 16):
-        a = rng.normal(0, 0.02, 4 << 20).astype(np.float32).view(np.uint32)
+        a = rng.normal(0, 0.02, 8 << 20).astype(np.float32).view(np.uint32)  # 16 MiB of BF16
         f.write(((a + 0x7FFF + ((a >> 16) & 1)) >> 16).astype(np.uint16).tobytes())
 PY
 }
