@@ -28,9 +28,13 @@ command -v aria2c >/dev/null || apt-get install -y -qq aria2 >/dev/null
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -c 'import hf_transfer' 2>/dev/null || .venv/bin/pip install -q -r scripts/requirements-bench.txt
 
-cargo build --release --locked -p weightlake --bin weightlake -p weightlake-testkit --bin weightlake-testserver
-WL=$CARGO_TARGET_DIR/release/weightlake
-SERVER=$CARGO_TARGET_DIR/release/weightlake-testserver
+# BIN_DIR=… uses already-built binaries (e.g. a dev build) instead of a release build.
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --locked --bins
+  BIN_DIR=$CARGO_TARGET_DIR/release
+fi
+WL=$BIN_DIR/weightlake
+SERVER=$BIN_DIR/weightlake-testserver
 
 # Realistic weights: normal(0, 0.02) as BF16 bytes, made once.
 make_file() { # name MiB
@@ -57,7 +61,7 @@ start_server() { # rate_mbps latency_ms
   for _ in $(seq 1 300); do curl -fsS -o /dev/null -r 0-0 "http://127.0.0.1:$PORT/weights.bin" 2>/dev/null && return 0; sleep 0.1; done
   echo "server did not start"; cat "$WORK/server.log"; exit 1
 }
-stop_server() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null; SERVER_PID=; return 0; }
+stop_server() { if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi; SERVER_PID=; }
 trap stop_server EXIT
 
 # measure LABEL CMD... -> appends "label wall user sys maxrss_kb" to $RAW
@@ -77,7 +81,8 @@ for mode in unthrottled wan; do
   for n in $NS; do
     for r in $(seq 1 "$RUNS"); do
       measure "$mode weightlake $n" "$WL" download "$URL" -o "$WORK/dl.bin" -n "$n" --chunk-size 16MiB -q
-      measure "$mode aria2c $n" aria2c -q -x "$n" -s "$n" -k 16M --file-allocation=none --allow-overwrite=true -d "$WORK" -o dl.bin "$URL"
+      # aria2c allows at most 16 connections per server (-x); -s still splits N ways.
+      measure "$mode aria2c $n" aria2c -q -x "$(( n < 16 ? n : 16 ))" -s "$n" -k 16M --file-allocation=none --allow-overwrite=true -d "$WORK" -o dl.bin "$URL"
       measure "$mode hf_transfer $n" .venv/bin/python -c "import hf_transfer; hf_transfer.download(url='$URL', filename='$WORK/dl.bin', max_files=$n, chunk_size=16*1024*1024)"
     done
   done

@@ -60,7 +60,7 @@ pub struct Throttle {
 
 #[derive(Default)]
 struct State {
-    files: Mutex<HashMap<String, Bytes>>,
+    files: Mutex<HashMap<String, (Bytes, String)>>,
     faults: Mutex<VecDeque<Fault>>,
     no_ranges: Mutex<bool>,
     no_length: Mutex<bool>,
@@ -129,7 +129,10 @@ impl HttpFixture {
 
     /// Serve `data` at `/path`.
     pub fn add_file(&self, path: &str, data: impl Into<Bytes>) {
-        lock(&self.state.files).insert(path.trim_start_matches('/').to_string(), data.into());
+        let data: Bytes = data.into();
+        // The ETag is computed once here, not per request (files can be GiBs).
+        let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&data))[..16]);
+        lock(&self.state.files).insert(path.trim_start_matches('/').to_string(), (data, etag));
     }
 
     /// Queue faults; each is used by one GET of a file, in order.
@@ -251,11 +254,10 @@ async fn handle(st: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>
             file_path = p.to_string();
         }
     }
-    let Some(data) = lock(&st.files).get(&file_path).cloned() else {
+    let Some((data, etag)) = lock(&st.files).get(&file_path).cloned() else {
         return Ok(full(StatusCode::NOT_FOUND, "not found"));
     };
     let len = data.len() as u64;
-    let etag = format!("\"{}\"", &hex::encode(Sha256::digest(&data))[..16]);
     let no_length = *lock(&st.no_length);
     let no_ranges = *lock(&st.no_ranges) || no_length;
     let fault = if req.method() == Method::GET {
@@ -394,7 +396,7 @@ fn hub_api(st: &State, path: &str) -> Option<Response<Body>> {
         .files
         .iter()
         .map(|(p, lfs)| {
-            let data = files.get(p).cloned().unwrap_or_default();
+            let data = files.get(p).map(|f| f.0.clone()).unwrap_or_default();
             let mut v = serde_json::json!({ "rfilename": p, "size": data.len() });
             if *lfs {
                 v["lfs"] = serde_json::json!({ "sha256": hex::encode(Sha256::digest(&data)), "size": data.len(), "pointerSize": 134 });
