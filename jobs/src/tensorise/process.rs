@@ -128,36 +128,30 @@ impl<S: PartSink> Processor<'_, S> {
             }
             Some(Err(JobError::Invalid(e))) => self.quarantine(reader, e).await,
             Some(Err(e)) => Err(e),
-            None => {
-                let tally = self.passthrough(reader).await?;
-                Ok(FileResult {
-                    row: SilverFileRow {
-                        format: "passthrough",
-                        tensor_count: 0,
-                        unsafe_pickle: looks_pickled(&f.file_path, &head),
-                        error: None,
-                        base_model: None,
-                        metadata: None,
-                        header: Vec::new(),
-                        suffix: Vec::new(),
-                    },
-                    tensors: Vec::new(),
-                    tally,
-                })
-            }
+            None => self.whole_file(reader, "passthrough", None).await,
         }
     }
 
     async fn quarantine(&mut self, reader: &mut BronzeReader, error: String) -> Result<FileResult> {
         warn!(file = %reader.file().file_path, %error, "quarantined");
+        self.whole_file(reader, "quarantined", Some(error)).await
+    }
+
+    /// A file kept as one content: pass-through files, and quarantined ones.
+    async fn whole_file(
+        &mut self,
+        reader: &mut BronzeReader,
+        format: &'static str,
+        error: Option<String>,
+    ) -> Result<FileResult> {
         let head = reader.read(0, reader.file().file_size.min(16)).await?;
         let tally = self.passthrough(reader).await?;
         Ok(FileResult {
             row: SilverFileRow {
-                format: "quarantined",
+                format,
                 tensor_count: 0,
                 unsafe_pickle: looks_pickled(&reader.file().file_path, &head),
-                error: Some(error),
+                error,
                 base_model: None,
                 metadata: None,
                 header: Vec::new(),
