@@ -39,6 +39,11 @@ pub enum Command {
     Sql(SqlArgs),
     /// Download one URL to a local file with parallel ranged requests.
     Download(DownloadArgs),
+    /// Show a pipeline's DAG and what each stage would run.
+    Plan(PlanArgs),
+    /// Databricks Workflows: export a pipeline as a job.
+    #[command(subcommand)]
+    Databricks(DatabricksCommand),
 }
 
 /// Where the lake is and how to reach it.
@@ -135,11 +140,18 @@ pub struct RunArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
     /// Run only this stage.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from")]
     pub only: Option<String>,
+    /// Run this stage and every stage downstream of it (to continue a run
+    /// that broke there); the stages before it count as succeeded.
+    #[arg(long)]
+    pub from: Option<String>,
     /// Record this run id.
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Set a pipeline parameter, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -155,6 +167,66 @@ pub struct TaskArgs {
     /// Record this run id (the Databricks job run id).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Set a pipeline parameter, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// Set a pipeline parameter, NAME=VALUE (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatabricksCommand {
+    /// Emit a Jobs API 2.2 `jobs/create` payload or a `databricks.yml` bundle.
+    ///
+    /// Each stage becomes a task that runs `weightlake task STAGE` through a
+    /// launcher (JAR or wheel, see scripts/build-launchers.sh) on one shared
+    /// job cluster; `shards: N` becomes a for_each_task.
+    Export(DatabricksExportArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// A `jobs/create` request body.
+    JobJson,
+    /// A Databricks Asset Bundle (`databricks.yml`).
+    Bundle,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TaskRunner {
+    /// `spark_jar_task` with the launcher JAR.
+    Jar,
+    /// `python_wheel_task` with the launcher wheel.
+    Wheel,
+}
+
+#[derive(Debug, Args)]
+pub struct DatabricksExportArgs {
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+    /// What to emit.
+    #[arg(long, value_enum)]
+    pub format: ExportFormat,
+    /// Which launcher the tasks call.
+    #[arg(long, value_enum, default_value_t = TaskRunner::Jar)]
+    pub runner: TaskRunner,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Directory on the cluster holding the `weightlake` binary, the launcher
+    /// and the pipeline file.
+    #[arg(long, default_value = weightlake_pipeline::databricks::DEFAULT_ARTIFACTS)]
+    pub artifacts: String,
+    /// The pipeline file on the cluster (default: ARTIFACTS/<file name>).
+    #[arg(long)]
+    pub pipeline_path: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -228,5 +300,59 @@ mod tests {
         assert_eq!(a.sources, ["hf://a/b", "./x"]);
         assert_eq!(a.transfer.parallelism, 8);
         assert!(Cli::try_parse_from(["weightlake", "ingest", "--lake", "x"]).is_err());
+    }
+
+    #[test]
+    fn parses_run_params_from_and_databricks_export() {
+        let c = Cli::try_parse_from([
+            "weightlake",
+            "run",
+            "p.yaml",
+            "--param",
+            "a=1",
+            "--param",
+            "b=x=y",
+            "--from",
+            "t",
+        ])
+        .expect("parse");
+        let Command::Run(a) = c.command else {
+            panic!("not run")
+        };
+        assert_eq!(a.params, ["a=1", "b=x=y"]);
+        assert_eq!(a.from.as_deref(), Some("t"));
+        assert!(
+            Cli::try_parse_from(["weightlake", "run", "p.yaml", "--from", "a", "--only", "b"])
+                .is_err()
+        );
+        let c = Cli::try_parse_from([
+            "weightlake",
+            "databricks",
+            "export",
+            "p.yaml",
+            "--format",
+            "job-json",
+            "--runner",
+            "wheel",
+            "-o",
+            "job.json",
+        ])
+        .expect("parse");
+        let Command::Databricks(DatabricksCommand::Export(e)) = c.command else {
+            panic!("not databricks export")
+        };
+        assert!(matches!(e.format, ExportFormat::JobJson));
+        assert!(matches!(e.runner, TaskRunner::Wheel));
+        assert!(
+            Cli::try_parse_from([
+                "weightlake",
+                "databricks",
+                "export",
+                "p.yaml",
+                "--format",
+                "zip"
+            ])
+            .is_err()
+        );
     }
 }

@@ -12,10 +12,10 @@ use weightlake_jobs::lake::Lake;
 use weightlake_jobs::shard::Shard;
 use weightlake_jobs::sql::{LakeSession, OutputFormat, format_batches};
 use weightlake_jobs::tensorise::{TensoriseJob, TensoriseReport, parse_model_ref};
-use weightlake_pipeline::runner::{RunOptions, StageReport, run, run_stage};
+use weightlake_pipeline::runner::StageReport;
 use weightlake_pipeline::size::parse_size;
 
-use crate::args::{Cli, Command, Format, LakeArgs, TransferArgs};
+use crate::args::{Cli, Command, DatabricksCommand, Format, LakeArgs, TransferArgs};
 use crate::progress::{byte_counter, reporter};
 
 /// An error with the exit code it maps to.
@@ -135,38 +135,10 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Run(a) => {
-            let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
-            let opts = RunOptions {
-                run_id: a.run_id,
-                only: a.only,
-                progress: reporter(quiet),
-                ..Default::default()
-            };
-            let reports = run(&p, &opts).await.map_err(classify_pipeline)?;
-            for (stage, r) in &reports {
-                print_stage(stage, r);
-            }
-            Ok(())
-        }
-        Command::Task(a) => {
-            let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
-            let shard = match a.shard {
-                Some(s) => s.parse::<Shard>().map_err(bad_input)?,
-                None => Shard::ALL,
-            };
-            let opts = RunOptions {
-                shard,
-                run_id: a.run_id,
-                progress: reporter(quiet),
-                ..Default::default()
-            };
-            let r = run_stage(&p, &a.stage, &opts)
-                .await
-                .map_err(classify_pipeline)?;
-            print_stage(&a.stage, &r);
-            Ok(())
-        }
+        Command::Run(a) => crate::pipelines::run_pipeline(a, quiet).await,
+        Command::Task(a) => crate::pipelines::task(a, quiet).await,
+        Command::Plan(a) => crate::pipelines::plan(a),
+        Command::Databricks(DatabricksCommand::Export(a)) => crate::pipelines::databricks_export(a),
         Command::Validate(a) => {
             let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
             println!(
@@ -298,7 +270,7 @@ fn print_tensorise(stage: &str, r: &TensoriseReport) {
     }
 }
 
-fn print_stage(stage: &str, r: &StageReport) {
+pub(crate) fn print_stage(stage: &str, r: &StageReport) {
     match r {
         StageReport::Ingest(i) => print_ingest(stage, i),
         StageReport::Tensorise(t) => print_tensorise(stage, t),

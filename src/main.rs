@@ -3,6 +3,7 @@
 
 mod args;
 mod commands;
+mod pipelines;
 mod progress;
 
 use std::process::ExitCode;

@@ -50,6 +50,17 @@ pub enum PipelineError {
         #[source]
         source: Box<weightlake_jobs::JobError>,
     },
+    /// An attempt of a stage ran past its `timeout` and was cancelled.
+    #[error("stage `{stage}` timed out after {after:?}")]
+    Timeout {
+        /// The stage name.
+        stage: String,
+        /// The stage's timeout.
+        after: std::time::Duration,
+    },
+    /// The Databricks export failed.
+    #[error(transparent)]
+    Export(#[from] crate::databricks::ExportError),
 }
 
 impl PipelineError {
@@ -58,6 +69,7 @@ impl PipelineError {
         match self {
             Self::Io { .. } | Self::Spec(_) => true,
             Self::Stage { source, .. } => source.is_bad_input(),
+            Self::Timeout { .. } | Self::Export(_) => false,
         }
     }
 }

@@ -22,19 +22,64 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod cron;
+pub mod databricks;
+pub mod duration;
 mod error;
 mod interpolate;
+pub mod plan;
 pub mod runner;
 pub mod size;
 pub mod spec;
 pub mod validate;
+
+use std::collections::BTreeMap;
 
 pub use error::{PipelineError, SpecError};
 pub use validate::ValidatedPipeline;
 
 /// Parse and validate pipeline YAML; `origin` names the file in errors.
 pub fn load_str(yaml: &str, origin: &str) -> Result<ValidatedPipeline, PipelineError> {
-    let text = interpolate::interpolate(yaml, origin)?;
+    load_str_with(yaml, origin, &[])
+}
+
+/// Parse `--param NAME=VALUE`.
+pub fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("invalid parameter `{s}`: expected NAME=VALUE")),
+    }
+}
+
+/// [`load_str`] with parameter overrides (`--param NAME=VALUE`): each must name
+/// a parameter declared under `parameters:`.
+pub fn load_str_with(
+    yaml: &str,
+    origin: &str,
+    overrides: &[(String, String)],
+) -> Result<ValidatedPipeline, PipelineError> {
+    let declared = interpolate::declared_parameters(yaml);
+    let mut params: BTreeMap<String, String> = declared.clone();
+    let mut unknown = interpolate::interpolated_defaults(yaml, &declared, origin);
+    for (k, v) in overrides {
+        if declared.contains_key(k) {
+            params.insert(k.clone(), v.clone());
+        } else {
+            unknown.push(SpecError {
+                file: origin.to_string(),
+                line: 0,
+                column: 0,
+                message: format!(
+                    "--param `{k}`: the pipeline declares no such parameter{}",
+                    validate::suggest(k, declared.keys())
+                ),
+            });
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(PipelineError::Spec(unknown));
+    }
+    let text = interpolate::interpolate(yaml, origin, &params)?;
     let spec: spec::PipelineSpec = yaml_serde::from_str(&text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -47,16 +92,24 @@ pub fn load_str(yaml: &str, origin: &str) -> Result<ValidatedPipeline, PipelineE
             message: with_suggestion(&e.to_string()),
         }])
     })?;
-    validate::validate(spec, yaml, origin)
+    validate::validate(spec, yaml, origin).map(|p| p.with_params(params))
 }
 
 /// Read, parse and validate a pipeline file.
 pub fn load_file(path: &std::path::Path) -> Result<ValidatedPipeline, PipelineError> {
+    load_file_with(path, &[])
+}
+
+/// [`load_file`] with parameter overrides (see [`load_str_with`]).
+pub fn load_file_with(
+    path: &std::path::Path,
+    overrides: &[(String, String)],
+) -> Result<ValidatedPipeline, PipelineError> {
     let text = std::fs::read_to_string(path).map_err(|e| PipelineError::Io {
         path: path.display().to_string(),
         source: e,
     })?;
-    load_str(&text, &path.display().to_string())
+    load_str_with(&text, &path.display().to_string(), overrides)
 }
 
 /// Add " (did you mean `x`?)" to serde's "unknown field `y`, expected one of …".

@@ -36,6 +36,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Serde helper: a size given as an integer or a string with a unit.
 pub fn deserialize_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    deserialize_number_or_text(d, |n| n, parse_size)
+}
+
+/// An optional value written as an integer (`from_number`) or as text
+/// (`parse`, whose error message becomes serde's).
+pub(crate) fn deserialize_number_or_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    from_number: impl FnOnce(u64) -> T,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Raw {
@@ -44,8 +54,8 @@ pub fn deserialize_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u6
     }
     match Option::<Raw>::deserialize(d)? {
         None => Ok(None),
-        Some(Raw::N(n)) => Ok(Some(n)),
-        Some(Raw::S(s)) => parse_size(&s).map(Some).map_err(serde::de::Error::custom),
+        Some(Raw::N(n)) => Ok(Some(from_number(n))),
+        Some(Raw::S(s)) => parse(&s).map(Some).map_err(serde::de::Error::custom),
     }
 }
 

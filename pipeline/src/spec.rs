@@ -12,11 +12,13 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use weightlake_connectors::source::SourceSpec;
 use weightlake_connectors::storage::StorageConfig;
 
+use crate::duration::deserialize_opt_duration;
 use crate::size::deserialize_opt_size;
 
 /// A whole pipeline file.
@@ -36,6 +38,134 @@ pub struct PipelineSpec {
     pub sources: BTreeMap<String, SourceSpec>,
     /// Named stages; run in dependency order.
     pub stages: BTreeMap<String, StageSpec>,
+    /// Pipeline parameters and their defaults: `${name}` anywhere in the file
+    /// is replaced by the value (`--param name=value` overrides the default).
+    /// Exported to Databricks as job parameters.
+    ///
+    /// ```yaml
+    /// parameters: { revision: main, parallelism: 16 }
+    /// ```
+    #[serde(default, deserialize_with = "deserialize_parameters")]
+    pub parameters: BTreeMap<String, String>,
+    /// When Databricks runs the exported job (the local runner ignores it).
+    #[serde(default)]
+    pub schedule: Option<ScheduleSpec>,
+    /// Cluster hints for the Databricks export (the local runner ignores them).
+    #[serde(default)]
+    pub compute: Option<ComputeSpec>,
+}
+
+/// `schedule:` a Quartz cron expression and its time zone.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// Quartz cron (6 or 7 fields: seconds minutes hours day-of-month month
+    /// day-of-week [year]), e.g. `0 0 3 * * ?` for 03:00 every day.
+    pub quartz_cron: String,
+    /// Java time zone id, e.g. `UTC` or `Europe/Paris`. Default `UTC`.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+    /// Deploy the schedule paused. Default false.
+    #[serde(default)]
+    pub paused: bool,
+}
+
+fn default_timezone() -> String {
+    "UTC".into()
+}
+
+/// A cloud provider, for cluster attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cloud {
+    /// Amazon Web Services.
+    Aws,
+    /// Google Cloud.
+    Gcp,
+    /// Microsoft Azure.
+    Azure,
+}
+
+/// `compute:` the shared job cluster of the Databricks export.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeSpec {
+    /// Which cloud the workspace runs on: `aws`, `gcp` or `azure`.
+    pub cloud: Cloud,
+    /// Node type id. Default per cloud: `i3.xlarge`, `n2-highmem-4`,
+    /// `Standard_DS3_v2`.
+    #[serde(default)]
+    pub node_type: Option<String>,
+    /// Worker count. Default 1.
+    #[serde(default)]
+    pub workers: Option<u32>,
+    /// Spot / preemptible workers falling back to on-demand. Default false.
+    #[serde(default)]
+    pub spot: bool,
+    /// Databricks runtime. Default `15.4.x-scala2.12` (LTS).
+    #[serde(default)]
+    pub spark_version: Option<String>,
+}
+
+/// When a stage runs, given how its `depends_on` stages ended (Databricks
+/// `run_if`). See docs/PIPELINE_SPEC.md for the exact rules.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RunIf {
+    /// Every dependency succeeded (the default).
+    #[default]
+    AllSuccess,
+    /// Every dependency finished, whatever the outcome.
+    AllDone,
+    /// No dependency failed, and at least one succeeded.
+    NoneFailed,
+    /// At least one dependency succeeded.
+    AtLeastOneSuccess,
+    /// Every dependency failed.
+    AllFailed,
+    /// At least one dependency failed.
+    AtLeastOneFailed,
+}
+
+impl RunIf {
+    /// The YAML / Databricks spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllSuccess => "ALL_SUCCESS",
+            Self::AllDone => "ALL_DONE",
+            Self::NoneFailed => "NONE_FAILED",
+            Self::AtLeastOneSuccess => "AT_LEAST_ONE_SUCCESS",
+            Self::AllFailed => "ALL_FAILED",
+            Self::AtLeastOneFailed => "AT_LEAST_ONE_FAILED",
+        }
+    }
+}
+
+/// Parameter defaults: YAML scalars (strings, numbers, booleans) as text.
+fn deserialize_parameters<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        B(bool),
+        I(i64),
+        F(f64),
+        S(String),
+    }
+    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    Ok(raw
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Scalar::B(b) => b.to_string(),
+                Scalar::I(i) => i.to_string(),
+                Scalar::F(f) => f.to_string(),
+                Scalar::S(s) => s,
+            };
+            (k, text)
+        })
+        .collect())
 }
 
 /// The job a stage runs.
@@ -57,6 +187,27 @@ pub struct StageSpec {
     /// Stages that must finish first.
     #[serde(default)]
     pub depends_on: Vec<String>,
+    /// When to run, given how the `depends_on` stages ended. Default
+    /// `ALL_SUCCESS`.
+    #[serde(default)]
+    pub run_if: Option<RunIf>,
+    /// Attempts after the first failure. Default 0.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// Wait before each retry, e.g. `30s`, `2m`. Default 0.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub min_retry_interval: Option<Duration>,
+    /// Retry an attempt that hit `timeout` (otherwise a timeout fails the
+    /// stage at once). Default false.
+    #[serde(default)]
+    pub retry_on_timeout: Option<bool>,
+    /// Cancel an attempt that runs longer than this, e.g. `1h`. Default none.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub timeout: Option<Duration>,
+    /// Split the stage into this many shard tasks (`--shard i/N`), run at the
+    /// same time; a Databricks `for_each_task` when exported. Default 1.
+    #[serde(default)]
+    pub shards: Option<u32>,
     /// (ingest) Names of sources to ingest.
     #[serde(default)]
     pub sources: Vec<String>,

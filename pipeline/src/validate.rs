@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::spec::{JobKind, PipelineSpec};
+use crate::spec::{JobKind, PipelineSpec, RunIf};
 use crate::{PipelineError, SpecError};
 
 /// A pipeline that passed validation, with its stages in run order.
@@ -13,6 +13,7 @@ pub struct ValidatedPipeline {
     spec: PipelineSpec,
     order: Vec<String>,
     origin: String,
+    params: BTreeMap<String, String>,
 }
 
 impl ValidatedPipeline {
@@ -30,6 +31,54 @@ impl ValidatedPipeline {
     pub fn origin(&self) -> &str {
         &self.origin
     }
+
+    /// Parameter values in effect: defaults, then `--param` overrides.
+    pub fn params(&self) -> &BTreeMap<String, String> {
+        &self.params
+    }
+
+    pub(crate) fn with_params(mut self, params: BTreeMap<String, String>) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// `stage` and every stage downstream of it, in run order.
+    pub fn downstream_of(&self, stage: &str) -> Vec<String> {
+        let mut set = BTreeSet::from([stage.to_string()]);
+        for name in &self.order {
+            if self.spec.stages[name]
+                .depends_on
+                .iter()
+                .any(|d| set.contains(d))
+            {
+                set.insert(name.clone());
+            }
+        }
+        self.order
+            .iter()
+            .filter(|n| set.contains(*n))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Position of the last of `path` (e.g. `["stages", "ingest", "shards"]`),
+/// each looked up at or after the line of the one before; falls back to the
+/// first match of the last key in the file.
+fn locate_path(raw: &str, path: &[&str]) -> (usize, usize) {
+    let lines: Vec<&str> = raw.lines().collect();
+    let mut start = 0;
+    let mut pos = (0, 0);
+    for key in path {
+        let rest = lines.get(start..).unwrap_or_default().join("\n");
+        let (l, c) = locate(&rest, key);
+        if l == 0 {
+            return locate(raw, path.last().copied().unwrap_or_default());
+        }
+        start += l - 1;
+        pos = (start + 1, c);
+    }
+    pos
 }
 
 /// Best-effort position of `key:` (the n-th match) in the raw text, for messages
@@ -53,21 +102,21 @@ fn locate(raw: &str, key: &str) -> (usize, usize) {
     (0, 0)
 }
 
+/// The most shard tasks a stage may have (Databricks for_each inputs).
+pub const MAX_SHARDS: u32 = 1000;
+/// The most retries a stage may ask for.
+pub const MAX_RETRIES: u32 = 100;
+
 /// Validate `spec` (parsed from `raw`, read from `origin`).
 pub fn validate(
     spec: PipelineSpec,
     raw: &str,
     origin: &str,
 ) -> Result<ValidatedPipeline, PipelineError> {
-    let mut errors = Vec::new();
-    let mut err = |key: &str, message: String| {
-        let (line, column) = locate(raw, key);
-        errors.push(SpecError {
-            file: origin.to_string(),
-            line,
-            column,
-            message,
-        });
+    let mut errs = Errors {
+        list: Vec::new(),
+        origin,
+        raw,
     };
     let name_ok = |s: &str| {
         !s.is_empty()
@@ -75,7 +124,7 @@ pub fn validate(
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     };
     if !name_ok(&spec.name) {
-        err(
+        errs.key(
             "name",
             format!(
                 "pipeline name `{}` must be letters, digits, `-` or `_`",
@@ -84,21 +133,21 @@ pub fn validate(
         );
     }
     if let Err(e) = weightlake_connectors::storage::parse_location(&spec.lake) {
-        err("lake", e.to_string());
+        errs.key("lake", e.to_string());
     }
     if spec.stages.is_empty() {
-        err("stages", "a pipeline needs at least one stage".into());
+        errs.key("stages", "a pipeline needs at least one stage".into());
     }
     for (name, stage) in &spec.stages {
         if !name_ok(name) {
-            err(
+            errs.key(
                 name,
                 format!("stage name `{name}` must be letters, digits, `-` or `_`"),
             );
         }
         for dep in &stage.depends_on {
             if !spec.stages.contains_key(dep) {
-                err(
+                errs.key(
                     dep,
                     format!(
                         "stage `{name}` depends on `{dep}`, which is not a stage{}",
@@ -111,11 +160,11 @@ pub fn validate(
             JobKind::Tensorise => {}
             JobKind::Ingest => {
                 if stage.sources.is_empty() {
-                    err(name, format!("ingest stage `{name}` needs `sources: [..]`"));
+                    errs.key(name, format!("ingest stage `{name}` needs `sources: [..]`"));
                 }
                 for s in &stage.sources {
                     if !spec.sources.contains_key(s) {
-                        err(
+                        errs.key(
                             s,
                             format!(
                                 "stage `{name}` reads source `{s}`, which is not defined under `sources:`{}",
@@ -125,7 +174,7 @@ pub fn validate(
                     }
                 }
                 if stage.parallelism == Some(0) {
-                    err(
+                    errs.key(
                         "parallelism",
                         format!("stage `{name}`: parallelism must be at least 1"),
                     );
@@ -134,7 +183,7 @@ pub fn validate(
                     .chunk_size
                     .is_some_and(|c| !(1 << 10..=1 << 30).contains(&c))
                 {
-                    err(
+                    errs.key(
                         "chunk_size",
                         format!("stage `{name}`: chunk_size must be between 1KiB and 1GiB"),
                     );
@@ -143,30 +192,125 @@ pub fn validate(
         }
     }
     for (name, stage) in &spec.stages {
+        let at = |key: &str| locate_path(raw, &["stages", name, key]);
+        if stage.depends_on.is_empty() && stage.run_if.is_some_and(|r| r != RunIf::AllSuccess) {
+            errs.at(
+                at("run_if"),
+                format!("stage `{name}`: run_if has no effect without depends_on"),
+            );
+        }
+        if stage.shards == Some(0) || stage.shards.is_some_and(|n| n > MAX_SHARDS) {
+            errs.at(
+                at("shards"),
+                format!("stage `{name}`: shards must be between 1 and {MAX_SHARDS}"),
+            );
+        }
+        if stage.timeout.is_some_and(|t| t.is_zero()) {
+            errs.at(
+                at("timeout"),
+                format!("stage `{name}`: timeout must be positive (leave it out for none)"),
+            );
+        }
+        if stage.max_retries.is_some_and(|r| r > MAX_RETRIES) {
+            errs.at(
+                at("max_retries"),
+                format!("stage `{name}`: max_retries must be at most {MAX_RETRIES}"),
+            );
+        }
+    }
+    for name in spec.parameters.keys() {
+        let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name != "env";
+        if !ok {
+            errs.at(
+                locate_path(raw, &["parameters", name]),
+                format!(
+                    "parameter name `{name}` must start with a letter or `_` and hold only \
+                     letters, digits and `_` (and not be `env`)"
+                ),
+            );
+        }
+    }
+    if let Some(sched) = &spec.schedule {
+        if let Err(e) = crate::cron::validate_quartz(&sched.quartz_cron) {
+            errs.at(locate_path(raw, &["schedule", "quartz_cron"]), e);
+        }
+        if sched.timezone.trim().is_empty() || sched.timezone.contains(char::is_whitespace) {
+            errs.at(
+                locate_path(raw, &["schedule", "timezone"]),
+                format!(
+                    "timezone `{}` must be a Java time zone id such as UTC or Europe/Paris",
+                    sched.timezone
+                ),
+            );
+        }
+    }
+    if let Some(c) = &spec.compute {
+        if c.workers.is_some_and(|w| w > 10_000) {
+            errs.at(
+                locate_path(raw, &["compute", "workers"]),
+                "compute.workers must be at most 10000".into(),
+            );
+        }
+        if c.node_type.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            errs.at(
+                locate_path(raw, &["compute", "node_type"]),
+                "compute.node_type must not be empty".into(),
+            );
+        }
+    }
+    for (name, stage) in &spec.stages {
         if let Some(b) = &stage.base_model
             && let Err(e) = resolve_base(&spec, b)
         {
-            err("base_model", format!("stage `{name}`: {e}"));
+            errs.key("base_model", format!("stage `{name}`: {e}"));
         }
     }
     let order = match topo_order(&spec) {
         Ok(o) => o,
         Err(cycle) => {
-            err(
+            errs.key(
                 &cycle[0],
                 format!("dependency cycle: {}", cycle.join(" -> ")),
             );
             Vec::new()
         }
     };
-    if errors.is_empty() {
+    if errs.list.is_empty() {
         Ok(ValidatedPipeline {
             spec,
             order,
             origin: origin.to_string(),
+            params: BTreeMap::new(),
         })
     } else {
-        Err(PipelineError::Spec(errors))
+        Err(PipelineError::Spec(errs.list))
+    }
+}
+
+/// Problems found so far, each placed in the file.
+struct Errors<'a> {
+    list: Vec<SpecError>,
+    origin: &'a str,
+    raw: &'a str,
+}
+
+impl Errors<'_> {
+    /// A problem at `(line, column)`.
+    fn at(&mut self, (line, column): (usize, usize), message: String) {
+        self.list.push(SpecError {
+            file: self.origin.to_string(),
+            line,
+            column,
+            message,
+        });
+    }
+
+    /// A problem at the first `key` in the file.
+    fn key(&mut self, key: &str, message: String) {
+        let pos = locate(self.raw, key);
+        self.at(pos, message);
     }
 }
 
@@ -324,5 +468,97 @@ mod tests {
         .expect_err("bad job")
         .to_string();
         assert!(err.contains("unknown variant `fly`"), "{err}");
+    }
+
+    #[test]
+    fn orchestration_fields_parse() {
+        let p = load_str(
+            &format!(
+                "parameters: {{ rev: main, n: 4 }}\nschedule: {{ quartz_cron: '0 0 3 * * ?' }}\ncompute: {{ cloud: aws, spot: true }}\n{BASE}  a: {{ job: ingest, sources: [s], revision: '${{rev}}', shards: 4, max_retries: 2, min_retry_interval: 2m, timeout: 1h, retry_on_timeout: true }}\n  b: {{ job: tensorise, depends_on: [a], run_if: AT_LEAST_ONE_FAILED }}\n"
+            ),
+            "t.yaml",
+        )
+        .expect("valid");
+        let a = &p.spec().stages["a"];
+        assert_eq!(a.revision.as_deref(), Some("main"));
+        assert_eq!(
+            a.min_retry_interval,
+            Some(std::time::Duration::from_secs(120))
+        );
+        assert_eq!(
+            p.spec().schedule.as_ref().map(|s| s.timezone.as_str()),
+            Some("UTC")
+        );
+        assert_eq!(p.params()["n"], "4");
+        let over = crate::load_str_with(
+            &format!("parameters: {{ rev: main }}\n{BASE}  a: {{ job: ingest, sources: [s], revision: '${{rev}}' }}\n"),
+            "t.yaml",
+            &[("rev".into(), "v2".into())],
+        )
+        .expect("override");
+        assert_eq!(over.spec().stages["a"].revision.as_deref(), Some("v2"));
+        let err = crate::load_str_with(
+            &format!("parameters: {{ rev: main }}\n{BASE}  a: {{ job: ingest, sources: [s] }}\n"),
+            "t.yaml",
+            &[("revv".into(), "v2".into())],
+        )
+        .expect_err("unknown param")
+        .to_string();
+        assert!(err.contains("did you mean `rev`"), "{err}");
+    }
+
+    #[test]
+    fn orchestration_errors_are_all_reported_with_positions() {
+        let yaml = format!(
+            "schedule: {{ quartz_cron: '0 0 25 * * ?' }}\nparameters: {{ 9lives: x }}\n{BASE}  a:\n    job: ingest\n    sources: [s]\n    shards: 0\n    run_if: ALL_DONE\n  b:\n    job: ingest\n    sources: [s]\n    depends_on: [a]\n    timeout: 0s\n"
+        );
+        let err = load_str(&yaml, "t.yaml").expect_err("invalid").to_string();
+        let line = |needle: &str| {
+            err.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in {err}"))
+                .to_string()
+        };
+        assert!(line("hours field `25`").starts_with("t.yaml:1:"), "{err}");
+        assert!(
+            line("parameter name `9lives`").starts_with("t.yaml:2:"),
+            "{err}"
+        );
+        assert!(line("shards must be").starts_with("t.yaml:11:"), "{err}");
+        assert!(
+            line("run_if has no effect").starts_with("t.yaml:12:"),
+            "{err}"
+        );
+        assert!(
+            line("timeout must be positive").starts_with("t.yaml:17:"),
+            "{err}"
+        );
+        let err = load_str(
+            &format!("{BASE}  a: {{ job: ingest, sources: [s] }}\n  b: {{ job: ingest, sources: [s], depends_on: [a], run_if: ALL_SUCESS }}\n"),
+            "t.yaml",
+        )
+        .expect_err("typo")
+        .to_string();
+        assert!(err.contains("did you mean `ALL_SUCCESS`"), "{err}");
+        let err = load_str(
+            &format!("{BASE}  a: {{ job: ingest, sources: [s], min_retry_interval: soon }}\n"),
+            "t.yaml",
+        )
+        .expect_err("bad duration")
+        .to_string();
+        assert!(
+            err.contains("invalid duration `soon`") && err.starts_with("t.yaml:6:"),
+            "{err}"
+        );
+        let err = load_str(
+            &format!("compute: {{ cloud: ibm }}\n{BASE}  a: {{ job: ingest, sources: [s] }}\n"),
+            "t.yaml",
+        )
+        .expect_err("bad cloud")
+        .to_string();
+        assert!(
+            err.contains("unknown variant `ibm`") && err.starts_with("t.yaml:1:"),
+            "{err}"
+        );
     }
 }

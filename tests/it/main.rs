@@ -4,12 +4,15 @@
 //! `WEIGHTLAKE_TEST_*` (see `support`).
 
 mod cli;
+mod databricks;
 mod ingest_http;
 mod ingest_hub;
 mod ingest_local;
 mod ingest_resume;
 mod ingest_s3;
+mod launchers;
 mod pipeline;
 mod readers;
+mod runner;
 mod support;
 mod tensorise;

@@ -1,0 +1,154 @@
+//! Pipeline subcommands: `run`, `task`, `plan`, `databricks export`. Parse
+//! the arguments, call the pipeline crate, print, map errors to exit codes.
+
+use weightlake_jobs::shard::Shard;
+use weightlake_pipeline::databricks::{self, ExportOptions};
+use weightlake_pipeline::runner::{Outcome, RunOptions, run, run_stage};
+use weightlake_pipeline::{PipelineError, ValidatedPipeline};
+
+use crate::args::{DatabricksExportArgs, ExportFormat, PlanArgs, RunArgs, TaskArgs, TaskRunner};
+use crate::commands::{CliError, print_stage};
+use crate::progress::reporter;
+
+fn code(e: PipelineError) -> CliError {
+    CliError {
+        code: if e.is_bad_input() { 2 } else { 1 },
+        error: e.into(),
+    }
+}
+
+fn bad(e: impl Into<anyhow::Error>) -> CliError {
+    CliError {
+        error: e.into(),
+        code: 2,
+    }
+}
+
+fn load(path: &std::path::Path, params: &[String]) -> Result<ValidatedPipeline, CliError> {
+    let params = params
+        .iter()
+        .map(|p| weightlake_pipeline::parse_param(p).map_err(|e| bad(anyhow::anyhow!(e))))
+        .collect::<Result<Vec<_>, _>>()?;
+    weightlake_pipeline::load_file_with(path, &params).map_err(code)
+}
+
+/// `weightlake run`: the DAG; exit 1 when a stage failed (2 when every
+/// failure was bad input).
+pub async fn run_pipeline(a: RunArgs, quiet: bool) -> Result<(), CliError> {
+    let p = load(&a.pipeline, &a.params)?;
+    let opts = RunOptions {
+        run_id: a.run_id,
+        only: a.only,
+        from: a.from,
+        progress: reporter(quiet),
+        ..Default::default()
+    };
+    let report = run(&p, &opts).await.map_err(code)?;
+    for s in &report.stages {
+        let sharded = s.reports.len() > 1;
+        match s.outcome {
+            Outcome::Succeeded => {
+                for (shard, r) in &s.reports {
+                    let label = if sharded {
+                        format!("{}[{shard}]", s.stage)
+                    } else {
+                        s.stage.clone()
+                    };
+                    print_stage(&label, r);
+                }
+                if s.attempts > 1 {
+                    println!("{}: succeeded after {} attempts", s.stage, s.attempts);
+                }
+            }
+            Outcome::Failed => println!(
+                "{}: failed after {} attempt{}: {}",
+                s.stage,
+                s.attempts,
+                if s.attempts == 1 { "" } else { "s" },
+                s.error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+            Outcome::UpstreamFailed | Outcome::Skipped => {
+                let rule = p.spec().stages[&s.stage].run_if.unwrap_or_default();
+                println!(
+                    "{}: {} (run_if {} not met)",
+                    s.stage,
+                    s.outcome.as_str(),
+                    rule.as_str()
+                );
+            }
+            Outcome::Excluded => {}
+        }
+    }
+    if report.succeeded() {
+        return Ok(());
+    }
+    let failed: Vec<&str> = report
+        .stages
+        .iter()
+        .filter(|s| s.outcome == Outcome::Failed)
+        .map(|s| s.stage.as_str())
+        .collect();
+    let all_bad_input = report.errors().all(|(_, e)| e.is_bad_input());
+    Err(CliError {
+        error: anyhow::anyhow!("stage(s) failed: {}", failed.join(", ")),
+        code: if all_bad_input { 2 } else { 1 },
+    })
+}
+
+/// `weightlake task`: one attempt of one stage (one shard), as a Databricks
+/// task runs it.
+pub async fn task(a: TaskArgs, quiet: bool) -> Result<(), CliError> {
+    let p = load(&a.pipeline, &a.params)?;
+    let shard = match a.shard {
+        Some(s) => s.parse::<Shard>().map_err(bad)?,
+        None => Shard::ALL,
+    };
+    let opts = RunOptions {
+        shard,
+        run_id: a.run_id,
+        progress: reporter(quiet),
+        ..Default::default()
+    };
+    let r = run_stage(&p, &a.stage, &opts).await.map_err(code)?;
+    print_stage(&a.stage, &r);
+    Ok(())
+}
+
+/// `weightlake plan`.
+pub fn plan(a: PlanArgs) -> Result<(), CliError> {
+    let p = load(&a.pipeline, &a.params)?;
+    print!("{}", weightlake_pipeline::plan::render(&p));
+    Ok(())
+}
+
+/// `weightlake databricks export`.
+pub fn databricks_export(a: DatabricksExportArgs) -> Result<(), CliError> {
+    let p = load(&a.pipeline, &[])?;
+    let format = match a.format {
+        ExportFormat::JobJson => databricks::ExportFormat::JobJson,
+        ExportFormat::Bundle => databricks::ExportFormat::Bundle,
+    };
+    let runner = match a.runner {
+        TaskRunner::Jar => databricks::Runner::Jar,
+        TaskRunner::Wheel => databricks::Runner::Wheel,
+    };
+    let opts = ExportOptions {
+        artifacts: a.artifacts.trim_end_matches('/').to_string(),
+        pipeline_path: a.pipeline_path,
+        ..ExportOptions::new(format, runner)
+    };
+    let text = databricks::export(&p, &opts).map_err(|e| code(e.into()))?;
+    match a.output {
+        Some(path) => std::fs::write(&path, text).map_err(|e| CliError {
+            error: anyhow::anyhow!("{}: {e}", path.display()),
+            code: 1,
+        }),
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+    }
+}
