@@ -97,6 +97,14 @@ for r in $(seq 1 "$RUNS"); do
   rm -rf "$WORK/lake"
   measure "ingest bronze 16" "$WL" ingest "$INGEST_URL" --lake "$WORK/lake" -n 16 --chunk-size 16MiB -q
 done
+# The same over the emulated WAN (8 connections x 25 MB/s), where the network,
+# not the CPU, sets the pace.
+start_server 25 40
+for r in $(seq 1 "$RUNS"); do
+  measure "ingestwan download-only 8" "$WL" download "$INGEST_URL" -o "$WORK/dl.bin" -n 8 --chunk-size 16MiB -q
+  rm -rf "$WORK/lake"
+  measure "ingestwan bronze 8" "$WL" ingest "$INGEST_URL" --lake "$WORK/lake" -n 8 --chunk-size 16MiB -q
+done
 stop_server
 
 .venv/bin/python - "$RAW" "$SIZE_BYTES" "$INGEST_BYTES" > "$OUT/download.md" <<'PY'
@@ -125,6 +133,13 @@ for mode in ("unthrottled", "wan"):
 if "ingest bronze 16" in rows:
     d = summary("ingest download-only 16", isize); i = summary("ingest bronze 16", isize)
     print(f"### ingest ({isize/2**20:.0f} MiB file, N=16, 16 MiB chunks, local-disk lake)\n")
+    print("| run | MB/s | CPU-s/GiB | peak RSS MiB |\n|---|---|---|---|")
+    print(f"| download only | {d[0]:.0f} | {d[1]:.2f} | {d[2]:.0f} |")
+    print(f"| ingest to bronze | {i[0]:.0f} | {i[1]:.2f} | {i[2]:.0f} |")
+    print(f"\nIngest reaches {100*i[0]/d[0]:.0f}% of download-only throughput.")
+if "ingestwan bronze 8" in rows:
+    d = summary("ingestwan download-only 8", isize); i = summary("ingestwan bronze 8", isize)
+    print(f"\n### ingest over the emulated WAN ({isize/2**20:.0f} MiB file, N=8 x 25 MB/s, +40 ms)\n")
     print("| run | MB/s | CPU-s/GiB | peak RSS MiB |\n|---|---|---|---|")
     print(f"| download only | {d[0]:.0f} | {d[1]:.2f} | {d[2]:.0f} |")
     print(f"| ingest to bronze | {i[0]:.0f} | {i[1]:.2f} | {i[2]:.0f} |")

@@ -14,8 +14,12 @@ OUT=benches/results
 mkdir -p "$WORK" "$OUT"
 [ -x /usr/bin/time ] || apt-get install -y -qq time >/dev/null
 bash scripts/fetch-models.sh
-cargo build --release --locked --bin weightlake
-WL=$CARGO_TARGET_DIR/release/weightlake
+# BIN_DIR=… uses an already-built binary instead of a release build.
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release --locked --bin weightlake
+  BIN_DIR=$CARGO_TARGET_DIR/release
+fi
+WL=$BIN_DIR/weightlake
 PY=.venv/bin/python
 
 # Models: real MiniLM (F32), its BF16/F16 casts and a BF16 fine-tune (10% of

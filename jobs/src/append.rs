@@ -18,9 +18,7 @@ pub(crate) struct TableAppender {
     table: Option<DeltaTable>,
     name: TableName,
     props: WriterProperties,
-    pending: Vec<RecordBatch>,
-    pending_bytes: u64,
-    commit_bytes: u64,
+    pub(crate) pending: Vec<RecordBatch>,
     /// Commits made.
     pub commits: usize,
     /// Rows committed.
@@ -28,14 +26,9 @@ pub(crate) struct TableAppender {
 }
 
 impl TableAppender {
-    /// Append to `table` (named `name`), committing every `commit_bytes`.
+    /// Append to `table` (named `name`); [`OrderedCommits`] decides when.
     /// `blob_columns` get no statistics and no dictionary.
-    pub fn new(
-        table: DeltaTable,
-        name: TableName,
-        blob_columns: &[&str],
-        commit_bytes: u64,
-    ) -> Self {
+    pub fn new(table: DeltaTable, name: TableName, blob_columns: &[&str]) -> Self {
         let props = match blob_columns.first() {
             Some(first) => {
                 let mut p = blob_writer_properties(first, 16 << 20).into_builder();
@@ -60,19 +53,24 @@ impl TableAppender {
             name,
             props,
             pending: Vec::new(),
-            pending_bytes: 0,
-            commit_bytes,
             commits: 0,
             rows: 0,
         }
     }
 
-    /// Queue a batch; returns true when the threshold is reached (the caller
-    /// decides when to flush, to keep commit order across tables).
-    pub fn push(&mut self, batch: RecordBatch) -> bool {
-        self.pending_bytes += batch.get_array_memory_size() as u64;
-        self.pending.push(batch);
-        self.pending_bytes >= self.commit_bytes
+    /// Store `column` without Parquet compression (its bytes are compressed
+    /// already, e.g. by the tensor codec).
+    pub fn uncompressed(mut self, column: &str) -> Self {
+        self.props = self
+            .props
+            .clone()
+            .into_builder()
+            .set_column_compression(
+                column.into(),
+                deltalake::parquet::basic::Compression::UNCOMPRESSED,
+            )
+            .build();
+        self
     }
 
     /// Commit everything queued as one Delta append.
@@ -81,11 +79,11 @@ impl TableAppender {
             return Ok(());
         }
         let batches = std::mem::take(&mut self.pending);
-        self.pending_bytes = 0;
         let n: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let table = self.table.take().ok_or_else(|| {
             JobError::Invalid(format!("{} writer reused after a failure", self.name))
         })?;
+        let started = std::time::Instant::now();
         let table = table
             .write(batches)
             .with_save_mode(SaveMode::Append)
@@ -93,10 +91,100 @@ impl TableAppender {
             .with_target_file_size(NonZeroU64::new(128 << 20))
             .await
             .map_err(|e| JobError::delta(self.name, e))?;
-        debug!(table = %self.name, rows = n, version = ?table.version(), "committed");
+        debug!(table = %self.name, rows = n, version = ?table.version(), ms = started.elapsed().as_millis() as u64, "committed");
         self.table = Some(table);
         self.commits += 1;
         self.rows += n;
         Ok(())
+    }
+}
+
+/// Appends to several tables in a fixed order, committing in the background.
+///
+/// Batches are queued per table; [`OrderedCommits::commit`] hands everything
+/// queued to a background task that commits table 0, then table 1, and so on (one
+/// Delta commit per table that has rows), while the caller goes on queueing. At
+/// most one such group is being written at a time: the next `commit` first waits
+/// for the previous one. So memory stays at about two groups, and a row pushed to
+/// a later table is never visible before the rows pushed to earlier tables before
+/// it (the order the ingest and tensorise commit protocols rely on).
+///
+/// A failed write surfaces at the next `commit`, [`OrderedCommits::wait`] or
+/// [`OrderedCommits::finish`].
+pub(crate) struct OrderedCommits {
+    idle: Option<Vec<TableAppender>>,
+    writing: Option<tokio::task::JoinHandle<Result<Vec<TableAppender>>>>,
+    queued: Vec<Vec<RecordBatch>>,
+    queued_bytes: u64,
+    commit_bytes: u64,
+}
+
+impl OrderedCommits {
+    /// Commit to `tables` in this order; [`Self::push`] says when `commit_bytes`
+    /// are queued.
+    pub fn new(tables: Vec<TableAppender>, commit_bytes: u64) -> Self {
+        let n = tables.len();
+        Self {
+            idle: Some(tables),
+            writing: None,
+            queued: (0..n).map(|_| Vec::new()).collect(),
+            queued_bytes: 0,
+            commit_bytes,
+        }
+    }
+
+    /// Queue `batch` for table `table`; true when a commit is due.
+    pub fn push(&mut self, table: usize, batch: RecordBatch) -> bool {
+        self.queued_bytes += batch.get_array_memory_size() as u64;
+        self.queued[table].push(batch);
+        self.queued_bytes >= self.commit_bytes
+    }
+
+    /// Bytes queued and not yet handed to a commit.
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued_bytes
+    }
+
+    /// Wait for the commit in progress, if any.
+    pub async fn wait(&mut self) -> Result<()> {
+        if let Some(handle) = self.writing.take() {
+            let tables = handle
+                .await
+                .map_err(|e| JobError::Invalid(format!("commit task panicked: {e}")))??;
+            self.idle = Some(tables);
+        }
+        Ok(())
+    }
+
+    /// Start committing everything queued (after the commit in progress ends).
+    pub async fn commit(&mut self) -> Result<()> {
+        if self.queued.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        self.wait().await?;
+        let mut tables = self
+            .idle
+            .take()
+            .ok_or_else(|| JobError::Invalid("table writer reused after a failure".into()))?;
+        for (t, q) in tables.iter_mut().zip(&mut self.queued) {
+            t.pending = std::mem::take(q);
+        }
+        self.queued_bytes = 0;
+        self.writing = Some(tokio::spawn(async move {
+            for t in &mut tables {
+                t.flush().await?;
+            }
+            Ok(tables)
+        }));
+        Ok(())
+    }
+
+    /// Commit everything queued and wait; returns the tables (for their counts).
+    pub async fn finish(&mut self) -> Result<&[TableAppender]> {
+        self.commit().await?;
+        self.wait().await?;
+        self.idle
+            .as_deref()
+            .ok_or_else(|| JobError::Invalid("table writer reused after a failure".into()))
     }
 }

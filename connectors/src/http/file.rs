@@ -1,7 +1,12 @@
 //! Download one URL into a local file, ranges written at their offsets.
 //!
 //! Used by `weightlake download` and the download benchmark. Memory stays at
-//! roughly `concurrency × 1 MiB` write buffers whatever the file size.
+//! roughly `concurrency × 256 KiB` write buffers whatever the file size.
+//!
+//! Since ranges land straight in the file, a range can be as long as we like:
+//! the file is cut into one range per connection (never shorter than the chunk
+//! size), so each connection pays the request latency once, not once per chunk.
+//! A failed range resumes from its last byte, so long ranges lose nothing.
 
 use std::fs::File;
 use std::io::Read;
@@ -16,7 +21,7 @@ use sha2::{Digest, Sha256};
 use super::{HttpClient, HttpTarget, RangeSink, plan_chunks, redact};
 use crate::{ConnectorError, Result};
 
-const WRITE_BUFFER: usize = 1 << 20;
+const WRITE_BUFFER: usize = 256 << 10;
 
 /// What a finished download measured.
 #[derive(Debug, Clone)]
@@ -107,7 +112,7 @@ pub async fn download_to_file(
     let (bytes, single_stream) = match (probe.ranges, probe.size) {
         (true, Some(size)) => {
             file.set_len(size).map_err(io_err)?;
-            let plan = plan_chunks(size, client.cfg.chunk_size);
+            let plan = plan_chunks(size, balanced_range_size(size, &client.cfg));
             futures::stream::iter(plan)
                 .map(|c| {
                     let mut s = sink(&file);
@@ -161,6 +166,12 @@ pub async fn download_to_file(
     })
 }
 
+/// One range per connection, never shorter than the configured chunk size.
+fn balanced_range_size(size: u64, cfg: &super::DownloadConfig) -> u64 {
+    let connections = cfg.concurrency.max(1) as u64;
+    size.div_ceil(connections).max(cfg.chunk_size)
+}
+
 /// sha256 of a local file, hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
@@ -174,4 +185,42 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::DownloadConfig;
+
+    fn cfg(concurrency: usize, chunk_size: u64) -> DownloadConfig {
+        DownloadConfig {
+            concurrency,
+            chunk_size,
+            ..DownloadConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_large_file_gets_one_range_per_connection() {
+        let size = 1 << 30;
+        let plan = plan_chunks(size, balanced_range_size(size, &cfg(8, 16 << 20)));
+        assert_eq!(plan.len(), 8);
+        assert_eq!(plan.last().map(|c| c.range.end), Some(size));
+    }
+
+    #[test]
+    fn a_small_file_keeps_the_chunk_size() {
+        let size = 40 << 20;
+        let plan = plan_chunks(size, balanced_range_size(size, &cfg(32, 16 << 20)));
+        assert_eq!(plan.len(), 3);
+    }
+
+    #[test]
+    fn an_uneven_size_is_covered_exactly() {
+        let size = (1 << 30) + 7;
+        let plan = plan_chunks(size, balanced_range_size(size, &cfg(32, 1 << 20)));
+        assert_eq!(plan.len(), 32);
+        let covered: u64 = plan.iter().map(|c| c.range.end - c.range.start).sum();
+        assert_eq!(covered, size);
+    }
 }

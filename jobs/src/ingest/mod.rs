@@ -306,9 +306,12 @@ impl IngestJob {
         let total_bytes: u64 = todo.iter().filter_map(|t| t.file.size).sum();
         self.progress.begin(todo.len(), total_bytes);
 
-        let commit_bytes = (self.memory_budget / 4).max(chunk_size);
+        // An eighth of the budget is queued for the next commit while the one
+        // before it is written in the background (about twice that in Arrow and
+        // Parquet buffers); the rest is ranges in flight.
+        let commit_bytes = (self.memory_budget / 8).max(chunk_size);
         let in_flight =
-            ((self.memory_budget.saturating_sub(commit_bytes)) / chunk_size).max(1) as usize;
+            ((self.memory_budget.saturating_sub(2 * commit_bytes)) / chunk_size).max(1) as usize;
         let window = in_flight.min(self.download.concurrency);
         if window < self.download.concurrency {
             info!(
@@ -433,9 +436,8 @@ impl IngestJob {
         producer
             .await
             .map_err(|e| JobError::Invalid(format!("download task panicked: {e}")))?;
-        writer.flush().await?;
+        report.commits = writer.finish().await?;
         report.chunks_written = writer.chunks_written;
-        report.commits = writer.commits();
         report.elapsed = started.elapsed();
         if let Some((path, err)) = report.files_failed.first() {
             return Err(JobError::Partial {

@@ -10,9 +10,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
+use deltalake::arrow::buffer::{Buffer, OffsetBuffer};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::parquet::schema::types::ColumnPath;
@@ -20,7 +21,7 @@ use tracing::debug;
 use weightlake_schemas::bronze;
 
 use crate::Result;
-use crate::append::TableAppender;
+use crate::append::{OrderedCommits, TableAppender};
 
 /// One chunk to append to `bronze.model_files`.
 #[derive(Debug, Clone)]
@@ -66,45 +67,35 @@ pub fn blob_writer_properties(blob_column: &str, row_group_bytes: usize) -> Writ
 }
 
 pub(crate) struct BronzeWriter {
-    chunks: TableAppender,
-    files: TableAppender,
+    commits: OrderedCommits,
     run_id: String,
     pending_files: Vec<FileRow>,
     pub chunks_written: usize,
-    pub bytes_written: u64,
-    pending_bytes: u64,
 }
+
+const CHUNKS: usize = 0;
+const FILES: usize = 1;
 
 impl BronzeWriter {
     pub fn new(chunks: DeltaTable, files: DeltaTable, run_id: String, commit_bytes: u64) -> Self {
+        let tables = vec![
+            TableAppender::new(chunks, bronze::MODEL_FILES, &[bronze::DATA_COLUMN]),
+            TableAppender::new(files, bronze::FILES, &[]),
+        ];
         Self {
-            chunks: TableAppender::new(
-                chunks,
-                bronze::MODEL_FILES,
-                &[bronze::DATA_COLUMN],
-                commit_bytes,
-            ),
-            files: TableAppender::new(files, bronze::FILES, &[], u64::MAX),
+            commits: OrderedCommits::new(tables, commit_bytes),
             run_id,
             pending_files: Vec::new(),
             chunks_written: 0,
-            bytes_written: 0,
-            pending_bytes: 0,
         }
     }
 
-    /// Commits made to both tables.
-    pub fn commits(&self) -> usize {
-        self.chunks.commits + self.files.commits
-    }
-
-    /// Queue a chunk; commits when the buffer reaches `commit_bytes`.
+    /// Queue a chunk; starts a background commit when `commit_bytes` are queued
+    /// (waiting first for the commit before it, which bounds memory).
     pub async fn push_chunk(&mut self, row: ChunkRow) -> Result<()> {
-        self.pending_bytes += row.data.len() as u64;
-        let batch = self.chunk_batch(std::slice::from_ref(&row))?;
-        drop(row);
-        if self.chunks.push(batch) {
-            self.flush().await?;
+        let batch = self.chunk_batch(row)?;
+        if self.commits.push(CHUNKS, batch) {
+            self.commit().await?;
         }
         Ok(())
     }
@@ -114,66 +105,54 @@ impl BronzeWriter {
         self.pending_files.push(row);
     }
 
-    /// Commit pending chunks, then pending file rows.
-    pub async fn flush(&mut self) -> Result<()> {
-        let before = self.chunks.rows;
-        self.chunks.flush().await?;
-        if self.chunks.rows > before {
-            debug!(
-                chunks = self.chunks.rows - before,
-                bytes = self.pending_bytes,
-                "committed chunks"
-            );
-            self.chunks_written = self.chunks.rows;
-            self.bytes_written += std::mem::take(&mut self.pending_bytes);
-        }
+    /// Start committing queued chunks, then queued file rows, in the background.
+    async fn commit(&mut self) -> Result<()> {
         if !self.pending_files.is_empty() {
             let rows = std::mem::take(&mut self.pending_files);
-            self.files.push(self.file_batch(&rows)?);
-            self.files.flush().await?;
+            let batch = self.file_batch(&rows)?;
+            self.commits.push(FILES, batch);
         }
+        let queued = self.commits.queued_bytes();
+        self.commits.commit().await?;
+        debug!(bytes = queued, "commit started");
         Ok(())
+    }
+
+    /// Commit everything queued and wait for it; returns the commits made.
+    pub async fn finish(&mut self) -> Result<usize> {
+        self.commit().await?;
+        let tables = self.commits.finish().await?;
+        self.chunks_written = tables[CHUNKS].rows;
+        Ok(tables.iter().map(|t| t.commits).sum())
     }
 
     fn now_micros() -> i64 {
         chrono::Utc::now().timestamp_micros()
     }
 
-    fn chunk_batch(&self, rows: &[ChunkRow]) -> Result<RecordBatch> {
-        let n = rows.len();
-        let strings = |f: fn(&ChunkRow) -> &str| -> ArrayRef {
-            Arc::new(rows.iter().map(f).map(Some).collect::<StringArray>())
-        };
-        let total: usize = rows.iter().map(|r| r.data.len()).sum();
-        let mut data = BinaryBuilder::with_capacity(n, total);
-        for r in rows {
-            data.append_value(&r.data);
-        }
+    /// One row; `data` is shared with the download buffer, not copied.
+    fn chunk_batch(&self, r: ChunkRow) -> Result<RecordBatch> {
+        let len = r.data.len();
+        let offsets = OffsetBuffer::<i32>::from_lengths([len]);
+        let data = BinaryArray::try_new(offsets, Buffer::from(r.data), None)?;
+        let string = |s: &str| -> ArrayRef { Arc::new(StringArray::from(vec![s])) };
         let cols: Vec<ArrayRef> = vec![
-            strings(|r| &r.model_id),
-            strings(|r| &r.revision),
-            strings(|r| &r.file_path),
-            strings(|r| &r.source_uri),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.file_size),
-            )),
-            strings(|r| &r.etag),
-            strings(|r| &r.upload_id),
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().map(|r| r.chunk_index),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.chunk_offset),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|r| r.data.len() as i64),
-            )),
-            strings(|r| &r.chunk_sha256),
-            Arc::new(StringArray::from(vec![self.run_id.as_str(); n])),
+            string(&r.model_id),
+            string(&r.revision),
+            string(&r.file_path),
+            string(&r.source_uri),
+            Arc::new(Int64Array::from(vec![r.file_size])),
+            string(&r.etag),
+            string(&r.upload_id),
+            Arc::new(Int32Array::from(vec![r.chunk_index])),
+            Arc::new(Int64Array::from(vec![r.chunk_offset])),
+            Arc::new(Int64Array::from(vec![len as i64])),
+            string(&r.chunk_sha256),
+            string(&self.run_id),
             Arc::new(
-                TimestampMicrosecondArray::from(vec![Self::now_micros(); n]).with_timezone("UTC"),
+                TimestampMicrosecondArray::from(vec![Self::now_micros()]).with_timezone("UTC"),
             ),
-            Arc::new(data.finish()),
+            Arc::new(data),
         ];
         Ok(RecordBatch::try_new(bronze::model_files_schema(), cols)?)
     }

@@ -25,7 +25,7 @@ use process::{BaseTensor, PartSink, Processor};
 use reader::{BronzeFileRef, BronzeReader};
 use rows::{FileKey, file_batch, tensors_batch};
 
-use crate::append::TableAppender;
+use crate::append::{OrderedCommits, TableAppender};
 use crate::blobs::{BlobPart, blob_batch, complete_contents};
 use crate::lake::Lake;
 use crate::progress::{NoProgress, Progress};
@@ -149,10 +149,14 @@ impl IntoFuture for TensoriseJob {
     }
 }
 
+/// Table order of the silver commits: blobs before the tensors that refer to
+/// them, tensors before the file row that marks a file done.
+const BLOBS: usize = 0;
+const TENSORS: usize = 1;
+const FILES: usize = 2;
+
 struct SilverSink {
-    blobs: TableAppender,
-    tensors: TableAppender,
-    files: TableAppender,
+    commits: OrderedCommits,
     known: HashSet<String>,
     pending_parts: Vec<BlobPart>,
     pending_part_bytes: u64,
@@ -161,15 +165,20 @@ struct SilverSink {
 }
 
 impl SilverSink {
+    /// Start committing everything queued, in the background.
     async fn flush_all(&mut self) -> Result<()> {
         if !self.pending_parts.is_empty() {
             let parts = std::mem::take(&mut self.pending_parts);
             self.pending_part_bytes = 0;
-            self.blobs.push(blob_batch(&parts, &self.run_id)?);
+            self.commits.push(BLOBS, blob_batch(&parts, &self.run_id)?);
         }
-        self.blobs.flush().await?;
-        self.tensors.flush().await?;
-        self.files.flush().await
+        self.commits.commit().await
+    }
+
+    /// Commit everything queued and wait until it is committed.
+    async fn finish(&mut self) -> Result<()> {
+        self.flush_all().await?;
+        self.commits.finish().await.map(|_| ())
     }
 }
 
@@ -248,25 +257,23 @@ impl TensoriseJob {
         }
         let tensors_t = delete_orphans(tensors_t, &session, &todo).await?;
         let commit_bytes = self.commit_bytes;
-        let mut sink = SilverSink {
-            blobs: TableAppender::new(
+        let tables = vec![
+            // The codec has compressed the blobs already.
+            TableAppender::new(
                 blobs_t,
                 silver::TENSOR_BLOBS,
                 silver::blob_columns(silver::TENSOR_BLOBS),
-                u64::MAX,
-            ),
-            tensors: TableAppender::new(
+            )
+            .uncompressed("data"),
+            TableAppender::new(
                 tensors_t,
                 silver::TENSORS,
                 silver::blob_columns(silver::TENSORS),
-                u64::MAX,
             ),
-            files: TableAppender::new(
-                files_t,
-                silver::FILES,
-                silver::blob_columns(silver::FILES),
-                u64::MAX,
-            ),
+            TableAppender::new(files_t, silver::FILES, silver::blob_columns(silver::FILES)),
+        ];
+        let mut sink = SilverSink {
+            commits: OrderedCommits::new(tables, u64::MAX),
             known: complete_contents(&session).await?,
             pending_parts: Vec::new(),
             pending_part_bytes: 0,
@@ -293,7 +300,7 @@ impl TensoriseJob {
             .await?;
         let base = match &self.base_model {
             Some((m, r)) => {
-                sink.flush_all().await?;
+                sink.finish().await?;
                 let fresh = Arc::new(LakeSession::new(&self.lake).await?);
                 let map = base_tensors(&fresh, m, r).await?;
                 if map.is_empty() {
@@ -321,7 +328,7 @@ impl TensoriseJob {
                     .await?
             }
         }
-        sink.flush_all().await?;
+        sink.finish().await?;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -354,15 +361,13 @@ impl TensoriseJob {
             };
             result.row.base_model = base.map(|b| b.0.to_string());
             if !result.tensors.is_empty() {
-                sink.tensors.push(tensors_batch(
-                    &key,
-                    base.map(|b| b.0),
-                    &result.tensors,
-                    &sink.run_id,
-                )?);
+                sink.commits.push(
+                    TENSORS,
+                    tensors_batch(&key, base.map(|b| b.0), &result.tensors, &sink.run_id)?,
+                );
             }
-            sink.files
-                .push(file_batch(&key, &result.row, &sink.run_id)?);
+            sink.commits
+                .push(FILES, file_batch(&key, &result.row, &sink.run_id)?);
             info!(file = %f.file_path, format = result.row.format, tensors = result.tally.tensors, "tensorised");
             if let Some(e) = &result.row.error {
                 report
