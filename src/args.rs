@@ -39,6 +39,12 @@ pub enum Command {
     Sql(SqlArgs),
     /// Download one URL to a local file with parallel ranged requests.
     Download(DownloadArgs),
+    /// Promote a silver model revision to a gold version, through quality gates.
+    Promote(PromoteArgs),
+    /// List, show and alias gold models; sync aliases to the MLflow registry.
+    Models(ModelsArgs),
+    /// Serve gold (and silver) models read-only as a Hugging Face-compatible hub.
+    Serve(ServeArgs),
     /// Show a pipeline's DAG and what each stage would run.
     Plan(PlanArgs),
     /// Databricks Workflows: export a pipeline as a job.
@@ -63,7 +69,9 @@ pub struct TransferArgs {
     /// Ranges in flight at once.
     #[arg(long, short = 'n', default_value_t = 16)]
     pub parallelism: usize,
-    /// Bytes per range request, e.g. 16MiB.
+    /// Bytes per chunk, e.g. 16MiB: one bronze row per chunk for `ingest`; for
+    /// `download`, the shortest range (the file is cut into one range per
+    /// connection).
     #[arg(long, default_value = "16MiB")]
     pub chunk_size: String,
     /// Retries per range.
@@ -115,7 +123,8 @@ pub struct TensoriseArgs {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The model, MODEL@REVISION (revision defaults to main).
+    /// What to export: a gold model (NAME, NAME:VERSION, NAME@ALIAS) or a silver
+    /// model revision, MODEL@REVISION (gold names win).
     pub model: String,
     #[command(flatten)]
     pub lake: LakeArgs,
@@ -268,6 +277,126 @@ pub struct DownloadArgs {
     pub verify: bool,
     #[command(flatten)]
     pub transfer: TransferArgs,
+}
+
+/// MLflow tracking server (tracking, metrics and model registry).
+#[derive(Debug, Args, Clone)]
+pub struct MlflowArgs {
+    /// Tracking server URL, e.g. http://127.0.0.1:5000.
+    #[arg(long = "mlflow-uri", env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// The silver model revision, MODEL@REVISION (revision defaults to main).
+    pub model: String,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Gold model name.
+    #[arg(long)]
+    pub name: String,
+    /// Point this alias (e.g. champion) at the version.
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// A gate, NAME:warn|fail:SQL-EXPRESSION over the model's silver.tensors rows
+    /// and metrics, e.g. `no_nans:fail:max(nan_count) = 0`. Repeatable.
+    #[arg(long = "gate")]
+    pub gates: Vec<String>,
+    /// A metric for the gates, NAME=NUMBER, e.g. eval_loss=1.93. Repeatable.
+    #[arg(long = "metric")]
+    pub metrics: Vec<String>,
+    /// Also read metrics from this MLflow run (given --metric values win).
+    #[arg(long)]
+    pub metrics_from_run: Option<String>,
+    /// The registry version's source (default runs:/<promotion run>/weightlake),
+    /// e.g. the s3:// location the model is exported to.
+    #[arg(long)]
+    pub registry_source: Option<String>,
+    /// Track the promotion in MLflow but do not register a version.
+    #[arg(long)]
+    pub no_register: bool,
+    #[command(flatten)]
+    pub mlflow: MlflowArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port (printed on start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+/// Options every `models` subcommand takes.
+#[derive(Debug, Args)]
+pub struct GoldArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Read gold as of this gold.models table version (time travel).
+    #[arg(long)]
+    pub as_of: Option<i64>,
+    #[command(flatten)]
+    pub mlflow: MlflowArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Every gold version, with its aliases.
+    List {
+        #[command(flatten)]
+        gold: GoldArgs,
+    },
+    /// One version: NAME (latest), NAME:VERSION or NAME@ALIAS.
+    Show {
+        /// The gold model reference.
+        model: String,
+        #[command(flatten)]
+        gold: GoldArgs,
+    },
+    /// Move or remove an alias (mirrored to MLflow when configured).
+    Alias {
+        #[command(subcommand)]
+        action: AliasCommand,
+    },
+    /// Make the MLflow registry's aliases of NAME match gold's.
+    Sync {
+        /// The gold model name.
+        name: String,
+        #[command(flatten)]
+        gold: GoldArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// Point NAME@ALIAS at a version: a number, NAME:VERSION or NAME@OTHER.
+    Set {
+        /// Gold model name.
+        name: String,
+        /// The alias.
+        alias: String,
+        /// The version.
+        to: String,
+        #[command(flatten)]
+        gold: GoldArgs,
+    },
+    /// Remove NAME@ALIAS.
+    Rm {
+        /// Gold model name.
+        name: String,
+        /// The alias.
+        alias: String,
+        #[command(flatten)]
+        gold: GoldArgs,
+    },
 }
 
 #[cfg(test)]

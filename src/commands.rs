@@ -19,12 +19,12 @@ use crate::args::{Cli, Command, DatabricksCommand, Format, LakeArgs, TransferArg
 use crate::progress::{byte_counter, reporter};
 
 /// An error with the exit code it maps to.
-pub struct CliError {
+pub(crate) struct CliError {
     pub error: anyhow::Error,
     pub code: u8,
 }
 
-fn bad_input(e: impl Into<anyhow::Error>) -> CliError {
+pub(crate) fn bad_input(e: impl Into<anyhow::Error>) -> CliError {
     CliError {
         error: e.into(),
         code: 2,
@@ -38,7 +38,7 @@ fn job_failed(e: impl Into<anyhow::Error>) -> CliError {
     }
 }
 
-fn classify_job(e: weightlake_jobs::JobError) -> CliError {
+pub(crate) fn classify_job(e: weightlake_jobs::JobError) -> CliError {
     if e.is_bad_input() {
         bad_input(e)
     } else {
@@ -106,8 +106,11 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Export(a) => {
             let lake = open_lake(&a.lake)?;
-            let (m, r) = parse_model_ref(&a.model).map_err(bad_input)?;
-            let report = ExportJob::new(lake, m, r)
+            let (job, label) = ExportJob::for_reference(lake, &a.model)
+                .await
+                .map_err(classify_job)?;
+            eprintln!("exporting {label}");
+            let report = job
                 .to(a.to.clone())
                 .with_concurrency(a.parallelism)
                 .await
@@ -162,6 +165,19 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             println!("{}", out.trim_end());
             Ok(())
         }
+        Command::Promote(a) => crate::gold::promote(a).await,
+        Command::Models(a) => crate::gold::models(a).await,
+        Command::Serve(a) => {
+            let lake = open_lake(&a.lake)?;
+            let server = weightlake_serve::Server::bind(&a.addr, lake)
+                .await
+                .map_err(bad_input)?;
+            let addr = server.local_addr().map_err(job_failed)?;
+            // The first line of stdout: scripts and tests read the port from it.
+            println!("serving http://{addr}");
+            server.run().await;
+            Ok(())
+        }
         Command::Download(a) => {
             let url = url::Url::parse(&a.url)
                 .with_context(|| format!("URL `{}`", a.url))
@@ -206,7 +222,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
-fn open_lake(a: &LakeArgs) -> Result<Lake, CliError> {
+pub(crate) fn open_lake(a: &LakeArgs) -> Result<Lake, CliError> {
     let storage = StorageConfig {
         endpoint: a.endpoint.clone(),
         ..Default::default()

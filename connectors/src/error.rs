@@ -72,6 +72,18 @@ pub enum ConnectorError {
         #[source]
         source: std::io::Error,
     },
+    /// An MLflow call failed (after retries, or with a 4xx answer).
+    #[error("MLflow {server}: {call}: {reason}")]
+    Mlflow {
+        /// The call, e.g. `POST model-versions/create`.
+        call: String,
+        /// The tracking server.
+        server: String,
+        /// MLflow's `error_code`, e.g. `RESOURCE_ALREADY_EXISTS`.
+        code: Option<String>,
+        /// What went wrong.
+        reason: String,
+    },
     /// No files matched a source.
     #[error("source {0} matched no files")]
     Empty(String),

@@ -7,6 +7,7 @@
 //!   per-range retries with jittered exponential backoff, stall detection, and a
 //!   single-stream fallback for servers that ignore `Range`.
 //! - [`hub`]: the Hugging Face-compatible hub API (revision -> commit + file list).
+//! - [`mlflow`]: the MLflow REST client (tracking and model registry).
 //! - [`storage`]: lake and source locations on local disk, S3/MinIO and GCS, and
 //!   the `object_store` options for them.
 //!
@@ -23,6 +24,7 @@
 mod error;
 pub mod http;
 pub mod hub;
+pub mod mlflow;
 pub mod paths;
 pub mod source;
 pub mod storage;

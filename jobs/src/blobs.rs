@@ -3,6 +3,7 @@
 //! the sha256).
 
 use std::collections::{BTreeMap, HashSet};
+use std::ops::Range;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -104,11 +105,64 @@ pub(crate) fn blob_batch(parts: &[BlobPart], run_id: &str) -> Result<RecordBatch
     Ok(RecordBatch::try_new(silver::tensor_blobs_schema(), cols)?)
 }
 
-/// Read a content back: decode every part (resolving XOR bases, at most 8
-/// levels deep) and check its sha256.
-pub(crate) fn read_content<'a>(
+/// Where one stored part of a content sits, without its bytes.
+#[derive(Debug, Clone)]
+struct PartMeta {
+    part_index: i32,
+    part_count: i32,
+    raw_offset: u64,
+    raw_len: u64,
+}
+
+/// The parts of `sha` in order, checked to cover the content without gaps.
+async fn content_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>> {
+    let batches = session
+        .context()
+        .table(silver::TENSOR_BLOBS.to_string())
+        .await?
+        .filter(col("content_sha256").eq(lit(sha.to_string())))?
+        .select_columns(&["part_index", "part_count", "raw_offset", "raw_len"])?
+        .collect()
+        .await?;
+    // One entry per part (a part written twice by an interrupted run is identical).
+    let mut parts: BTreeMap<i32, PartMeta> = BTreeMap::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let i = |c: usize| int_value(b.column(c).as_ref(), r).unwrap_or(-1);
+            let part_index = i(0) as i32;
+            parts.entry(part_index).or_insert(PartMeta {
+                part_index,
+                part_count: i(1) as i32,
+                raw_offset: i(2).max(0) as u64,
+                raw_len: i(3).max(0) as u64,
+            });
+        }
+    }
+    let count = parts.values().next().map(|p| p.part_count).unwrap_or(0);
+    if parts.is_empty() || parts.len() != count as usize {
+        return Err(JobError::Invalid(format!(
+            "blob {sha}: {} of {count} parts stored",
+            parts.len()
+        )));
+    }
+    let mut end = 0;
+    for p in parts.values() {
+        if p.raw_offset != end {
+            return Err(JobError::Invalid(format!(
+                "blob {sha}: part {} at {}, expected {end}",
+                p.part_index, p.raw_offset
+            )));
+        }
+        end += p.raw_len;
+    }
+    Ok(parts.into_values().collect())
+}
+
+/// Decode one part: fetch its bytes, and for an XOR part the same range of its base.
+fn decode_part<'a>(
     session: &'a LakeSession,
     sha: &'a str,
+    part: &'a PartMeta,
     depth: usize,
 ) -> BoxFuture<'a, Result<Vec<u8>>> {
     Box::pin(async move {
@@ -121,92 +175,128 @@ pub(crate) fn read_content<'a>(
             .context()
             .table(silver::TENSOR_BLOBS.to_string())
             .await?
-            .filter(col("content_sha256").eq(lit(sha.to_string())))?
-            .select_columns(&[
-                "part_index",
-                "part_count",
-                "raw_offset",
-                "raw_len",
-                "elem_size",
-                "encoding",
-                "base_sha256",
-                "data",
-            ])?
+            .filter(
+                col("content_sha256")
+                    .eq(lit(sha.to_string()))
+                    .and(col("part_index").eq(lit(part.part_index))),
+            )?
+            .select_columns(&["elem_size", "encoding", "base_sha256", "data"])?
+            .limit(0, Some(1))?
             .collect()
             .await?;
-        // One row per part (a part written twice by an interrupted run is identical).
-        let mut parts: BTreeMap<i32, BlobPart> = BTreeMap::new();
-        for b in &batches {
-            for r in 0..b.num_rows() {
-                let i = |c: usize| int_value(b.column(c).as_ref(), r).unwrap_or(-1);
-                let s = |c: usize| string_value(b.column(c).as_ref(), r).map(str::to_string);
-                let enc = s(5).unwrap_or_default();
-                let encoding: Encoding = enc.parse().map_err(|_| {
-                    JobError::Invalid(format!("blob {sha}: unknown encoding `{enc}`"))
-                })?;
-                parts.entry(i(0) as i32).or_insert_with(|| BlobPart {
-                    content_sha256: sha.to_string(),
-                    part_index: i(0) as i32,
-                    part_count: i(1) as i32,
-                    raw_offset: i(2),
-                    raw_len: i(3),
-                    elem_size: i(4) as i32,
-                    encoding,
-                    base_sha256: s(6),
-                    data: binary_value(b.column(7).as_ref(), r)
-                        .unwrap_or_default()
-                        .to_vec(),
-                });
-            }
-        }
-        let count = parts.values().next().map(|p| p.part_count).unwrap_or(0);
-        if parts.is_empty() || parts.len() != count as usize {
-            return Err(JobError::Invalid(format!(
-                "blob {sha}: {} of {count} parts stored",
-                parts.len()
-            )));
-        }
-        let mut base: Option<Vec<u8>> = None;
-        let mut out = Vec::new();
-        for (idx, p) in parts {
-            if p.raw_offset != out.len() as i64 {
-                return Err(JobError::Invalid(format!(
-                    "blob {sha}: part {idx} at {}, expected {}",
-                    p.raw_offset,
-                    out.len()
-                )));
-            }
-            let base_slice = if p.encoding.needs_base() {
-                let bsha = p.base_sha256.as_deref().ok_or_else(|| {
-                    JobError::Invalid(format!("blob {sha}: XOR part without base"))
-                })?;
-                if base.is_none() {
-                    base = Some(read_content(session, bsha, depth + 1).await?);
-                }
-                let b = base.as_deref().unwrap_or_default();
-                let (s, e) = (p.raw_offset as usize, (p.raw_offset + p.raw_len) as usize);
-                Some(b.get(s..e).ok_or_else(|| {
-                    JobError::Invalid(format!("blob {sha}: base shorter than part {idx}"))
-                })?)
-            } else {
-                None
-            };
-            let decoded = weightlake_formats::decode(
-                p.encoding,
-                &p.data,
-                p.elem_size as usize,
-                base_slice,
-                p.raw_len as usize,
-            )
-            .map_err(|e| JobError::Invalid(format!("blob {sha} part {idx}: {e}")))?;
-            out.extend_from_slice(&decoded);
-        }
-        let got = hex::encode(Sha256::digest(&out));
-        if got != sha {
-            return Err(JobError::Invalid(format!(
-                "blob {sha}: decoded content has sha256 {got}"
-            )));
+        let (b, r) = batches
+            .iter()
+            .find(|b| b.num_rows() > 0)
+            .map(|b| (b, 0))
+            .ok_or_else(|| {
+                JobError::Invalid(format!("blob {sha}: part {} vanished", part.part_index))
+            })?;
+        let enc = string_value(b.column(1).as_ref(), r).unwrap_or_default();
+        let encoding: Encoding = enc
+            .parse()
+            .map_err(|_| JobError::Invalid(format!("blob {sha}: unknown encoding `{enc}`")))?;
+        let elem_size = int_value(b.column(0).as_ref(), r).unwrap_or(1).max(1) as usize;
+        let data = binary_value(b.column(3).as_ref(), r).unwrap_or_default();
+        let base = if encoding.needs_base() {
+            let bsha = string_value(b.column(2).as_ref(), r)
+                .ok_or_else(|| JobError::Invalid(format!("blob {sha}: XOR part without base")))?;
+            let range = part.raw_offset..part.raw_offset + part.raw_len;
+            Some(read_range_at_depth(session, bsha, range, depth + 1).await?)
+        } else {
+            None
+        };
+        weightlake_formats::decode(
+            encoding,
+            data,
+            elem_size,
+            base.as_deref(),
+            part.raw_len as usize,
+        )
+        .map_err(|e| JobError::Invalid(format!("blob {sha} part {}: {e}", part.part_index)))
+    })
+}
+
+/// Bytes `range` of content `sha`, decoded part by part.
+fn read_range_at_depth<'a>(
+    session: &'a LakeSession,
+    sha: &'a str,
+    range: Range<u64>,
+    depth: usize,
+) -> BoxFuture<'a, Result<Vec<u8>>> {
+    Box::pin(async move {
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let mut parts = ContentParts::open(session, sha, range).await?;
+        while let Some(bytes) = parts.next_at_depth(depth).await? {
+            out.extend_from_slice(&bytes);
         }
         Ok(out)
     })
+}
+
+/// Reads a range of one content part by part, so memory stays at one part
+/// (at most `silver::MAX_PART_BYTES`, twice that for an XOR part).
+pub(crate) struct ContentParts<'a> {
+    session: &'a LakeSession,
+    sha: String,
+    parts: std::vec::IntoIter<PartMeta>,
+    range: Range<u64>,
+}
+
+impl<'a> ContentParts<'a> {
+    /// The parts of `sha` that overlap `range` (clamped to the content's length).
+    pub async fn open(session: &'a LakeSession, sha: &str, range: Range<u64>) -> Result<Self> {
+        let all = content_parts(session, sha).await?;
+        let len = all.last().map_or(0, |p| p.raw_offset + p.raw_len);
+        if range.end > len || range.start > range.end {
+            return Err(JobError::Invalid(format!(
+                "blob {sha}: range {}..{} outside its {len} bytes",
+                range.start, range.end
+            )));
+        }
+        let parts: Vec<PartMeta> = all
+            .into_iter()
+            .filter(|p| {
+                p.raw_offset < range.end && p.raw_offset + p.raw_len > range.start
+                    || (p.raw_len == 0 && range.is_empty())
+            })
+            .collect();
+        Ok(Self {
+            session,
+            sha: sha.to_string(),
+            parts: parts.into_iter(),
+            range,
+        })
+    }
+
+    /// The next piece of the range, or `None` at its end.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        self.next_at_depth(0).await
+    }
+
+    async fn next_at_depth(&mut self, depth: usize) -> Result<Option<Vec<u8>>> {
+        let Some(p) = self.parts.next() else {
+            return Ok(None);
+        };
+        let mut raw = decode_part(self.session, &self.sha, &p, depth).await?;
+        let from = self.range.start.saturating_sub(p.raw_offset) as usize;
+        let to = (self.range.end.min(p.raw_offset + p.raw_len) - p.raw_offset) as usize;
+        if from > 0 || to < raw.len() {
+            raw = raw[from..to].to_vec();
+        }
+        Ok(Some(raw))
+    }
+}
+
+/// Read a whole content back, part by part, and check its sha256.
+pub(crate) async fn read_content(session: &LakeSession, sha: &str) -> Result<Vec<u8>> {
+    let parts = content_parts(session, sha).await?;
+    let len = parts.last().map_or(0, |p| p.raw_offset + p.raw_len);
+    let out = read_range_at_depth(session, sha, 0..len, 0).await?;
+    let got = hex::encode(Sha256::digest(&out));
+    if got != sha {
+        return Err(JobError::Invalid(format!(
+            "blob {sha}: decoded content has sha256 {got}"
+        )));
+    }
+    Ok(out)
 }

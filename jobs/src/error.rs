@@ -30,6 +30,24 @@ pub enum JobError {
     /// The user's input is wrong.
     #[error("{0}")]
     Invalid(String),
+    /// A promotion was stopped by a `fail` gate (recorded in gold as rejected).
+    #[error("promotion of {name} rejected by gates: {}", failed.join("; "))]
+    Rejected {
+        /// The gold model name.
+        name: String,
+        /// The blocking gates, with what they saw.
+        failed: Vec<String>,
+    },
+    /// Gold changed but the MLflow registry could not follow (after retries).
+    #[error(
+        "gold and the MLflow registry differ for {name}: {detail}; run `weightlake models sync {name}` once MLflow is reachable"
+    )]
+    RegistryOutOfSync {
+        /// The gold model name.
+        name: String,
+        /// What was committed and what failed.
+        detail: String,
+    },
     /// Some files of a job failed; the others were committed.
     #[error("{failed} of {total} files failed; first: {first}")]
     Partial {

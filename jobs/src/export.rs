@@ -1,16 +1,16 @@
 //! Rebuild a model's files from silver, bit for bit, to a directory or an
 //! object store prefix, or only check that they would rebuild (`verify`).
 //!
-//! Each file is written as: header bytes, then for each tensor in file order its
-//! padding and decoded content, then the suffix; pass-through files are one
-//! content. The sha256 of what was written must equal the source's, or the
-//! export fails (and a local file that failed is removed).
+//! What is rebuilt is a [`ModelView`]: the newest silver rows of a model
+//! revision, or exactly the rows a gold manifest pins. Each file streams part by
+//! part (memory stays at a few content parts per file in flight, whatever the
+//! file size) into a multipart upload; its sha256 must equal the source's, or the
+//! upload is aborted and the export fails.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::datafusion::prelude::{col, lit};
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
@@ -21,11 +21,10 @@ use tokio::io::AsyncWriteExt;
 use tracing::info;
 use url::Url;
 use weightlake_connectors::storage::parse_location;
-use weightlake_schemas::silver;
 
-use crate::blobs::read_content;
 use crate::lake::Lake;
-use crate::sql::{LakeSession, binary_value, int_value, string_value};
+use crate::sql::LakeSession;
+use crate::view::{Manifest, ModelView, ViewFile};
 use crate::{JobError, Result};
 
 /// What an export (or verify) did.
@@ -41,23 +40,42 @@ pub struct ExportReport {
     pub checked: Vec<(String, String)>,
 }
 
+/// Which rows to rebuild.
+#[derive(Debug, Clone)]
+enum Selection {
+    Latest { model_id: String, revision: String },
+    Pinned(Box<Manifest>),
+}
+
 /// Builder of an export; `.await` it.
 #[must_use = "an ExportJob does nothing until awaited"]
 pub struct ExportJob {
     lake: Lake,
-    model_id: String,
-    revision: String,
+    selection: Selection,
     to: Option<String>,
     concurrency: usize,
 }
 
 impl ExportJob {
-    /// Export `model_id@revision` from `lake`; without [`ExportJob::to`], only verify.
+    /// Export the newest silver rows of `model_id@revision`; without
+    /// [`ExportJob::to`], only verify.
     pub fn new(lake: Lake, model_id: impl Into<String>, revision: impl Into<String>) -> Self {
         Self {
             lake,
-            model_id: model_id.into(),
-            revision: revision.into(),
+            selection: Selection::Latest {
+                model_id: model_id.into(),
+                revision: revision.into(),
+            },
+            to: None,
+            concurrency: 4,
+        }
+    }
+
+    /// Export exactly the files a manifest (e.g. a gold version's) pins.
+    pub fn manifest(lake: Lake, manifest: Manifest) -> Self {
+        Self {
+            lake,
+            selection: Selection::Pinned(Box::new(manifest)),
             to: None,
             concurrency: 4,
         }
@@ -85,50 +103,19 @@ impl IntoFuture for ExportJob {
     }
 }
 
-#[derive(Debug, Clone)]
-struct SilverFile {
-    file_path: String,
-    file_size: i64,
-    file_sha256: String,
-    format: String,
-    run_id: String,
-    header: Vec<u8>,
-    suffix: Vec<u8>,
-}
-
-enum Sink {
-    None,
-    Store(Box<BufWriter>),
-}
-
-impl Sink {
-    async fn write(&mut self, data: &[u8]) -> Result<()> {
-        if let Sink::Store(w) = self {
-            w.write_all(data)
-                .await
-                .map_err(|e| JobError::Invalid(format!("write failed: {e}")))?;
-        }
-        Ok(())
-    }
-}
+type Destination = (Arc<dyn ObjectStore>, StorePath, Url);
 
 impl ExportJob {
     async fn run(self) -> Result<ExportReport> {
         let started = Instant::now();
         let session = Arc::new(LakeSession::new(&self.lake).await?);
-        if !session.tables().contains(&silver::FILES) {
-            return Err(JobError::Invalid(
-                "the lake has no silver tables: run tensorise first".into(),
-            ));
-        }
-        let files = self.files(&session).await?;
-        if files.is_empty() {
-            return Err(JobError::Invalid(format!(
-                "no files of {}@{} in silver",
-                self.model_id, self.revision
-            )));
-        }
-        let dest = match &self.to {
+        let view = match &self.selection {
+            Selection::Latest { model_id, revision } => {
+                ModelView::latest(&session, model_id, revision).await?
+            }
+            Selection::Pinned(m) => ModelView::pinned(&session, m).await?,
+        };
+        let dest: Option<Destination> = match &self.to {
             Some(d) => {
                 let url = parse_location(d)?;
                 if let Ok(p) = url.to_file_path() {
@@ -142,15 +129,10 @@ impl ExportJob {
             None => None,
         };
         let dest = Arc::new(dest);
-        let results: Vec<(String, String, u64)> = futures::stream::iter(files)
+        let results: Vec<(String, String, u64)> = futures::stream::iter(view.files.into_values())
             .map(|f| {
-                let (session, dest, model, rev) = (
-                    session.clone(),
-                    dest.clone(),
-                    self.model_id.clone(),
-                    self.revision.clone(),
-                );
-                async move { rebuild(&session, &model, &rev, f, dest.as_ref().as_ref()).await }
+                let (session, dest) = (session.clone(), dest.clone());
+                async move { rebuild(&session, &f, dest.as_ref().as_ref()).await }
             })
             .buffer_unordered(self.concurrency)
             .try_collect()
@@ -167,137 +149,81 @@ impl ExportJob {
         report.checked.sort();
         Ok(report)
     }
-
-    async fn files(&self, session: &LakeSession) -> Result<Vec<SilverFile>> {
-        let batches = session
-            .context()
-            .table(silver::FILES.to_string())
-            .await?
-            .filter(
-                col("model_id")
-                    .eq(lit(self.model_id.clone()))
-                    .and(col("revision").eq(lit(self.revision.clone()))),
-            )?
-            .select_columns(&[
-                "file_path",
-                "file_size",
-                "file_sha256",
-                "format",
-                "run_id",
-                "header",
-                "suffix",
-                "tensorised_at",
-            ])?
-            .sort(vec![col("tensorised_at").sort(true, true)])?
-            .collect()
-            .await?;
-        let mut latest = std::collections::BTreeMap::new();
-        for b in &batches {
-            for r in 0..b.num_rows() {
-                let s = |c: usize| {
-                    string_value(b.column(c).as_ref(), r)
-                        .unwrap_or_default()
-                        .to_string()
-                };
-                let bin = |c: usize| {
-                    binary_value(b.column(c).as_ref(), r)
-                        .unwrap_or_default()
-                        .to_vec()
-                };
-                let f = SilverFile {
-                    file_path: s(0),
-                    file_size: int_value(b.column(1).as_ref(), r).unwrap_or(0),
-                    file_sha256: s(2),
-                    format: s(3),
-                    run_id: s(4),
-                    header: bin(5),
-                    suffix: bin(6),
-                };
-                latest.insert(f.file_path.clone(), f);
-            }
-        }
-        Ok(latest.into_values().collect())
-    }
 }
 
+/// Rebuild one file, hashing as it goes; upload it when `dest` is set.
 async fn rebuild(
     session: &LakeSession,
-    model: &str,
-    revision: &str,
-    f: SilverFile,
-    dest: Option<&(Arc<dyn ObjectStore>, StorePath, Url)>,
+    f: &ViewFile,
+    dest: Option<&Destination>,
 ) -> Result<(String, String, u64)> {
-    let mut sink = match dest {
-        Some((store, prefix, _)) => {
-            let path = StorePath::from(
-                format!("{}/{}", prefix.as_ref().trim_end_matches('/'), f.file_path)
-                    .trim_start_matches('/'),
-            );
-            Sink::Store(Box::new(BufWriter::new(store.clone(), path)))
-        }
-        None => Sink::None,
-    };
+    let path = &f.entry.path;
+    let mut writer = dest.map(|(store, prefix, _)| {
+        let key = StorePath::from(
+            format!("{}/{}", prefix.as_ref().trim_end_matches('/'), path).trim_start_matches('/'),
+        );
+        BufWriter::new(store.clone(), key)
+    });
     let mut hasher = Sha256::new();
     let mut written = 0u64;
-    let mut put = |data: &[u8], hasher: &mut Sha256| {
-        hasher.update(data);
-        written += data.len() as u64;
-    };
-    if f.format == "safetensors" || f.format == "gguf" {
-        put(&f.header, &mut hasher);
-        sink.write(&f.header).await?;
-        let batches = session
-            .context()
-            .table(silver::TENSORS.to_string())
-            .await?
-            .filter(
-                col("model_id")
-                    .eq(lit(model.to_string()))
-                    .and(col("revision").eq(lit(revision.to_string())))
-                    .and(col("file_path").eq(lit(f.file_path.clone())))
-                    .and(col("run_id").eq(lit(f.run_id.clone()))),
-            )?
-            .select_columns(&["tensor_index", "content_sha256", "pad_before"])?
-            .sort(vec![col("tensor_index").sort(true, true)])?
-            .collect()
-            .await?;
-        for b in &batches {
-            for r in 0..b.num_rows() {
-                let pad = binary_value(b.column(2).as_ref(), r)
-                    .unwrap_or_default()
-                    .to_vec();
-                let sha = string_value(b.column(1).as_ref(), r)
-                    .unwrap_or_default()
-                    .to_string();
-                put(&pad, &mut hasher);
-                sink.write(&pad).await?;
-                let content = read_content(session, &sha, 0).await?;
-                put(&content, &mut hasher);
-                sink.write(&content).await?;
+    let mut reader = f.reader(session, 0..f.entry.size);
+    let result: Result<()> = async {
+        while let Some(bytes) = reader.next().await? {
+            hasher.update(&bytes);
+            written += bytes.len() as u64;
+            if let Some(w) = writer.as_mut() {
+                w.write_all(&bytes)
+                    .await
+                    .map_err(|e| JobError::Invalid(format!("{path}: write failed: {e}")))?;
             }
         }
-        put(&f.suffix, &mut hasher);
-        sink.write(&f.suffix).await?;
-    } else {
-        let content = read_content(session, &f.file_sha256, 0).await?;
-        put(&content, &mut hasher);
-        sink.write(&content).await?;
+        Ok(())
     }
+    .await;
     let sha = hex::encode(hasher.finalize());
-    if sha != f.file_sha256 || written != f.file_size as u64 {
-        if let Sink::Store(mut w) = sink {
+    let failure = match result {
+        Err(e) => Some(e),
+        Ok(()) if sha != f.entry.sha256 || written != f.entry.size => {
+            Some(JobError::Invalid(format!(
+                "{path}: rebuilt {written} bytes with sha256 {sha}, expected {} bytes with {}",
+                f.entry.size, f.entry.sha256
+            )))
+        }
+        Ok(()) => None,
+    };
+    if let Some(e) = failure {
+        if let Some(mut w) = writer {
             let _ = w.abort().await;
         }
-        return Err(JobError::Invalid(format!(
-            "{}: rebuilt {written} bytes with sha256 {sha}, expected {} bytes with {}",
-            f.file_path, f.file_size, f.file_sha256
-        )));
+        return Err(e);
     }
-    if let Sink::Store(mut w) = sink {
+    if let Some(mut w) = writer {
         w.shutdown()
             .await
-            .map_err(|e| JobError::Invalid(format!("{}: {e}", f.file_path)))?;
+            .map_err(|e| JobError::Invalid(format!("{path}: {e}")))?;
     }
-    info!(file = %f.file_path, bytes = written, "rebuilt and verified");
-    Ok((f.file_path, sha, written))
+    info!(file = %path, bytes = written, "rebuilt and verified");
+    Ok((path.clone(), sha, written))
+}
+
+impl ExportJob {
+    /// An export of what `reference` names: a gold model (`NAME`, `NAME:VERSION`,
+    /// `NAME@ALIAS`) when gold has that name, else silver `MODEL@REVISION`.
+    /// Returns the job and a label saying which it picked.
+    pub async fn for_reference(lake: Lake, reference: &str) -> Result<(Self, String)> {
+        let state = crate::gold::GoldState::load(&lake, None).await?;
+        if let Ok(r) = reference.parse::<crate::gold::GoldRef>()
+            && state.versions.contains_key(&r.name)
+        {
+            let v = state.resolve(&r)?;
+            let label = format!(
+                "gold {}:{} ({}@{})",
+                v.name, v.version, v.model_id, v.revision
+            );
+            return Ok((Self::manifest(lake, v.manifest.clone()), label));
+        }
+        let (m, r) = crate::tensorise::parse_model_ref(reference)?;
+        let label = format!("silver {m}@{r}");
+        Ok((Self::new(lake, m, r), label))
+    }
 }

@@ -25,11 +25,13 @@ mod append;
 mod blobs;
 mod error;
 pub mod export;
+pub mod gold;
 pub mod ingest;
 pub mod lake;
 pub mod progress;
 pub mod shard;
 pub mod sql;
 pub mod tensorise;
+pub mod view;
 
 pub use error::{JobError, Result};

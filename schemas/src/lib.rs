@@ -16,6 +16,7 @@
 //! ```
 
 pub mod bronze;
+pub mod gold;
 mod name;
 pub mod silver;
 

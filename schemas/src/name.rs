@@ -25,6 +25,7 @@ impl TableName {
         crate::silver::FILES,
         crate::silver::TENSORS,
         crate::silver::TENSOR_BLOBS,
+        crate::gold::MODELS,
     ];
 
     /// The table's path relative to the lake root, e.g. `bronze/model_files`.

@@ -5,14 +5,17 @@
 
 mod cli;
 mod databricks;
+mod gold;
 mod ingest_http;
 mod ingest_hub;
 mod ingest_local;
 mod ingest_resume;
 mod ingest_s3;
 mod launchers;
+mod mlflow;
 mod pipeline;
 mod readers;
 mod runner;
+mod serve;
 mod support;
 mod tensorise;

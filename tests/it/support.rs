@@ -150,3 +150,101 @@ pub async fn query_i64(lake: &Lake, sql: &str) -> Vec<i64> {
 pub fn local_lake(dir: &Path) -> Lake {
     Lake::new(dir.join("lake").to_str().expect("utf8"), Default::default()).expect("lake")
 }
+
+/// BF16, F16 and fine-tune variants of the real MiniLM weights, made by
+/// tests/fixtures/make_variants.py under `out` (`bf16/`, `f16/`, `ft/`).
+/// Returns its JSON: `changed` tensors of the fine-tune, and `nan`, the one
+/// that holds a NaN.
+pub fn make_variants(out: &Path) -> serde_json::Value {
+    let src = model_dir("all-minilm-l6-v2");
+    let o = Command::new(python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_variants.py"))
+        .args([
+            src.join("model.safetensors").to_str().expect("utf8"),
+            out.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("python");
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(o.stdout.trim_ascii()).expect("json")
+}
+
+/// A small real model for gold and serving tests: the BF16 and fine-tune
+/// variants with MiniLM's config and tokenizer files, a nested one included.
+/// Returns `(base_dir, ft_dir, info)` (see [`make_variants`]).
+pub fn gold_fixture(root: &Path) -> (PathBuf, PathBuf, serde_json::Value) {
+    let src = model_dir("all-minilm-l6-v2");
+    let variants = root.join("variants");
+    let info = make_variants(&variants);
+    let (base, ft) = (variants.join("bf16"), variants.join("ft"));
+    for dir in [&base, &ft] {
+        for extra in ["config.json", "tokenizer.json", "1_Pooling/config.json"] {
+            let to = dir.join(extra);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(src.join(extra), to).expect("copy");
+        }
+    }
+    (base, ft, info)
+}
+
+/// Run the CLI and insist that it succeeds; returns stdout.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(out.status.success(), "{args:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A lake under `root` with [`gold_fixture`]'s base ingested as `base@main` and
+/// its fine-tune as `ft@main`, tensorised against the base. Returns
+/// `(lake, base_dir, ft_dir, info)`.
+pub fn base_and_finetune_lake(root: &Path) -> (String, PathBuf, PathBuf, serde_json::Value) {
+    let (base, ft, info) = gold_fixture(root);
+    let lake = root.join("lake").to_string_lossy().into_owned();
+    for (dir, model) in [(&base, "base"), (&ft, "ft")] {
+        run_ok(&[
+            "ingest",
+            dir.to_str().expect("utf8"),
+            "--lake",
+            &lake,
+            "--model-id",
+            model,
+            "-q",
+        ]);
+    }
+    run_ok(&[
+        "tensorise",
+        "--lake",
+        &lake,
+        "--base-model",
+        "base@main",
+        "-q",
+    ]);
+    (lake, base, ft, info)
+}
+
+/// Every file under `dir` (relative path -> sha256).
+pub fn tree_digest(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(dir)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, sha256(&std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out
+}
+
+/// The MLflow server started by scripts/test.sh.
+pub fn mlflow_uri() -> String {
+    env_or_explain("WEIGHTLAKE_TEST_MLFLOW_URI")
+}

@@ -172,19 +172,7 @@ async fn fine_tune_is_stored_against_its_base_and_changes_are_queryable() {
     let src = model_dir("all-minilm-l6-v2");
     let tmp = tempfile::tempdir().expect("tmp");
     let variants = tmp.path().join("variants");
-    let out = std::process::Command::new(python())
-        .arg(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/make_variants.py"),
-        )
-        .args([
-            src.join("model.safetensors").to_str().expect("utf8"),
-            variants.to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("python");
-    assert!(out.status.success(), "{}", text(&out));
-    let info: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("json");
+    let info = make_variants(&variants);
     let changed: Vec<&str> = info["changed"]
         .as_array()
         .expect("changed")

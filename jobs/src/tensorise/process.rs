@@ -285,7 +285,7 @@ impl<S: PartSink> Processor<'_, S> {
         if base.dtype != t.dtype || base.shape != shape || t.float.is_none() {
             return Ok(None);
         }
-        let bytes = read_content(self.session, &base.sha256, 0).await?;
+        let bytes = read_content(self.session, &base.sha256).await?;
         if bytes.len() as u64 != t.byte_len {
             return Ok(None);
         }

@@ -1,0 +1,446 @@
+//! A model's files as silver stores them: what each file is made of, in order,
+//! so it can be rebuilt whole (export, verify) or in ranges (serve).
+//!
+//! A tensorised file is its header, then per tensor its padding and content,
+//! then its suffix; any other file is one content. [`ModelView::latest`] takes
+//! the newest silver rows of a model revision; [`ModelView::pinned`] takes
+//! exactly the rows a gold manifest names.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use deltalake::datafusion::prelude::{col, lit};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use weightlake_schemas::silver;
+
+use crate::blobs::ContentParts;
+use crate::sql::{LakeSession, binary_value, int_value, string_value};
+use crate::{JobError, Result};
+
+/// One tensor of a file, as a manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorEntry {
+    /// Name in the file.
+    pub name: String,
+    /// Data type, e.g. `BF16`.
+    pub dtype: String,
+    /// Shape.
+    pub shape: Vec<i64>,
+    /// Offset of the tensor's bytes in the file.
+    pub offset: u64,
+    /// Length of the tensor's bytes.
+    pub len: u64,
+    /// sha256 of the tensor's bytes (its key in `silver.tensor_blobs`).
+    pub content_sha256: String,
+}
+
+/// One file of a model, as a manifest records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path within the model.
+    pub path: String,
+    /// Bytes.
+    pub size: u64,
+    /// sha256 of the whole file.
+    pub sha256: String,
+    /// `safetensors`, `gguf`, `passthrough` or `quarantined`.
+    pub format: String,
+    /// The silver run whose rows rebuild it (pins header, padding and suffix).
+    pub silver_run_id: String,
+    /// Tensors in file order (empty for files stored whole).
+    pub tensors: Vec<TensorEntry>,
+}
+
+/// What rebuilds every file of one model revision, bit for bit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Source model id.
+    pub model_id: String,
+    /// Source revision.
+    pub revision: String,
+    /// Files, sorted by path.
+    pub files: Vec<FileEntry>,
+}
+
+impl Manifest {
+    /// Canonical JSON and its sha256 (the identity of these weights).
+    pub fn to_json(&self) -> Result<(String, String)> {
+        let json =
+            serde_json::to_string(self).map_err(|e| JobError::Invalid(format!("manifest: {e}")))?;
+        let sha = hex::encode(sha2::Sha256::digest(json.as_bytes()));
+        Ok((json, sha))
+    }
+
+    /// Parse a manifest stored in `gold.models`.
+    pub fn from_json(json: &str) -> Result<Self> {
+        serde_json::from_str(json).map_err(|e| JobError::Invalid(format!("bad manifest: {e}")))
+    }
+
+    /// Total bytes of all files.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// A piece of a file: bytes kept inline, or a range of a stored content.
+#[derive(Debug, Clone)]
+pub enum Segment {
+    /// Header, padding or suffix bytes.
+    Inline(Vec<u8>),
+    /// `range` of the content with this sha256.
+    Content {
+        /// Content sha256.
+        sha256: String,
+        /// Bytes of the content.
+        range: Range<u64>,
+    },
+}
+
+impl Segment {
+    fn len(&self) -> u64 {
+        match self {
+            Segment::Inline(b) => b.len() as u64,
+            Segment::Content { range, .. } => range.end - range.start,
+        }
+    }
+}
+
+/// One file and the segments that make it up.
+#[derive(Debug, Clone)]
+pub struct ViewFile {
+    /// The manifest entry.
+    pub entry: FileEntry,
+    segments: Vec<Segment>,
+}
+
+impl ViewFile {
+    /// The segments covering `range` of the file, cut to it.
+    pub fn segments(&self, range: Range<u64>) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut at = 0u64;
+        for s in &self.segments {
+            let (start, end) = (at, at + s.len());
+            at = end;
+            if end <= range.start || start >= range.end {
+                continue;
+            }
+            let from = range.start.max(start) - start;
+            let to = range.end.min(end) - start;
+            out.push(match s {
+                Segment::Inline(b) => Segment::Inline(b[from as usize..to as usize].to_vec()),
+                Segment::Content { sha256, range: r } => Segment::Content {
+                    sha256: sha256.clone(),
+                    range: r.start + from..r.start + to,
+                },
+            });
+        }
+        out
+    }
+
+    /// A reader of bytes `range` of the file, one content part at a time.
+    pub fn reader<'a>(&self, session: &'a LakeSession, range: Range<u64>) -> FileReader<'a> {
+        FileReader {
+            session,
+            segments: self.segments(range).into_iter(),
+            current: None,
+        }
+    }
+}
+
+/// Reads a range of a file piece by piece: inline bytes, then decoded content
+/// parts. Memory stays at one content part.
+pub struct FileReader<'a> {
+    session: &'a LakeSession,
+    segments: std::vec::IntoIter<Segment>,
+    current: Option<ContentParts<'a>>,
+}
+
+impl FileReader<'_> {
+    /// The next piece, or `None` at the end of the range.
+    pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            if let Some(parts) = self.current.as_mut() {
+                if let Some(bytes) = parts.next().await? {
+                    return Ok(Some(bytes));
+                }
+                self.current = None;
+            }
+            match self.segments.next() {
+                None => return Ok(None),
+                Some(Segment::Inline(b)) => return Ok(Some(b)),
+                Some(Segment::Content { sha256, range }) => {
+                    self.current = Some(ContentParts::open(self.session, &sha256, range).await?);
+                }
+            }
+        }
+    }
+}
+
+/// The files of one model revision in silver.
+#[derive(Debug, Clone)]
+pub struct ModelView {
+    /// Model id.
+    pub model_id: String,
+    /// Revision.
+    pub revision: String,
+    /// Files by path.
+    pub files: BTreeMap<String, ViewFile>,
+}
+
+struct FileRow {
+    entry: FileEntry,
+    header: Vec<u8>,
+    suffix: Vec<u8>,
+}
+
+impl ModelView {
+    /// The newest silver rows of `model_id@revision`.
+    pub async fn latest(session: &LakeSession, model_id: &str, revision: &str) -> Result<Self> {
+        let rows = file_rows(session, model_id, revision, None).await?;
+        if rows.is_empty() {
+            return Err(JobError::Invalid(format!(
+                "no files of {model_id}@{revision} in silver"
+            )));
+        }
+        Self::assemble(session, model_id, revision, rows).await
+    }
+
+    /// Exactly the silver rows `manifest` names.
+    pub async fn pinned(session: &LakeSession, manifest: &Manifest) -> Result<Self> {
+        let pins: BTreeMap<&str, &str> = manifest
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.silver_run_id.as_str()))
+            .collect();
+        let rows = file_rows(session, &manifest.model_id, &manifest.revision, Some(&pins)).await?;
+        for f in &manifest.files {
+            if !rows.iter().any(|r| r.entry.path == f.path) {
+                return Err(JobError::Invalid(format!(
+                    "{}@{}: silver no longer has {} (run {})",
+                    manifest.model_id, manifest.revision, f.path, f.silver_run_id
+                )));
+            }
+        }
+        let view = Self::assemble(session, &manifest.model_id, &manifest.revision, rows).await?;
+        for f in &manifest.files {
+            let got = view.files.get(&f.path).map(|v| &v.entry);
+            if got != Some(f) {
+                return Err(JobError::Invalid(format!(
+                    "{}@{}: silver rows of {} differ from the manifest",
+                    manifest.model_id, manifest.revision, f.path
+                )));
+            }
+        }
+        Ok(view)
+    }
+
+    /// The manifest of this view.
+    pub fn manifest(&self) -> Manifest {
+        Manifest {
+            model_id: self.model_id.clone(),
+            revision: self.revision.clone(),
+            files: self.files.values().map(|f| f.entry.clone()).collect(),
+        }
+    }
+
+    async fn assemble(
+        session: &LakeSession,
+        model_id: &str,
+        revision: &str,
+        rows: Vec<FileRow>,
+    ) -> Result<Self> {
+        let mut files = BTreeMap::new();
+        for mut row in rows {
+            let tensorised = row.entry.format == "safetensors" || row.entry.format == "gguf";
+            let mut segments = Vec::new();
+            if tensorised {
+                segments.push(Segment::Inline(std::mem::take(&mut row.header)));
+                for (t, pad) in tensor_rows(session, model_id, revision, &row.entry).await? {
+                    segments.push(Segment::Inline(pad));
+                    segments.push(Segment::Content {
+                        sha256: t.content_sha256.clone(),
+                        range: 0..t.len,
+                    });
+                    row.entry.tensors.push(t);
+                }
+                segments.push(Segment::Inline(std::mem::take(&mut row.suffix)));
+            } else {
+                segments.push(Segment::Content {
+                    sha256: row.entry.sha256.clone(),
+                    range: 0..row.entry.size,
+                });
+            }
+            let total: u64 = segments.iter().map(Segment::len).sum();
+            if total != row.entry.size {
+                return Err(JobError::Invalid(format!(
+                    "{model_id}@{revision}: {} rebuilds to {total} bytes, expected {}",
+                    row.entry.path, row.entry.size
+                )));
+            }
+            segments.retain(|s| s.len() > 0);
+            files.insert(
+                row.entry.path.clone(),
+                ViewFile {
+                    entry: row.entry,
+                    segments,
+                },
+            );
+        }
+        Ok(Self {
+            model_id: model_id.to_string(),
+            revision: revision.to_string(),
+            files,
+        })
+    }
+}
+
+/// Silver file rows of a model revision: the newest per path, or the pinned runs.
+async fn file_rows(
+    session: &LakeSession,
+    model_id: &str,
+    revision: &str,
+    pins: Option<&BTreeMap<&str, &str>>,
+) -> Result<Vec<FileRow>> {
+    if !session.tables().contains(&silver::FILES) {
+        return Err(JobError::Invalid(
+            "the lake has no silver tables: run tensorise first".into(),
+        ));
+    }
+    let batches = session
+        .context()
+        .table(silver::FILES.to_string())
+        .await?
+        .filter(
+            col("model_id")
+                .eq(lit(model_id.to_string()))
+                .and(col("revision").eq(lit(revision.to_string()))),
+        )?
+        .select_columns(&[
+            "file_path",
+            "file_size",
+            "file_sha256",
+            "format",
+            "run_id",
+            "header",
+            "suffix",
+            "tensorised_at",
+        ])?
+        .sort(vec![col("tensorised_at").sort(true, true)])?
+        .collect()
+        .await?;
+    let mut latest: BTreeMap<String, FileRow> = BTreeMap::new();
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let s = |c: usize| {
+                string_value(b.column(c).as_ref(), r)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let bin = |c: usize| {
+                binary_value(b.column(c).as_ref(), r)
+                    .unwrap_or_default()
+                    .to_vec()
+            };
+            let path = s(0);
+            let run_id = s(4);
+            if let Some(pins) = pins
+                && pins.get(path.as_str()) != Some(&run_id.as_str())
+            {
+                continue;
+            }
+            let row = FileRow {
+                entry: FileEntry {
+                    path: path.clone(),
+                    size: int_value(b.column(1).as_ref(), r).unwrap_or(0).max(0) as u64,
+                    sha256: s(2),
+                    format: s(3),
+                    silver_run_id: run_id,
+                    tensors: Vec::new(),
+                },
+                header: bin(5),
+                suffix: bin(6),
+            };
+            latest.insert(path, row);
+        }
+    }
+    Ok(latest.into_values().collect())
+}
+
+/// Tensors of one silver file row, in file order, with their padding.
+async fn tensor_rows(
+    session: &LakeSession,
+    model_id: &str,
+    revision: &str,
+    f: &FileEntry,
+) -> Result<Vec<(TensorEntry, Vec<u8>)>> {
+    let batches = session
+        .context()
+        .table(silver::TENSORS.to_string())
+        .await?
+        .filter(
+            col("model_id")
+                .eq(lit(model_id.to_string()))
+                .and(col("revision").eq(lit(revision.to_string())))
+                .and(col("file_path").eq(lit(f.path.clone())))
+                .and(col("run_id").eq(lit(f.silver_run_id.clone()))),
+        )?
+        .select_columns(&[
+            "tensor_index",
+            "tensor_name",
+            "dtype",
+            "shape",
+            "file_offset",
+            "byte_len",
+            "content_sha256",
+            "pad_before",
+        ])?
+        .sort(vec![col("tensor_index").sort(true, true)])?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    let mut last_index = -1;
+    for b in &batches {
+        for r in 0..b.num_rows() {
+            let index = int_value(b.column(0).as_ref(), r).unwrap_or(-1);
+            if index == last_index {
+                continue; // the same row written twice by an interrupted run
+            }
+            last_index = index;
+            let s = |c: usize| {
+                string_value(b.column(c).as_ref(), r)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            let shape = list_i64(b.column(3).as_ref(), r);
+            out.push((
+                TensorEntry {
+                    name: s(1),
+                    dtype: s(2),
+                    shape,
+                    offset: int_value(b.column(4).as_ref(), r).unwrap_or(0).max(0) as u64,
+                    len: int_value(b.column(5).as_ref(), r).unwrap_or(0).max(0) as u64,
+                    content_sha256: s(6),
+                },
+                binary_value(b.column(7).as_ref(), r)
+                    .unwrap_or_default()
+                    .to_vec(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn list_i64(col: &dyn deltalake::arrow::array::Array, row: usize) -> Vec<i64> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::{DataType, Int64Type};
+    let values = match col.data_type() {
+        DataType::List(_) => col.as_list::<i32>().value(row),
+        DataType::LargeList(_) => col.as_list::<i64>().value(row),
+        _ => return Vec::new(),
+    };
+    values
+        .as_primitive_opt::<Int64Type>()
+        .map(|a| a.values().to_vec())
+        .unwrap_or_default()
+}

@@ -1,0 +1,154 @@
+//! What the server can serve: repo + revision -> a model view, cached.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+use weightlake_jobs::gold::{GoldRef, GoldState, Selector};
+use weightlake_jobs::lake::Lake;
+use weightlake_jobs::sql::LakeSession;
+use weightlake_jobs::view::{Manifest, ModelView};
+use weightlake_jobs::{JobError, Result};
+
+/// How long a lake snapshot is used before tables are re-read.
+const REFRESH: Duration = Duration::from_secs(5);
+/// Views kept in memory (each is metadata only: headers, offsets).
+const MAX_VIEWS: usize = 64;
+
+/// One servable revision.
+#[derive(Clone)]
+pub struct Resolved {
+    /// The commit sha reported for it: 40 hex digits of its manifest sha256.
+    pub commit: String,
+    /// When it was promoted or last tensorised (microseconds, UTC), if known.
+    pub modified_at: Option<i64>,
+    /// Its files.
+    pub view: Arc<ModelView>,
+    /// The session whose snapshot the view was read from.
+    pub session: Arc<LakeSession>,
+}
+
+/// The lake, a recent snapshot of it, and resolved views.
+pub struct Catalog {
+    lake: Lake,
+    session: Mutex<Option<(Arc<LakeSession>, Instant)>>,
+    views: Mutex<HashMap<String, Arc<ModelView>>>,
+    /// Silver commit shas handed out: (repo, commit) -> revision.
+    silver_commits: Mutex<HashMap<(String, String), String>>,
+}
+
+impl Catalog {
+    /// A catalog of `lake`.
+    pub fn new(lake: Lake) -> Self {
+        Self {
+            lake,
+            session: Mutex::new(None),
+            views: Mutex::new(HashMap::new()),
+            silver_commits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    async fn session(&self) -> Result<Arc<LakeSession>> {
+        let mut s = self.session.lock().await;
+        if let Some((session, at)) = s.as_ref()
+            && at.elapsed() < REFRESH
+        {
+            return Ok(session.clone());
+        }
+        let fresh = Arc::new(LakeSession::new(&self.lake).await?);
+        *s = Some((fresh.clone(), Instant::now()));
+        Ok(fresh)
+    }
+
+    async fn view_of(
+        &self,
+        session: &LakeSession,
+        sha: &str,
+        manifest: &Manifest,
+    ) -> Result<Arc<ModelView>> {
+        if let Some(v) = self.views.lock().await.get(sha) {
+            return Ok(v.clone());
+        }
+        let view = Arc::new(ModelView::pinned(session, manifest).await?);
+        let mut views = self.views.lock().await;
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        views.insert(sha.to_string(), view.clone());
+        Ok(view)
+    }
+
+    /// `repo` at `revision`, or `None` when there is no such model or revision.
+    pub async fn resolve(&self, repo: &str, revision: &str) -> Result<Option<Resolved>> {
+        let session = self.session().await?;
+        let gold = GoldState::load(&self.lake, None).await?;
+        if let Some(versions) = gold.versions.get(repo) {
+            let alias = gold.aliases.get(&(repo.to_string(), revision.to_string()));
+            let v = if let Some(v) = alias {
+                versions.get(v)
+            } else if let Ok(n) = revision.parse::<i64>() {
+                versions.get(&n)
+            } else if revision == "main" || revision == "latest" {
+                gold.resolve(&GoldRef {
+                    name: repo.to_string(),
+                    selector: Selector::Latest,
+                })
+                .ok()
+            } else if is_commit(revision) {
+                versions
+                    .values()
+                    .rev()
+                    .find(|v| v.manifest_sha256.starts_with(revision))
+            } else {
+                None
+            };
+            let Some(v) = v else { return Ok(None) };
+            let view = self
+                .view_of(&session, &v.manifest_sha256, &v.manifest)
+                .await?;
+            return Ok(Some(Resolved {
+                commit: v.manifest_sha256[..40].to_string(),
+                modified_at: Some(v.promoted_at),
+                view,
+                session,
+            }));
+        }
+        // Silver: the revision as stored, or a commit sha handed out earlier.
+        let known = self
+            .silver_commits
+            .lock()
+            .await
+            .get(&(repo.to_string(), revision.to_string()))
+            .cloned();
+        for rev in [Some(revision.to_string()), known].into_iter().flatten() {
+            match ModelView::latest(&session, repo, &rev).await {
+                Ok(view) => {
+                    let (_, sha) = view.manifest().to_json()?;
+                    if rev != revision && !sha.starts_with(revision) {
+                        // Silver changed since that sha was handed out.
+                        return Ok(None);
+                    }
+                    let commit = sha[..40].to_string();
+                    self.silver_commits
+                        .lock()
+                        .await
+                        .insert((repo.to_string(), commit.clone()), rev);
+                    return Ok(Some(Resolved {
+                        commit,
+                        modified_at: None,
+                        view: Arc::new(view),
+                        session,
+                    }));
+                }
+                Err(JobError::Invalid(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn is_commit(s: &str) -> bool {
+    s.len() == 40 && s.chars().all(|c| c.is_ascii_hexdigit())
+}

@@ -1,0 +1,100 @@
+//! `weightlake serve`: a read-only Hugging Face-compatible endpoint over a lake.
+//!
+//! Unmodified `huggingface_hub` clients (`snapshot_download`, `hf_hub_download`)
+//! and weightlake's own hub source fetch models from it:
+//!
+//! - `GET /api/models/{repo}[/revision/{rev}]`: the revision's commit sha and
+//!   its files (`siblings` with sizes and LFS sha256).
+//! - `HEAD|GET /{repo}/resolve/{rev}/{path}`: a file, with `Range`, `ETag` (its
+//!   sha256), `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`.
+//!
+//! `repo` is a gold model name (revision: an alias, a version number, `main` for
+//! the latest, or the commit sha the API returned) or else a silver model id
+//! (revision: the silver revision). Files are rebuilt from silver as they are
+//! sent, one content part at a time: nothing holds a whole file, a whole GET is
+//! checked against the file's sha256 as it streams (a mismatch aborts the
+//! response), and only files named by a model's manifest can be read: any other
+//! path is a 404.
+
+mod catalog;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tracing::{debug, info};
+use weightlake_jobs::lake::Lake;
+
+pub use catalog::Catalog;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A bound server; [`Server::run`] serves until the process ends.
+pub struct Server {
+    listener: TcpListener,
+    catalog: Arc<Catalog>,
+}
+
+impl Server {
+    /// Bind `addr` (e.g. `127.0.0.1:8080`; port 0 picks one) to serve `lake`.
+    pub async fn bind(addr: &str, lake: Lake) -> Result<Self, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            catalog: Arc::new(Catalog::new(lake)),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve connections forever.
+    pub async fn run(self) {
+        if let Ok(a) = self.listener.local_addr() {
+            info!(addr = %a, "serving");
+        }
+        loop {
+            let (stream, peer) = match self.listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let catalog = self.catalog.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| routes::handle(catalog.clone(), req));
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await
+                {
+                    debug!(%peer, error = %e, "connection ended with an error");
+                }
+            });
+        }
+    }
+}

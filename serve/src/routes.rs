@@ -1,0 +1,352 @@
+//! Request routing and responses of the hub API.
+
+use std::convert::Infallible;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{
+    ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE,
+};
+use hyper::{Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use weightlake_jobs::JobError;
+
+use crate::catalog::{Catalog, Resolved};
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// Bytes per body frame (parts are sliced, not copied).
+const FRAME: usize = 1 << 20;
+
+pub(crate) async fn handle(
+    catalog: Arc<Catalog>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match route(&catalog, &req).await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(%method, %path, error = %e, "request failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                &e.to_string(),
+            )
+        }
+    };
+    debug!(%method, %path, status = %resp.status(), "served");
+    Ok(resp)
+}
+
+fn decode(s: &str) -> Option<String> {
+    let d = percent_decode_str(s).decode_utf8().ok()?.into_owned();
+    // Hostile paths never match a manifest entry, but refuse them outright.
+    if d.split('/').any(|seg| seg == ".." || seg == ".") || d.contains('\0') || d.starts_with('/') {
+        return None;
+    }
+    Some(d)
+}
+
+async fn route(catalog: &Catalog, req: &Request<Incoming>) -> Result<Response<Body>, JobError> {
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        return Ok(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "read-only endpoint",
+        ));
+    }
+    let raw = req.uri().path();
+    if let Some(rest) = raw.strip_prefix("/api/models/") {
+        let (repo, rev) = match rest.rsplit_once("/revision/") {
+            Some((repo, rev)) => (repo, rev),
+            None => (rest.trim_end_matches('/'), "main"),
+        };
+        let (Some(repo), Some(rev)) = (decode(repo), decode(rev)) else {
+            return Ok(not_found("bad repository or revision"));
+        };
+        return match catalog.resolve(&repo, &rev).await? {
+            Some(r) => Ok(model_info(&repo, &r)),
+            None => Ok(not_found(&format!("{repo}@{rev} not found"))),
+        };
+    }
+    let Some((repo, rest)) = raw.trim_start_matches('/').split_once("/resolve/") else {
+        return Ok(not_found("no such route"));
+    };
+    let Some((rev, file)) = rest.split_once('/') else {
+        return Ok(not_found("no file path"));
+    };
+    let (Some(repo), Some(rev), Some(file)) = (decode(repo), decode(rev), decode(file)) else {
+        return Ok(not_found("bad path"));
+    };
+    let Some(r) = catalog.resolve(&repo, &rev).await? else {
+        return Ok(not_found(&format!("{repo}@{rev} not found")));
+    };
+    let Some(f) = r.view.files.get(&file) else {
+        return Ok(entry_not_found(&format!(
+            "{file} is not a file of {repo}@{rev}"
+        )));
+    };
+    let size = f.entry.size;
+    let range = match req
+        .headers()
+        .get(RANGE)
+        .map(|v| parse_range(v.to_str().unwrap_or(""), size))
+    {
+        None => None,
+        Some(Ok(r)) => r,
+        Some(Err(())) => {
+            let mut resp = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "RangeNotSatisfiable",
+                "bad range",
+            );
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                resp.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+    };
+    let (status, bytes) = match &range {
+        Some(r) => (StatusCode::PARTIAL_CONTENT, r.clone()),
+        None => (StatusCode::OK, 0..size),
+    };
+    let body = if method == Method::HEAD {
+        empty()
+    } else {
+        stream_file(&r, &file, bytes.clone(), range.is_none())
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    let etag = format!("\"{}\"", f.entry.sha256);
+    let put = |h: &mut hyper::HeaderMap, k: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    };
+    put(h, "etag", &etag);
+    put(h, "x-linked-etag", &etag);
+    put(h, "x-linked-size", &size.to_string());
+    put(h, "x-repo-commit", &r.commit);
+    h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(bytes.end - bytes.start));
+    if status == StatusCode::PARTIAL_CONTENT {
+        put(
+            h,
+            "content-range",
+            &format!(
+                "bytes {}-{}/{size}",
+                bytes.start,
+                bytes.end.saturating_sub(1)
+            ),
+        );
+    }
+    Ok(resp)
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` (one range). `Ok(None)`: whole file.
+fn parse_range(v: &str, size: u64) -> Result<Option<Range<u64>>, ()> {
+    let spec = v.trim().strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Ok(None); // several ranges: answer with the whole file
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    let r = if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        size.saturating_sub(n)..size
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size
+        } else {
+            b.parse::<u64>()
+                .map_err(|_| ())?
+                .saturating_add(1)
+                .min(size)
+        };
+        start..end
+    };
+    if r.start >= size || r.start >= r.end {
+        if size == 0 && r.start == 0 {
+            return Ok(None);
+        }
+        return Err(());
+    }
+    Ok(Some(r))
+}
+
+/// Stream `range` of `file`, one content part at a time; `verify` checks the
+/// whole file's sha256 and aborts the body when it differs.
+fn stream_file(r: &Resolved, file: &str, range: Range<u64>, verify: bool) -> Body {
+    let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    let session = r.session.clone();
+    let view = r.view.clone();
+    let file = file.to_string();
+    tokio::spawn(async move {
+        let Some(f) = view.files.get(&file) else {
+            return;
+        };
+        let mut hasher = verify.then(Sha256::new);
+        let mut reader = f.reader(&session, range);
+        let sent: Result<(), JobError> = async {
+            while let Some(bytes) = reader.next().await? {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(&bytes);
+                }
+                let bytes = Bytes::from(bytes);
+                let mut at = 0;
+                while at < bytes.len() {
+                    let end = (at + FRAME).min(bytes.len());
+                    tx.send(Ok(Frame::data(bytes.slice(at..end))))
+                        .await
+                        .map_err(|_| JobError::Invalid("client went away".into()))?;
+                    at = end;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let failure = match (sent, hasher) {
+            (Err(e), _) => Some(e.to_string()),
+            (Ok(()), Some(h)) => {
+                let got = hex::encode(h.finalize());
+                (got != f.entry.sha256)
+                    .then(|| format!("{file}: rebuilt sha256 {got}, expected {}", f.entry.sha256))
+            }
+            (Ok(()), None) => None,
+        };
+        if let Some(e) = failure {
+            warn!(error = %e, "aborting a response");
+            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    BodyExt::boxed_unsync(StreamBody::new(stream))
+}
+
+fn model_info(repo: &str, r: &Resolved) -> Response<Body> {
+    let modified = r
+        .modified_at
+        .and_then(chrono::DateTime::from_timestamp_micros)
+        .unwrap_or_else(chrono::Utc::now)
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let siblings: Vec<serde_json::Value> = r
+        .view
+        .files
+        .values()
+        .map(|f| {
+            json!({
+                "rfilename": f.entry.path,
+                "size": f.entry.size,
+                "blobId": &f.entry.sha256[..40.min(f.entry.sha256.len())],
+                "lfs": { "sha256": f.entry.sha256, "size": f.entry.size, "pointerSize": 134 },
+            })
+        })
+        .collect();
+    let body = json!({
+        "_id": r.commit,
+        "id": repo,
+        "modelId": repo,
+        "sha": r.commit,
+        "private": false,
+        "disabled": false,
+        "gated": false,
+        "downloads": 0,
+        "likes": 0,
+        "tags": ["weightlake"],
+        "library_name": "weightlake",
+        "lastModified": modified,
+        "createdAt": modified,
+        "siblings": siblings,
+        "usedStorage": r.view.files.values().map(|f| f.entry.size).sum::<u64>(),
+    });
+    json_response(
+        StatusCode::OK,
+        &body,
+        &[("x-repo-commit", r.commit.as_str())],
+    )
+}
+
+fn json_response(
+    status: StatusCode,
+    v: &serde_json::Value,
+    extra: &[(&'static str, &str)],
+) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::from(v.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (k, v) in extra {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            resp.headers_mut().insert(*k, v);
+        }
+    }
+    resp
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(
+        status,
+        &json!({ "error": message }),
+        &[("x-error-code", code), ("x-error-message", message)],
+    )
+}
+
+fn not_found(message: &str) -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "RepoNotFound", message)
+}
+
+fn entry_not_found(message: &str) -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "EntryNotFound", message)
+}
+
+fn full(b: Bytes) -> Body {
+    BodyExt::boxed_unsync(Full::new(b).map_err(|never| match never {}))
+}
+
+fn empty() -> Body {
+    full(Bytes::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_clamped_and_checked() {
+        assert_eq!(parse_range("bytes=0-9", 100), Ok(Some(0..10)));
+        assert_eq!(parse_range("bytes=90-", 100), Ok(Some(90..100)));
+        assert_eq!(parse_range("bytes=-10", 100), Ok(Some(90..100)));
+        assert_eq!(parse_range("bytes=50-500", 100), Ok(Some(50..100)));
+        assert_eq!(parse_range("bytes=100-", 100), Err(()));
+        assert_eq!(parse_range("bytes=5-2", 100), Err(()));
+        assert_eq!(parse_range("items=0-1", 100), Err(()));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
+    }
+
+    #[test]
+    fn hostile_paths_are_refused() {
+        assert_eq!(
+            decode("a/b.safetensors").as_deref(),
+            Some("a/b.safetensors")
+        );
+        assert_eq!(decode("..%2Fetc%2Fpasswd"), None);
+        assert_eq!(decode("a/../../x"), None);
+        assert_eq!(decode("%2Fetc"), None);
+    }
+}

@@ -1,0 +1,267 @@
+//! Gold: promotion through gates, versions, aliases, time travel, export of a
+//! gold version, and concurrent promoters. No services needed.
+
+use std::future::IntoFuture;
+
+use weightlake_jobs::gold::promote::PromoteJob;
+use weightlake_jobs::gold::{Gate, GoldRef, GoldState};
+
+use crate::support::*;
+
+fn cli(args: &[&str]) -> std::process::Output {
+    run(args)
+}
+
+fn ok(args: &[&str]) -> String {
+    run_ok(args)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake, base_dir, ft_dir, info) = base_and_finetune_lake(tmp.path());
+
+    // The base passes its gates: version 1, @champion.
+    let out = ok(&[
+        "promote",
+        "base@main",
+        "--lake",
+        &lake,
+        "--name",
+        "minilm",
+        "--alias",
+        "champion",
+        "--gate",
+        "no_nans:fail:max(nan_count) = 0",
+        "--gate",
+        "loss:fail:eval_loss < 2.1",
+        "--metric",
+        "eval_loss=1.93",
+    ]);
+    assert!(out.contains("minilm:1 @champion"), "{out}");
+    // The same weights again: still version 1, nothing new.
+    let out = ok(&["promote", "base@main", "--lake", &lake, "--name", "minilm"]);
+    assert!(
+        out.contains("minilm:1") && out.contains("already promoted"),
+        "{out}"
+    );
+
+    // The fine-tune has a NaN: a `fail` gate rejects it, with the reason.
+    let out = cli(&[
+        "promote",
+        "ft@main",
+        "--lake",
+        &lake,
+        "--name",
+        "minilm",
+        "--alias",
+        "candidate",
+        "--gate",
+        "no_nans:fail:max(nan_count) = 0",
+        "--gate",
+        "small_change:warn:max(rel_l2_change) < 0.5",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no_nans"), "{}", text(&out));
+    // A per-row expectation names how many rows failed: one tensor has the NaN.
+    let out = cli(&[
+        "promote",
+        "ft@main",
+        "--lake",
+        &lake,
+        "--name",
+        "minilm",
+        "--gate",
+        "rowwise:fail:nan_count = 0",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("false on 1 of"), "{}", text(&out));
+
+    // As a warning it is promoted, and the failed gate is recorded with it.
+    let out = ok(&[
+        "promote",
+        "ft@main",
+        "--lake",
+        &lake,
+        "--name",
+        "minilm",
+        "--alias",
+        "candidate",
+        "--gate",
+        "no_nans:warn:max(nan_count) = 0",
+    ]);
+    assert!(out.contains("minilm:2 @candidate"), "{out}");
+    let l = local_lake(tmp.path());
+    let state = GoldState::load(&l, None).await.expect("gold");
+    let v2 = state
+        .resolve(&"minilm@candidate".parse::<GoldRef>().expect("ref"))
+        .expect("v2");
+    assert_eq!(v2.version, 2);
+    assert_eq!(v2.base_model.as_deref(), Some("base@main"));
+    assert!(!v2.gates[0].passed && v2.gates[0].name == "no_nans");
+    assert_eq!(state.rejections.len(), 2, "both rejections are recorded");
+    assert!(
+        v2.manifest
+            .files
+            .iter()
+            .any(|f| f.path == "1_Pooling/config.json"),
+        "pass-through files are part of the version"
+    );
+    let nan_tensor = info["nan"].as_str().expect("nan");
+    assert!(
+        v2.manifest
+            .files
+            .iter()
+            .flat_map(|f| &f.tensors)
+            .any(|t| t.name == nan_tensor),
+        "the manifest lists tensors"
+    );
+
+    // Move champion to 2, then roll back to 1; each move is a commit.
+    ok(&[
+        "models", "alias", "set", "minilm", "champion", "2", "--lake", &lake,
+    ]);
+    let moved_at = GoldState::load(&l, None)
+        .await
+        .expect("gold")
+        .table_version
+        .expect("version");
+    ok(&[
+        "models", "alias", "set", "minilm", "champion", "minilm:1", "--lake", &lake,
+    ]);
+    let show = ok(&["models", "show", "minilm@champion", "--lake", &lake]);
+    assert!(show.contains("version:     1"), "{show}");
+    let then = ok(&[
+        "models",
+        "show",
+        "minilm@champion",
+        "--lake",
+        &lake,
+        "--as-of",
+        &moved_at.to_string(),
+    ]);
+    assert!(then.contains("version:     2"), "as of {moved_at}: {then}");
+    ok(&[
+        "models",
+        "alias",
+        "rm",
+        "minilm",
+        "candidate",
+        "--lake",
+        &lake,
+    ]);
+    let out = cli(&["models", "show", "minilm@candidate", "--lake", &lake]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let list = ok(&["models", "list", "--lake", &lake]);
+    assert!(
+        list.contains("minilm:1") && list.contains("@champion") && list.contains("minilm:2"),
+        "{list}"
+    );
+
+    // Exports of gold versions are the promoted files, bit for bit.
+    let out1 = tmp.path().join("out1");
+    let out2 = tmp.path().join("out2");
+    ok(&[
+        "export",
+        "minilm@champion",
+        "--lake",
+        &lake,
+        "--to",
+        out1.to_str().expect("utf8"),
+    ]);
+    ok(&[
+        "export",
+        "minilm:2",
+        "--lake",
+        &lake,
+        "--to",
+        out2.to_str().expect("utf8"),
+    ]);
+    assert_eq!(tree_digest(&out1), tree_digest(&base_dir));
+    assert_eq!(tree_digest(&out2), tree_digest(&ft_dir));
+
+    // Python's deltalake reads gold.models: it is standard Delta.
+    let script = r#"
+import sys
+from deltalake import DeltaTable
+rows = DeltaTable(sys.argv[1] + "/gold/models").to_pyarrow_table().to_pylist()
+print(sorted({(r["event"], r["version"]) for r in rows if r["event"] == "promoted"}))
+"#;
+    let out = std::process::Command::new(python())
+        .args(["-c", script, &lake])
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("[('promoted', 1), ('promoted', 2)]"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_gates_are_bad_input_and_promote_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake, _, _, _) = base_and_finetune_lake(tmp.path());
+    for gate in [
+        "g:fail:no_such_column > 1",
+        "g:fail:1; DROP TABLE x",
+        "g:fail:max(nan_count)",
+        "g:sometimes:1 = 1",
+        "nocolons",
+    ] {
+        let out = cli(&[
+            "promote",
+            "base@main",
+            "--lake",
+            &lake,
+            "--name",
+            "m",
+            "--gate",
+            gate,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{gate}: {}", text(&out));
+    }
+    // A metric named like a tensor column is refused.
+    let out = cli(&[
+        "promote",
+        "base@main",
+        "--lake",
+        &lake,
+        "--name",
+        "m",
+        "--gate",
+        "g:fail:1 = 1",
+        "--metric",
+        "nan_count=0",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = cli(&["promote", "nope@main", "--lake", &lake, "--name", "m"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let state = GoldState::load(&local_lake(tmp.path()), None)
+        .await
+        .expect("gold");
+    assert!(state.versions.is_empty(), "nothing promoted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_promotions_get_distinct_versions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake_path, _, _, _) = base_and_finetune_lake(tmp.path());
+    let lake = weightlake_jobs::lake::Lake::new(&lake_path, Default::default()).expect("lake");
+    let gate: Gate = "ok:fail:count(*) > 0".parse().expect("gate");
+    let a = PromoteJob::new(lake.clone(), "base", "main", "shared").with_gates(vec![gate.clone()]);
+    let b =
+        PromoteJob::new(lake.clone(), "ft", "main", "shared").with_alias(Some("latest-ft".into()));
+    let (ra, rb) = tokio::join!(a.into_future(), b.into_future());
+    let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+    let mut versions = [ra.version, rb.version];
+    versions.sort();
+    assert_eq!(versions, [1, 2], "each promotion got its own version");
+    let state = GoldState::load(&lake, None).await.expect("gold");
+    assert_eq!(state.versions["shared"].len(), 2);
+    assert_eq!(
+        state.aliases[&("shared".to_string(), "latest-ft".to_string())],
+        rb.version
+    );
+}

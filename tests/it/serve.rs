@@ -1,0 +1,215 @@
+//! `weightlake serve`: unmodified huggingface_hub downloads gold models
+//! bit-identical to their source; ranges, HEAD and 404s behave like a hub; our
+//! own hub source ingests from it.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+use crate::support::*;
+
+/// A running `weightlake serve`, killed on drop.
+struct Served {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(lake: &str) -> Served {
+    let mut child = bin()
+        .args(["serve", "--addr", "127.0.0.1:0", "--lake", lake])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("serving ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .to_string();
+    Served { child, url }
+}
+
+/// [`base_and_finetune_lake`] with the base promoted as `minilm:1 @champion`
+/// and the fine-tune as `minilm:2 @candidate`.
+fn promoted_lake(tmp: &Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let (lake, base, ft, _) = base_and_finetune_lake(tmp);
+    run_ok(&[
+        "promote",
+        "base@main",
+        "--lake",
+        &lake,
+        "--name",
+        "minilm",
+        "--alias",
+        "champion",
+    ]);
+    run_ok(&[
+        "promote",
+        "ft@main",
+        "--lake",
+        &lake,
+        "--name",
+        "minilm",
+        "--alias",
+        "candidate",
+    ]);
+    (lake, base, ft)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn huggingface_hub_downloads_gold_models_bit_for_bit() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake, base, ft) = promoted_lake(tmp.path());
+    let server = serve(&lake);
+    let script = r#"
+import json, sys
+from huggingface_hub import snapshot_download, hf_hub_download
+url, cache, out = sys.argv[1], sys.argv[2], sys.argv[3]
+champion = snapshot_download("minilm", revision="champion", endpoint=url, cache_dir=cache, local_dir=out + "/champion")
+v2 = snapshot_download("minilm", revision="2", endpoint=url, cache_dir=cache, local_dir=out + "/v2")
+one = hf_hub_download("minilm", "1_Pooling/config.json", revision="candidate", endpoint=url, cache_dir=cache)
+print(json.dumps({"one": one}))
+"#;
+    let out_dir = tmp.path().join("hf");
+    let out = std::process::Command::new(python())
+        .args([
+            "-c",
+            script,
+            &server.url,
+            tmp.path().join("cache").to_str().expect("utf8"),
+            out_dir.to_str().expect("utf8"),
+        ])
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HUB_ENABLE_HF_TRANSFER", "0")
+        .env_remove("HF_TOKEN")
+        .output()
+        .expect("python");
+    assert!(out.status.success(), "{}", text(&out));
+    let strip = |mut d: std::collections::BTreeMap<String, String>| {
+        d.retain(|k, _| !k.starts_with(".cache"));
+        d
+    };
+    assert_eq!(
+        strip(tree_digest(&out_dir.join("champion"))),
+        tree_digest(&base)
+    );
+    assert_eq!(strip(tree_digest(&out_dir.join("v2"))), tree_digest(&ft));
+    let info: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("json");
+    let one = std::fs::read(info["one"].as_str().expect("path")).expect("read");
+    assert_eq!(
+        one,
+        std::fs::read(ft.join("1_Pooling/config.json")).expect("read")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake, base, _) = promoted_lake(tmp.path());
+    let server = serve(&lake);
+    let http = reqwest::Client::new();
+    let file = std::fs::read(base.join("model.safetensors")).expect("read");
+    let url = format!("{}/minilm/resolve/champion/model.safetensors", server.url);
+
+    let head = http.head(&url).send().await.expect("head");
+    assert_eq!(head.status(), 200);
+    let h = head.headers();
+    assert_eq!(
+        h["x-linked-size"].to_str().expect("size"),
+        file.len().to_string()
+    );
+    assert_eq!(
+        h["etag"].to_str().expect("etag"),
+        format!("\"{}\"", sha256(&file))
+    );
+    assert_eq!(h["x-repo-commit"].to_str().expect("commit").len(), 40);
+
+    // A range that crosses from the header into the first tensors.
+    let (a, b) = (100u64, 3_000_123u64);
+    let r = http
+        .get(&url)
+        .header("Range", format!("bytes={a}-{b}"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"].to_str().expect("cr"),
+        format!("bytes {a}-{b}/{}", file.len())
+    );
+    let body = r.bytes().await.expect("body");
+    assert_eq!(&body[..], &file[a as usize..=b as usize]);
+    let tail = http
+        .get(&url)
+        .header("Range", "bytes=-1000")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        &tail.bytes().await.expect("body")[..],
+        &file[file.len() - 1000..]
+    );
+    let past = http
+        .get(&url)
+        .header("Range", format!("bytes={}-", file.len()))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(past.status(), 416);
+
+    for bad in [
+        "/minilm/resolve/champion/nope.bin",
+        "/minilm/resolve/champion/..%2F..%2Fgold%2Fmodels%2F_delta_log%2F00000000000000000000.json",
+        "/minilm/resolve/champion/../../etc/passwd",
+        "/minilm/resolve/no-such-alias/config.json",
+        "/nobody/resolve/main/config.json",
+        "/api/models/nobody/revision/main",
+    ] {
+        let r = http
+            .get(format!("{}{bad}", server.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 404, "{bad}");
+    }
+    let r = http.post(&url).send().await.expect("post");
+    assert_eq!(r.status(), 405);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn weightlake_ingests_from_another_weightlakes_endpoint() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake, base, _) = promoted_lake(tmp.path());
+    let server = serve(&lake);
+    let other = tmp.path().join("other-lake");
+    let out = bin()
+        .args([
+            "ingest",
+            "hf://minilm@champion",
+            "--lake",
+            other.to_str().expect("utf8"),
+            "-q",
+        ])
+        .env("HF_ENDPOINT", &server.url)
+        .output()
+        .expect("ingest");
+    assert!(out.status.success(), "{}", text(&out));
+    let other_lake =
+        weightlake_jobs::lake::Lake::new(other.to_str().expect("utf8"), Default::default())
+            .expect("lake");
+    for (path, sha) in tree_digest(&base) {
+        let bytes = read_back(&other_lake, "minilm", &path).await;
+        assert_eq!(sha256(&bytes), sha, "{path}");
+    }
+}
