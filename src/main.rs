@@ -11,14 +11,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// mimalloc instead of the system allocator: glibc serves large allocations
-/// from per-thread heaps once it has freed a few (its mmap threshold adapts
-/// upwards) and those heaps keep the memory, so with many 16 MiB chunk buffers
-/// on several threads resident memory grows far past what is live. mimalloc
-/// returns freed pages, so the memory budget is what the process holds.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     init_logging(cli.quiet);
