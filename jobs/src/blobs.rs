@@ -7,8 +7,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
 };
+use deltalake::arrow::buffer::{Buffer, OffsetBuffer};
 use deltalake::datafusion::prelude::{col, lit};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
@@ -54,53 +55,24 @@ pub(crate) async fn complete_contents(session: &LakeSession) -> Result<HashSet<S
     Ok(set)
 }
 
-/// Rows of `silver.tensor_blobs` for `parts`.
-pub(crate) fn blob_batch(parts: &[BlobPart], run_id: &str) -> Result<RecordBatch> {
-    let n = parts.len();
-    let total: usize = parts.iter().map(|p| p.data.len()).sum();
-    let mut data = BinaryBuilder::with_capacity(n, total);
-    for p in parts {
-        data.append_value(&p.data);
-    }
+/// The `silver.tensor_blobs` row of one part; its bytes move into the Arrow
+/// array without a copy.
+pub(crate) fn blob_row(part: BlobPart, run_id: &str) -> Result<RecordBatch> {
+    let stored = part.data.len();
+    let offsets = OffsetBuffer::<i32>::from_lengths([stored]);
+    let data = BinaryArray::try_new(offsets, Buffer::from_vec(part.data), None)?;
     let cols: Vec<ArrayRef> = vec![
-        Arc::new(
-            parts
-                .iter()
-                .map(|p| Some(p.content_sha256.as_str()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(Int32Array::from_iter_values(
-            parts.iter().map(|p| p.part_index),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            parts.iter().map(|p| p.part_count),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            parts.iter().map(|p| p.raw_offset),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            parts.iter().map(|p| p.raw_len),
-        )),
-        Arc::new(Int32Array::from_iter_values(
-            parts.iter().map(|p| p.elem_size),
-        )),
-        Arc::new(
-            parts
-                .iter()
-                .map(|p| Some(p.encoding.as_str()))
-                .collect::<StringArray>(),
-        ),
-        Arc::new(
-            parts
-                .iter()
-                .map(|p| p.base_sha256.as_deref())
-                .collect::<StringArray>(),
-        ),
-        Arc::new(Int64Array::from_iter_values(
-            parts.iter().map(|p| p.data.len() as i64),
-        )),
-        Arc::new(StringArray::from(vec![run_id; n])),
-        Arc::new(data.finish()),
+        Arc::new(StringArray::from(vec![part.content_sha256.as_str()])),
+        Arc::new(Int32Array::from(vec![part.part_index])),
+        Arc::new(Int32Array::from(vec![part.part_count])),
+        Arc::new(Int64Array::from(vec![part.raw_offset])),
+        Arc::new(Int64Array::from(vec![part.raw_len])),
+        Arc::new(Int32Array::from(vec![part.elem_size])),
+        Arc::new(StringArray::from(vec![part.encoding.as_str()])),
+        Arc::new(StringArray::from(vec![part.base_sha256.as_deref()])),
+        Arc::new(Int64Array::from(vec![stored as i64])),
+        Arc::new(StringArray::from(vec![run_id])),
+        Arc::new(data),
     ];
     Ok(RecordBatch::try_new(silver::tensor_blobs_schema(), cols)?)
 }

@@ -26,7 +26,7 @@ use reader::{BronzeFileRef, BronzeReader};
 use rows::{FileKey, file_batch, tensors_batch};
 
 use crate::append::{OrderedCommits, TableAppender};
-use crate::blobs::{BlobPart, blob_batch, complete_contents};
+use crate::blobs::{BlobPart, blob_row, complete_contents};
 use crate::lake::Lake;
 use crate::progress::{NoProgress, Progress};
 use crate::shard::Shard;
@@ -94,7 +94,7 @@ impl TensoriseJob {
             shard: Shard::ALL,
             run_id: None,
             part_bytes: silver::MAX_PART_BYTES as u64,
-            commit_bytes: 128 << 20,
+            commit_bytes: 64 << 20,
             progress: Arc::new(NoProgress),
         }
     }
@@ -168,9 +168,11 @@ impl SilverSink {
     /// Start committing everything queued, in the background.
     async fn flush_all(&mut self) -> Result<()> {
         if !self.pending_parts.is_empty() {
-            let parts = std::mem::take(&mut self.pending_parts);
             self.pending_part_bytes = 0;
-            self.commits.push(BLOBS, blob_batch(&parts, &self.run_id)?);
+            for part in std::mem::take(&mut self.pending_parts) {
+                let row = blob_row(part, &self.run_id)?;
+                self.commits.push(BLOBS, row);
+            }
         }
         self.commits.commit().await
     }
