@@ -47,6 +47,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Show a pipeline's DAG and what each stage would run.
     Plan(PlanArgs),
+    /// The run ledger (_system.runs): list pipeline runs, show one.
+    Runs(RunsArgs),
     /// Databricks Workflows: export a pipeline as a job.
     #[command(subcommand)]
     Databricks(DatabricksCommand),
@@ -188,6 +190,36 @@ pub struct PlanArgs {
     /// Set a pipeline parameter, NAME=VALUE (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Pipeline runs, newest first: run id, pipeline, start, status, stages
+    /// succeeded/failed, bytes.
+    List {
+        /// Only runs of this pipeline (its `name:`).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[command(flatten)]
+        lake: LakeArgs,
+    },
+    /// Every attempt of one run: stage, shard, attempt, status, time, bytes,
+    /// throughput, error.
+    Show {
+        /// The run id (a unique prefix is enough).
+        run_id: String,
+        #[command(flatten)]
+        lake: LakeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

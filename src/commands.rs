@@ -167,6 +167,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Promote(a) => crate::gold::promote(a).await,
         Command::Models(a) => crate::gold::models(a).await,
+        Command::Runs(a) => crate::runs::runs(a).await,
         Command::Serve(a) => {
             let lake = open_lake(&a.lake)?;
             let server = weightlake_serve::Server::bind(&a.addr, lake)
@@ -290,5 +291,7 @@ pub(crate) fn print_stage(stage: &str, r: &StageReport) {
     match r {
         StageReport::Ingest(i) => print_ingest(stage, i),
         StageReport::Tensorise(t) => print_tensorise(stage, t),
+        StageReport::Promote(r) => crate::pipelines::print_promote(stage, r),
+        StageReport::Export(r) => crate::pipelines::print_export(stage, r),
     }
 }

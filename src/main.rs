@@ -6,6 +6,7 @@ mod commands;
 mod gold;
 mod pipelines;
 mod progress;
+mod runs;
 
 use std::process::ExitCode;
 

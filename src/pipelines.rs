@@ -1,9 +1,11 @@
 //! Pipeline subcommands: `run`, `task`, `plan`, `databricks export`. Parse
 //! the arguments, call the pipeline crate, print, map errors to exit codes.
 
+use weightlake_jobs::export::ExportReport;
+use weightlake_jobs::gold::promote::PromoteReport;
 use weightlake_jobs::shard::Shard;
 use weightlake_pipeline::databricks::{self, ExportOptions};
-use weightlake_pipeline::runner::{Outcome, RunOptions, run, run_stage};
+use weightlake_pipeline::runner::{Outcome, RunOptions, run, run_task};
 use weightlake_pipeline::{PipelineError, ValidatedPipeline};
 
 use crate::args::{DatabricksExportArgs, ExportFormat, PlanArgs, RunArgs, TaskArgs, TaskRunner};
@@ -112,9 +114,60 @@ pub async fn task(a: TaskArgs, quiet: bool) -> Result<(), CliError> {
         progress: reporter(quiet),
         ..Default::default()
     };
-    let r = run_stage(&p, &a.stage, &opts).await.map_err(code)?;
+    let r = run_task(&p, &a.stage, &opts).await.map_err(code)?;
     print_stage(&a.stage, &r);
     Ok(())
+}
+
+/// One line for a promote stage: version, alias, gates, size.
+pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
+    let failed: Vec<&str> = r
+        .gates
+        .iter()
+        .filter(|g| !g.passed)
+        .map(|g| g.name.as_str())
+        .collect();
+    let gates = match (r.gates.len(), failed.is_empty()) {
+        (0, _) => "no gates".to_string(),
+        (n, true) => format!("{n} gates passed"),
+        (n, false) => format!(
+            "{} of {n} gates passed, warned: {}",
+            n - failed.len(),
+            failed.join(", ")
+        ),
+    };
+    println!(
+        "{stage}: {}:{}{}{}, {gates}, {} files, {:.1} MB{}",
+        r.name,
+        r.version,
+        r.alias
+            .as_ref()
+            .map(|a| format!(" @{a}"))
+            .unwrap_or_default(),
+        if r.existing {
+            " (already promoted)"
+        } else {
+            " (new version)"
+        },
+        r.files,
+        r.bytes as f64 / 1e6,
+        r.mlflow_version
+            .as_ref()
+            .map(|v| format!(", MLflow version {v}"))
+            .unwrap_or_default()
+    );
+}
+
+/// One line for an export stage.
+pub(crate) fn print_export(stage: &str, r: &ExportReport) {
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    println!(
+        "{stage}: {} files, {:.1} MB rebuilt and verified in {:.2}s ({:.1} MB/s)",
+        r.files,
+        r.bytes as f64 / 1e6,
+        secs,
+        r.bytes as f64 / secs / 1e6
+    );
 }
 
 /// `weightlake plan`.

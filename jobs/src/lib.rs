@@ -28,6 +28,7 @@ pub mod export;
 pub mod gold;
 pub mod ingest;
 pub mod lake;
+pub mod ledger;
 pub mod progress;
 pub mod shard;
 pub mod sql;

@@ -26,11 +26,14 @@ pub mod cron;
 pub mod databricks;
 pub mod duration;
 mod error;
+mod gold_stages;
 mod interpolate;
+pub mod ledger;
 pub mod plan;
 pub mod runner;
 pub mod size;
 pub mod spec;
+pub mod tracking;
 pub mod validate;
 
 use std::collections::BTreeMap;

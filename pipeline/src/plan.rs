@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::ValidatedPipeline;
-use crate::spec::RunIf;
+use crate::spec::{JobKind, RunIf};
 
 /// Wave of each stage: 1 for stages without dependencies, else one more than
 /// the latest of its dependencies.
@@ -74,19 +74,38 @@ pub fn render(p: &ValidatedPipeline) -> String {
         };
         let _ = writeln!(
             out,
-            "  wave {}  {name}  job={}  depends_on={deps}  run_if={run_if}  shards={}  retries={retries}  timeout={timeout}",
+            "  wave {}  {name}  job={}  depends_on={deps}  run_if={run_if}  shards={}  retries={retries}  timeout={timeout}{}",
             waves[name],
-            job_name(st.job),
+            st.job.as_str(),
             st.shards.unwrap_or(1),
+            detail(p, st),
         );
     }
     out
 }
 
-fn job_name(j: crate::spec::JobKind) -> &'static str {
-    match j {
-        crate::spec::JobKind::Ingest => "ingest",
-        crate::spec::JobKind::Tensorise => "tensorise",
+/// What a promote or export stage acts on, e.g. `  model=ft@main -> tuned@champion, 2 gates`.
+fn detail(p: &ValidatedPipeline, st: &crate::spec::StageSpec) -> String {
+    let model = st.model.clone().unwrap_or_default();
+    match st.job {
+        JobKind::Promote => {
+            let model = crate::validate::resolve_model(p.spec(), &model, "model").unwrap_or(model);
+            format!(
+                "  model={model} -> {}{}, {} gate{}",
+                st.name.as_deref().unwrap_or_default(),
+                st.alias
+                    .as_ref()
+                    .map(|a| format!("@{a}"))
+                    .unwrap_or_default(),
+                st.gates.len(),
+                if st.gates.len() == 1 { "" } else { "s" }
+            )
+        }
+        JobKind::Export => format!(
+            "  model={model} -> {}",
+            st.to.as_deref().unwrap_or_default()
+        ),
+        JobKind::Ingest | JobKind::Tensorise => String::new(),
     }
 }
 
@@ -123,5 +142,24 @@ mod tests {
         );
         assert!(text.contains("wave 1  b"), "{text}");
         assert!(text.contains("wave 2  c  job=tensorise  depends_on=a,b  run_if=ALL_DONE  shards=1  retries=0  timeout=2h (retried)"), "{text}");
+    }
+
+    #[test]
+    fn plan_shows_promote_and_export_targets() {
+        let p = load_str(
+            "name: t\nlake: ./l\nsources: { s: { local: { path: ./m } } }\nstages:\n  a: { job: ingest, sources: [s], model_id: ft }\n  p: { job: promote, depends_on: [a], model: s, name: tuned, alias: champion, gates: ['max(nan_count) = 0'] }\n  e: { job: export, depends_on: [p], model: tuned@champion, to: ./out }\n",
+            "t.yaml",
+        )
+        .expect("valid");
+        let text = super::render(&p);
+        assert!(
+            text.contains("wave 2  p  job=promote  depends_on=a  run_if=ALL_SUCCESS  shards=1  retries=0  timeout=-  model=ft@main -> tuned@champion, 1 gate"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wave 3  e  job=export")
+                && text.contains("model=tuned@champion -> ./out"),
+            "{text}"
+        );
     }
 }

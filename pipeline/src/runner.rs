@@ -22,17 +22,20 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use tracing::{Instrument, info, info_span, warn};
 use weightlake_connectors::http::DownloadConfig;
+use weightlake_jobs::export::ExportReport;
+use weightlake_jobs::gold::promote::PromoteReport;
 use weightlake_jobs::ingest::{DEFAULT_MEMORY_BUDGET, IngestJob, IngestReport};
 use weightlake_jobs::lake::Lake;
 use weightlake_jobs::progress::{NoProgress, Progress};
 use weightlake_jobs::shard::Shard;
 use weightlake_jobs::tensorise::{TensoriseJob, TensoriseReport, parse_model_ref};
 
+use crate::ledger::{Attempt, AttemptSink, AttemptStatus, Ledger};
 use crate::spec::{JobKind, RunIf, StageSpec};
 use crate::{PipelineError, ValidatedPipeline};
 
@@ -49,6 +52,9 @@ pub struct RunOptions {
     pub run_id: Option<String>,
     /// Progress display.
     pub progress: Arc<dyn Progress>,
+    /// Where attempts are recorded; [`run`] and [`run_task`] default to
+    /// `_system.runs` of the pipeline's lake.
+    pub ledger: Option<Arc<dyn AttemptSink>>,
 }
 
 impl Default for RunOptions {
@@ -59,6 +65,7 @@ impl Default for RunOptions {
             shard: Shard::ALL,
             run_id: None,
             progress: Arc::new(NoProgress),
+            ledger: None,
         }
     }
 }
@@ -70,6 +77,10 @@ pub enum StageReport {
     Ingest(IngestReport),
     /// A tensorise stage's report.
     Tensorise(TensoriseReport),
+    /// A promote stage's report.
+    Promote(PromoteReport),
+    /// An export stage's report.
+    Export(ExportReport),
 }
 
 /// How a stage ended in a run.
@@ -113,6 +124,8 @@ pub struct StageResult {
     pub reports: Vec<(Shard, StageReport)>,
     /// Why it failed (the first failing shard's last error).
     pub error: Option<PipelineError>,
+    /// Wall time of the stage (all shards, all attempts); zero when not run.
+    pub elapsed: Duration,
 }
 
 /// A whole run: one result per stage, in run order.
@@ -162,15 +175,72 @@ pub fn run_if_holds(rule: RunIf, upstream: &[Outcome]) -> bool {
 
 /// Run the pipeline (or `opts.only`, or `opts.from` and downstream) as a DAG
 /// with the real jobs.
+///
+/// The run gets one run id (`opts.run_id`, else a new UUID) that every job
+/// records; each attempt is recorded in `_system.runs` (a failure to write
+/// the ledger is a warning), and the run is tracked in MLflow when
+/// configured (see [`crate::tracking`]).
 pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, PipelineError> {
-    run_with(p, opts, |stage, shard| {
+    let (run_id, opts) = with_run_id_and_ledger(p, opts).await;
+    let started = SystemTime::now();
+    let opts = &opts;
+    let report = run_with(p, opts, |stage, shard| {
         let opts = RunOptions {
             shard,
             ..opts.clone()
         };
         async move { run_stage(p, &stage, &opts).await }
     })
-    .await
+    .await?;
+    crate::tracking::track(p, &run_id, started, &report).await;
+    Ok(report)
+}
+
+/// `opts` with its run id fixed (`opts.run_id`, else a new UUID) and, unless
+/// it has one, the ledger of `p`'s lake (its table created up front, so that
+/// parallel tasks do not race to create it).
+async fn with_run_id_and_ledger(p: &ValidatedPipeline, opts: &RunOptions) -> (String, RunOptions) {
+    let run_id = opts
+        .run_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut opts = RunOptions {
+        run_id: Some(run_id.clone()),
+        ..opts.clone()
+    };
+    if opts.ledger.is_none()
+        && let Some(ledger) = Ledger::for_pipeline(p, &run_id)
+    {
+        ledger.prepare().await;
+        opts.ledger = Some(Arc::new(ledger));
+    }
+    (run_id, opts)
+}
+
+/// One attempt of one stage (one shard), recorded in `_system.runs`: the
+/// `weightlake task` entry point.
+pub async fn run_task(
+    p: &ValidatedPipeline,
+    name: &str,
+    opts: &RunOptions,
+) -> Result<StageReport, PipelineError> {
+    let (_, opts) = with_run_id_and_ledger(p, opts).await;
+    let (started, t) = (SystemTime::now(), Instant::now());
+    let r = run_stage(p, name, &opts).await;
+    if let Some(sink) = &opts.ledger
+        && p.spec().stages.contains_key(name)
+    {
+        sink.record(Attempt::ended(
+            name,
+            opts.shard,
+            1,
+            started,
+            t.elapsed(),
+            &r,
+        ))
+        .await;
+    }
+    r
 }
 
 /// [`run`] with `execute(stage, shard)` in place of the jobs (one attempt of
@@ -190,6 +260,7 @@ where
         (None, None) => p.order().iter().cloned().collect(),
     };
     let spec = p.spec();
+    let sink = opts.ledger.as_deref();
     let mut results: BTreeMap<String, StageResult> = BTreeMap::new();
     for name in p.order() {
         if !selected.contains(name) {
@@ -231,7 +302,7 @@ where
                 let rule = stage.run_if.unwrap_or_default();
                 if run_if_holds(rule, &upstream) {
                     info!(stage = %name, "starting");
-                    running.push(run_stage_shards(name, stage, opts.shard, &execute));
+                    running.push(run_stage_shards(name, stage, opts.shard, &execute, sink));
                 } else {
                     let any_failed = upstream
                         .iter()
@@ -242,6 +313,14 @@ where
                         Outcome::Skipped
                     };
                     warn!(stage = %name, run_if = rule.as_str(), outcome = outcome.as_str(), "not run");
+                    if let Some(sink) = sink {
+                        let status = if any_failed {
+                            AttemptStatus::UpstreamFailed
+                        } else {
+                            AttemptStatus::Skipped
+                        };
+                        sink.record(Attempt::not_run(&name, status)).await;
+                    }
                     results.insert(name.clone(), not_run(&name, outcome));
                 }
             }
@@ -287,6 +366,7 @@ fn not_run(name: &str, outcome: Outcome) -> StageResult {
         attempts: 0,
         reports: Vec::new(),
         error: None,
+        elapsed: Duration::ZERO,
     }
 }
 
@@ -297,6 +377,7 @@ async fn run_stage_shards<F, Fut>(
     stage: &StageSpec,
     shard: Shard,
     execute: &F,
+    sink: Option<&dyn AttemptSink>,
 ) -> StageResult
 where
     F: Fn(String, Shard) -> Fut,
@@ -308,13 +389,15 @@ where
     } else {
         vec![shard]
     };
+    let t = Instant::now();
     let outcomes = futures::future::join_all(
         shards
             .into_iter()
-            .map(|s| with_retries(&name, stage, s, execute)),
+            .map(|s| with_retries(&name, stage, s, execute, sink)),
     )
     .await;
     let mut result = not_run(&name, Outcome::Succeeded);
+    result.elapsed = t.elapsed();
     for (shard, attempts, r) in outcomes {
         result.attempts = result.attempts.max(attempts);
         match r {
@@ -334,6 +417,7 @@ async fn with_retries<F, Fut>(
     stage: &StageSpec,
     shard: Shard,
     execute: &F,
+    sink: Option<&dyn AttemptSink>,
 ) -> (Shard, u32, Result<StageReport, PipelineError>)
 where
     F: Fn(String, Shard) -> Fut,
@@ -343,6 +427,7 @@ where
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let (started, t) = (SystemTime::now(), Instant::now());
         let fut = execute(name.to_string(), shard);
         let (result, retryable) = match stage.timeout {
             Some(limit) => match tokio::time::timeout(limit, fut).await {
@@ -357,6 +442,17 @@ where
             },
             None => classify(fut.await),
         };
+        if let Some(sink) = sink {
+            sink.record(Attempt::ended(
+                name,
+                shard,
+                attempt,
+                started,
+                t.elapsed(),
+                &result,
+            ))
+            .await;
+        }
         if result.is_ok() || !retryable || attempt >= max_attempts {
             return (shard, attempt, result);
         }
@@ -368,8 +464,14 @@ where
 }
 
 /// The result, and whether an error is worth another attempt (not bad input).
+/// A rejected promotion is not retried either: the same weights would be
+/// judged the same way.
 fn classify(r: Result<StageReport, PipelineError>) -> (Result<StageReport, PipelineError>, bool) {
-    let retry = r.as_ref().err().is_some_and(|e| !e.is_bad_input());
+    let retry = r.as_ref().err().is_some_and(|e| {
+        !e.is_bad_input()
+            && !matches!(e, PipelineError::Stage { source, .. }
+                if matches!(**source, weightlake_jobs::JobError::Rejected { .. }))
+    });
     (r, retry)
 }
 
@@ -453,6 +555,21 @@ pub async fn run_stage(
                 );
                 Ok(StageReport::Tensorise(report))
             }
+            JobKind::Promote => {
+                let report =
+                    crate::gold_stages::promote(spec, stage, lake, opts.run_id.as_deref())
+                        .await
+                        .map_err(fail)?;
+                info!(name = %report.name, version = report.version, existing = report.existing, "done");
+                Ok(StageReport::Promote(report))
+            }
+            JobKind::Export => {
+                let report = crate::gold_stages::export(stage, lake)
+                    .await
+                    .map_err(fail)?;
+                info!(files = report.files, bytes = report.bytes, "done");
+                Ok(StageReport::Export(report))
+            }
         }
     }
     .instrument(span)
@@ -460,260 +577,5 @@ pub async fn run_stage(
 }
 
 #[cfg(test)]
-mod tests {
-    //! The DAG semantics with fake jobs: each stage's behaviour is scripted.
-
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-    use std::time::Instant;
-
-    use super::*;
-    use crate::load_str;
-
-    /// What a fake stage does on each attempt.
-    #[derive(Clone, Copy)]
-    enum Act {
-        Ok,
-        Fail,
-        BadInput,
-        /// Fail this many attempts, then succeed.
-        FailTimes(u32),
-        /// Sleep this long, then succeed.
-        Sleep(Duration),
-    }
-
-    #[derive(Default)]
-    struct Log {
-        calls: Vec<(String, Shard)>,
-        in_flight: usize,
-        max_in_flight: usize,
-    }
-
-    fn pipeline(stages: &str) -> ValidatedPipeline {
-        load_str(
-            &format!("name: t\nlake: ./l\nsources: {{ s: {{ local: {{ path: ./m }} }} }}\nstages:\n{stages}"),
-            "t.yaml",
-        )
-        .expect("valid")
-    }
-
-    async fn go(
-        p: &ValidatedPipeline,
-        opts: &RunOptions,
-        acts: &[(&str, Act)],
-    ) -> (BTreeMap<String, (Outcome, u32)>, Log) {
-        let acts: BTreeMap<String, Act> = acts.iter().map(|(k, a)| (k.to_string(), *a)).collect();
-        let log = Mutex::new(Log::default());
-        let report = run_with(p, opts, |stage, shard| {
-            let act = acts.get(&stage).copied().unwrap_or(Act::Ok);
-            let log = &log;
-            async move {
-                let attempt = {
-                    let mut l = log.lock().expect("lock");
-                    l.calls.push((stage.clone(), shard));
-                    l.in_flight += 1;
-                    l.max_in_flight = l.max_in_flight.max(l.in_flight);
-                    l.calls
-                        .iter()
-                        .filter(|(s, sh)| *s == stage && *sh == shard)
-                        .count() as u32
-                };
-                struct Done<'a>(&'a Mutex<Log>);
-                impl Drop for Done<'_> {
-                    fn drop(&mut self) {
-                        if let Ok(mut l) = self.0.lock() {
-                            l.in_flight -= 1;
-                        }
-                    }
-                }
-                let _done = Done(log);
-                let fail = || {
-                    Err(PipelineError::Stage {
-                        stage: stage.clone(),
-                        source: Box::new(weightlake_jobs::JobError::Partial {
-                            failed: 1,
-                            total: 1,
-                            first: "boom".into(),
-                        }),
-                    })
-                };
-                match act {
-                    Act::Ok => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        Ok(StageReport::Ingest(IngestReport::default()))
-                    }
-                    Act::Fail => fail(),
-                    Act::BadInput => Err(PipelineError::Stage {
-                        stage: stage.clone(),
-                        source: Box::new(weightlake_jobs::JobError::Invalid("bad".into())),
-                    }),
-                    Act::FailTimes(n) if attempt <= n => fail(),
-                    Act::FailTimes(_) => Ok(StageReport::Ingest(IngestReport::default())),
-                    Act::Sleep(d) => {
-                        tokio::time::sleep(d).await;
-                        Ok(StageReport::Ingest(IngestReport::default()))
-                    }
-                }
-            }
-        })
-        .await
-        .expect("run");
-        let outcomes = report
-            .stages
-            .iter()
-            .map(|s| (s.stage.clone(), (s.outcome, s.attempts)))
-            .collect();
-        (outcomes, log.into_inner().expect("lock"))
-    }
-
-    #[tokio::test]
-    async fn independent_stages_run_at_the_same_time() {
-        let p = pipeline(
-            "  a: { job: ingest, sources: [s] }\n  b: { job: ingest, sources: [s] }\n  c: { job: ingest, sources: [s], depends_on: [a, b] }\n",
-        );
-        let (out, log) = go(
-            &p,
-            &RunOptions::default(),
-            &[
-                ("a", Act::Sleep(Duration::from_millis(200))),
-                ("b", Act::Sleep(Duration::from_millis(200))),
-            ],
-        )
-        .await;
-        assert_eq!(log.max_in_flight, 2);
-        assert!(
-            out.values().all(|(o, _)| *o == Outcome::Succeeded),
-            "{out:?}"
-        );
-        assert_eq!(log.calls.last().map(|c| c.0.as_str()), Some("c"));
-    }
-
-    #[tokio::test]
-    async fn run_if_rules_after_a_failed_upstream() {
-        let p = pipeline(
-            "  a: { job: ingest, sources: [s] }\n  ok: { job: ingest, sources: [s] }\n\
-             \x20 all_success: { job: ingest, sources: [s], depends_on: [a] }\n\
-             \x20 after_that: { job: ingest, sources: [s], depends_on: [all_success] }\n\
-             \x20 all_done: { job: ingest, sources: [s], depends_on: [a], run_if: ALL_DONE }\n\
-             \x20 none_failed: { job: ingest, sources: [s], depends_on: [ok], run_if: NONE_FAILED }\n\
-             \x20 one_ok: { job: ingest, sources: [s], depends_on: [a, ok], run_if: AT_LEAST_ONE_SUCCESS }\n\
-             \x20 all_failed: { job: ingest, sources: [s], depends_on: [a, ok], run_if: ALL_FAILED }\n\
-             \x20 only_failed: { job: ingest, sources: [s], depends_on: [a], run_if: ALL_FAILED }\n\
-             \x20 one_failed: { job: ingest, sources: [s], depends_on: [a, ok], run_if: AT_LEAST_ONE_FAILED }\n\
-             \x20 on_success_failure: { job: ingest, sources: [s], depends_on: [ok], run_if: AT_LEAST_ONE_FAILED }\n",
-        );
-        let (out, _) = go(&p, &RunOptions::default(), &[("a", Act::Fail)]).await;
-        let o = |s: &str| out[s].0;
-        assert_eq!(o("a"), Outcome::Failed);
-        assert_eq!(o("all_success"), Outcome::UpstreamFailed);
-        assert_eq!(o("after_that"), Outcome::UpstreamFailed);
-        assert_eq!(o("all_done"), Outcome::Succeeded);
-        assert_eq!(o("none_failed"), Outcome::Succeeded);
-        assert_eq!(o("one_ok"), Outcome::Succeeded);
-        assert_eq!(o("all_failed"), Outcome::UpstreamFailed);
-        assert_eq!(o("only_failed"), Outcome::Succeeded);
-        assert_eq!(o("one_failed"), Outcome::Succeeded);
-        assert_eq!(o("on_success_failure"), Outcome::Skipped);
-        assert_eq!(out["all_success"].1, 0, "a stage not run has no attempt");
-    }
-
-    #[test]
-    fn run_if_truth_table_for_skipped_and_excluded_upstreams() {
-        use Outcome::*;
-        assert!(run_if_holds(RunIf::AllSuccess, &[Succeeded, Excluded]));
-        assert!(!run_if_holds(RunIf::AllSuccess, &[Succeeded, Skipped]));
-        assert!(!run_if_holds(RunIf::NoneFailed, &[Skipped]));
-        assert!(run_if_holds(RunIf::NoneFailed, &[Skipped, Succeeded]));
-        assert!(run_if_holds(RunIf::AllFailed, &[Failed, UpstreamFailed]));
-        assert!(!run_if_holds(RunIf::AllFailed, &[Failed, Skipped]));
-        assert!(run_if_holds(RunIf::AllDone, &[Failed, Skipped, Succeeded]));
-    }
-
-    #[tokio::test]
-    async fn a_flaky_stage_succeeds_on_retry_after_the_interval() {
-        let p = pipeline(
-            "  a: { job: ingest, sources: [s], max_retries: 3, min_retry_interval: 100ms }\n",
-        );
-        let t = Instant::now();
-        let (out, _) = go(&p, &RunOptions::default(), &[("a", Act::FailTimes(2))]).await;
-        assert_eq!(out["a"], (Outcome::Succeeded, 3));
-        assert!(
-            t.elapsed() >= Duration::from_millis(200),
-            "{:?}",
-            t.elapsed()
-        );
-        let (out, _) = go(&p, &RunOptions::default(), &[("a", Act::Fail)]).await;
-        assert_eq!(out["a"], (Outcome::Failed, 4));
-        // Bad input is not retried: the next attempt would fail the same way.
-        let (out, _) = go(&p, &RunOptions::default(), &[("a", Act::BadInput)]).await;
-        assert_eq!(out["a"], (Outcome::Failed, 1));
-    }
-
-    #[tokio::test]
-    async fn a_timed_out_stage_is_cancelled_and_retried_only_with_retry_on_timeout() {
-        let slow = [("a", Act::Sleep(Duration::from_secs(30)))];
-        let p = pipeline("  a: { job: ingest, sources: [s], timeout: 100ms, max_retries: 2 }\n");
-        let t = Instant::now();
-        let (out, log) = go(&p, &RunOptions::default(), &slow).await;
-        assert_eq!(out["a"], (Outcome::Failed, 1));
-        assert_eq!(log.in_flight, 0, "the timed-out attempt was dropped");
-        let p = pipeline(
-            "  a: { job: ingest, sources: [s], timeout: 100ms, max_retries: 2, retry_on_timeout: true }\n",
-        );
-        let (out, _) = go(&p, &RunOptions::default(), &slow).await;
-        assert_eq!(out["a"], (Outcome::Failed, 3));
-        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    }
-
-    #[tokio::test]
-    async fn shards_run_concurrently_and_a_failing_shard_fails_the_stage() {
-        let p = pipeline(
-            "  a: { job: ingest, sources: [s], shards: 4 }\n  b: { job: ingest, sources: [s], depends_on: [a] }\n",
-        );
-        let (out, log) = go(
-            &p,
-            &RunOptions::default(),
-            &[("a", Act::Sleep(Duration::from_millis(200)))],
-        )
-        .await;
-        assert_eq!(out["a"].0, Outcome::Succeeded);
-        let mut shards: Vec<String> = log
-            .calls
-            .iter()
-            .filter(|c| c.0 == "a")
-            .map(|c| c.1.to_string())
-            .collect();
-        shards.sort();
-        assert_eq!(shards, ["0/4", "1/4", "2/4", "3/4"]);
-        assert_eq!(log.max_in_flight, 4);
-        let (out, _) = go(&p, &RunOptions::default(), &[("a", Act::Fail)]).await;
-        assert_eq!(out["a"].0, Outcome::Failed);
-        assert_eq!(out["b"].0, Outcome::UpstreamFailed);
-    }
-
-    #[tokio::test]
-    async fn from_runs_a_stage_and_its_downstream_only() {
-        let p = pipeline(
-            "  a: { job: ingest, sources: [s] }\n  b: { job: ingest, sources: [s], depends_on: [a] }\n  c: { job: ingest, sources: [s], depends_on: [b] }\n  d: { job: ingest, sources: [s] }\n",
-        );
-        let opts = RunOptions {
-            from: Some("b".into()),
-            ..Default::default()
-        };
-        let (out, log) = go(&p, &opts, &[]).await;
-        let ran: Vec<&str> = log.calls.iter().map(|c| c.0.as_str()).collect();
-        assert_eq!(ran, ["b", "c"]);
-        assert_eq!(out["a"].0, Outcome::Excluded);
-        assert_eq!(out["d"].0, Outcome::Excluded);
-        let opts = RunOptions {
-            from: Some("bb".into()),
-            ..Default::default()
-        };
-        let err = run_with(&p, &opts, |_, _| async {
-            Ok(StageReport::Ingest(IngestReport::default()))
-        })
-        .await
-        .expect_err("unknown stage");
-        assert!(err.to_string().contains("did you mean `b`"), "{err}");
-    }
-}
+#[path = "runner_tests.rs"]
+mod tests;

@@ -18,6 +18,8 @@ use serde::{Deserialize, Deserializer};
 use weightlake_connectors::source::SourceSpec;
 use weightlake_connectors::storage::StorageConfig;
 
+use weightlake_jobs::gold::{Gate, GateAction};
+
 use crate::duration::deserialize_opt_duration;
 use crate::size::deserialize_opt_size;
 
@@ -53,6 +55,26 @@ pub struct PipelineSpec {
     /// Cluster hints for the Databricks export (the local runner ignores them).
     #[serde(default)]
     pub compute: Option<ComputeSpec>,
+    /// MLflow tracking of pipeline runs (also on when `MLFLOW_TRACKING_URI`
+    /// is set): one MLflow run per pipeline run.
+    ///
+    /// ```yaml
+    /// mlflow: { tracking_uri: http://127.0.0.1:5000, experiment: weightlake/nightly }
+    /// ```
+    #[serde(default)]
+    pub mlflow: Option<TrackingSpec>,
+}
+
+/// `mlflow:` (top level) where pipeline runs are tracked.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSpec {
+    /// The tracking server, `http(s)://host:port`. Default `MLFLOW_TRACKING_URI`.
+    #[serde(default)]
+    pub tracking_uri: Option<String>,
+    /// Experiment of the pipeline runs. Default `weightlake/<pipeline name>`.
+    #[serde(default)]
+    pub experiment: Option<String>,
 }
 
 /// `schedule:` a Quartz cron expression and its time zone.
@@ -176,13 +198,123 @@ pub enum JobKind {
     Ingest,
     /// Bronze -> silver tensors.
     Tensorise,
+    /// Silver model revision -> gold version, through gates.
+    Promote,
+    /// Gold version (or silver revision) -> files, verified.
+    Export,
+}
+
+impl JobKind {
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest",
+            Self::Tensorise => "tensorise",
+            Self::Promote => "promote",
+            Self::Export => "export",
+        }
+    }
+}
+
+/// One entry of a promote stage's `gates:`: a map, or a plain SQL expression
+/// (action `fail`, named `gate_N` after its 1-based position).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateSpec {
+    /// `- "max(nan_count) = 0"`.
+    Expr(String),
+    /// `- { name: no_nans, action: warn, expr: "max(nan_count) = 0" }`.
+    Full(GateEntry),
+}
+
+/// A gate written as a map.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateEntry {
+    /// Name, reported with the result. Default `gate_N`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `warn` (record, promote anyway) or `fail` (do not promote). Default `fail`.
+    #[serde(default = "default_gate_action")]
+    pub action: GateAction,
+    /// SQL boolean expression over the model's tensor rows and metrics.
+    pub expr: String,
+}
+
+fn default_gate_action() -> GateAction {
+    GateAction::Fail
+}
+
+impl GateSpec {
+    /// The gate at 1-based `position`, with its default name and action.
+    pub fn to_gate(&self, position: usize) -> Gate {
+        match self {
+            Self::Expr(e) => Gate {
+                name: format!("gate_{position}"),
+                action: GateAction::Fail,
+                expr: e.trim().to_string(),
+            },
+            Self::Full(g) => Gate {
+                name: g.name.clone().unwrap_or_else(|| format!("gate_{position}")),
+                action: g.action,
+                expr: g.expr.trim().to_string(),
+            },
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GateSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = GateSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a SQL expression, or a map {name, action, expr}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<GateSpec, E> {
+                Ok(GateSpec::Expr(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<GateSpec, A::Error> {
+                GateEntry::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(GateSpec::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `mlflow:` of a promote stage. MLflow is used when this block is present
+/// or `MLFLOW_TRACKING_URI` is set.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteMlflowSpec {
+    /// The tracking server. Default the pipeline's `mlflow.tracking_uri`, else
+    /// `MLFLOW_TRACKING_URI`.
+    #[serde(default)]
+    pub tracking_uri: Option<String>,
+    /// Create a registry version and mirror the alias. Default true.
+    #[serde(default = "default_true")]
+    pub register: bool,
+    /// Experiment of the promotion's tracking run. Default `weightlake`.
+    #[serde(default)]
+    pub experiment: Option<String>,
+    /// Read metrics from this MLflow run id (e.g. the fine-tune's eval run).
+    #[serde(default)]
+    pub metrics_run: Option<String>,
+    /// The registry version's `source` (the export location, `models:/…`).
+    /// Default `runs:/<promotion run>/weightlake`.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// One stage.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
-    /// The job: `ingest`.
+    /// The job: `ingest`, `tensorise`, `promote` or `export`.
     pub job: JobKind,
     /// Stages that must finish first.
     #[serde(default)]
@@ -223,6 +355,7 @@ pub struct StageSpec {
     #[serde(default)]
     pub revision: Option<String>,
     /// (ingest) Ranges in flight. Default 16.
+    /// (export) Files rebuilt at once. Default 4.
     #[serde(default)]
     pub parallelism: Option<usize>,
     /// (ingest) Bytes per range request and bronze chunk. Default 16MiB.
@@ -237,4 +370,28 @@ pub struct StageSpec {
     /// (ingest) Seconds without a byte before a range is retried. Default 30.
     #[serde(default)]
     pub stall_timeout_secs: Option<u64>,
+    /// (promote) The silver model revision, `MODEL@REVISION` or the name of
+    /// a source ingested in this pipeline (as `base_model`).
+    /// (export) What to export: `NAME@ALIAS`, `NAME:VERSION`, `NAME` (gold)
+    /// or `MODEL@REVISION` (silver).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// (promote) The gold model name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// (promote) Point this alias at the version, e.g. `champion`.
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// (promote) Quality gates, in order.
+    #[serde(default)]
+    pub gates: Vec<GateSpec>,
+    /// (promote) Metrics for the gates: name -> number.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// (promote) MLflow tracking and registry.
+    #[serde(default)]
+    pub mlflow: Option<PromoteMlflowSpec>,
+    /// (export) Destination: a directory, `file://…`, `s3://…` or `gs://…`.
+    #[serde(default)]
+    pub to: Option<String>,
 }

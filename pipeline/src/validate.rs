@@ -65,7 +65,7 @@ impl ValidatedPipeline {
 /// Position of the last of `path` (e.g. `["stages", "ingest", "shards"]`),
 /// each looked up at or after the line of the one before; falls back to the
 /// first match of the last key in the file.
-fn locate_path(raw: &str, path: &[&str]) -> (usize, usize) {
+pub(crate) fn locate_path(raw: &str, path: &[&str]) -> (usize, usize) {
     let lines: Vec<&str> = raw.lines().collect();
     let mut start = 0;
     let mut pos = (0, 0);
@@ -158,6 +158,7 @@ pub fn validate(
         }
         match stage.job {
             JobKind::Tensorise => {}
+            JobKind::Promote | JobKind::Export => {}
             JobKind::Ingest => {
                 if stage.sources.is_empty() {
                     errs.key(name, format!("ingest stage `{name}` needs `sources: [..]`"));
@@ -192,6 +193,7 @@ pub fn validate(
         }
     }
     for (name, stage) in &spec.stages {
+        crate::gold_stages::check(&spec, name, stage, &mut errs);
         let at = |key: &str| locate_path(raw, &["stages", name, key]);
         if stage.depends_on.is_empty() && stage.run_if.is_some_and(|r| r != RunIf::AllSuccess) {
             errs.at(
@@ -290,15 +292,15 @@ pub fn validate(
 }
 
 /// Problems found so far, each placed in the file.
-struct Errors<'a> {
+pub(crate) struct Errors<'a> {
     list: Vec<SpecError>,
     origin: &'a str,
-    raw: &'a str,
+    pub(crate) raw: &'a str,
 }
 
 impl Errors<'_> {
     /// A problem at `(line, column)`.
-    fn at(&mut self, (line, column): (usize, usize), message: String) {
+    pub(crate) fn at(&mut self, (line, column): (usize, usize), message: String) {
         self.list.push(SpecError {
             file: self.origin.to_string(),
             line,
@@ -318,12 +320,18 @@ impl Errors<'_> {
 /// source whose model id and revision are known (a hub source, or a source that
 /// an ingest stage records under an explicit `model_id`).
 pub fn resolve_base(spec: &PipelineSpec, value: &str) -> Result<String, String> {
+    resolve_model(spec, value, "base_model")
+}
+
+/// [`resolve_base`] for any field (`base_model`, a promote stage's `model`),
+/// named in messages.
+pub fn resolve_model(spec: &PipelineSpec, value: &str, field: &str) -> Result<String, String> {
     let Some(source) = spec.sources.get(value) else {
         return if value.contains('@') {
             Ok(value.to_string())
         } else {
             Err(format!(
-                "base_model `{value}` is neither MODEL@REVISION nor a source name{}",
+                "{field} `{value}` is neither MODEL@REVISION nor a source name{}",
                 suggest(value, spec.sources.keys())
             ))
         };
@@ -344,7 +352,7 @@ pub fn resolve_base(spec: &PipelineSpec, value: &str) -> Result<String, String> 
             Ok(format!("{}@{}", h.repo, h.revision))
         }
         _ => Err(format!(
-            "base_model `{value}`: give its ingest stage a `model_id`, or write MODEL@REVISION"
+            "{field} `{value}`: give its ingest stage a `model_id`, or write MODEL@REVISION"
         )),
     }
 }

@@ -19,6 +19,7 @@ pub mod bronze;
 pub mod gold;
 mod name;
 pub mod silver;
+pub mod system;
 
 pub use name::{TableName, TableNameError};
 

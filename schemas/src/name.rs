@@ -26,6 +26,7 @@ impl TableName {
         crate::silver::TENSORS,
         crate::silver::TENSOR_BLOBS,
         crate::gold::MODELS,
+        crate::system::RUNS,
     ];
 
     /// The table's path relative to the lake root, e.g. `bronze/model_files`.

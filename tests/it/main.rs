@@ -14,6 +14,7 @@ mod ingest_s3;
 mod launchers;
 mod mlflow;
 mod pipeline;
+mod pipeline_gold;
 mod readers;
 mod runner;
 mod serve;

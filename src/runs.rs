@@ -1,0 +1,112 @@
+//! `weightlake runs list | show`: read the run ledger (`_system.runs`).
+
+use weightlake_jobs::ledger::{RunRecord, read};
+use weightlake_pipeline::ledger::summarize;
+
+use crate::args::{RunsArgs, RunsCommand};
+use crate::commands::{CliError, bad_input, classify_job, open_lake};
+
+fn time(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| micros.to_string())
+}
+
+fn mb(bytes: i64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `weightlake runs …`.
+pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
+    match a.command {
+        RunsCommand::List {
+            pipeline,
+            limit,
+            lake,
+        } => {
+            let lake = open_lake(&lake)?;
+            let records = read(&lake).await.map_err(classify_job)?;
+            let runs: Vec<_> = summarize(&records)
+                .into_iter()
+                .filter(|r| pipeline.as_ref().is_none_or(|p| *p == r.pipeline))
+                .take(limit)
+                .collect();
+            if runs.is_empty() {
+                println!("no runs");
+            }
+            for r in runs {
+                println!(
+                    "{}  {}  {}  {:<9}  stages {} ok, {} failed{}  {}",
+                    r.run_id,
+                    r.pipeline,
+                    time(r.started_at),
+                    r.status(),
+                    r.stages_ok,
+                    r.stages_failed,
+                    if r.stages_not_run > 0 {
+                        format!(", {} not run", r.stages_not_run)
+                    } else {
+                        String::new()
+                    },
+                    mb(r.bytes)
+                );
+            }
+            Ok(())
+        }
+        RunsCommand::Show { run_id, lake } => {
+            let lake = open_lake(&lake)?;
+            let records = read(&lake).await.map_err(classify_job)?;
+            let mut ids: Vec<&str> = records
+                .iter()
+                .map(|r| r.run_id.as_str())
+                .filter(|id| id.starts_with(run_id.as_str()))
+                .collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let id = match ids.as_slice() {
+                [one] => one.to_string(),
+                [] => {
+                    return Err(bad_input(anyhow::anyhow!(
+                        "no run `{run_id}` in _system.runs"
+                    )));
+                }
+                many => {
+                    return Err(bad_input(anyhow::anyhow!(
+                        "run id `{run_id}` is ambiguous: {}",
+                        many.join(", ")
+                    )));
+                }
+            };
+            let mut rows: Vec<&RunRecord> = records.iter().filter(|r| r.run_id == id).collect();
+            rows.sort_by(|a, b| {
+                (a.started_at, &a.stage, &a.shard, a.attempt).cmp(&(
+                    b.started_at,
+                    &b.stage,
+                    &b.shard,
+                    b.attempt,
+                ))
+            });
+            if let Some(first) = rows.first() {
+                println!("run {id} of pipeline {}", first.pipeline);
+            }
+            for r in rows {
+                println!(
+                    "  {:<16} shard {:<5} attempt {}  {:<15} {}  {:>8.2}s  {:>10}  {:>8.1} MB/s{}",
+                    r.stage,
+                    r.shard.as_deref().unwrap_or("-"),
+                    r.attempt,
+                    r.status,
+                    time(r.started_at),
+                    r.duration_ms as f64 / 1000.0,
+                    mb(r.bytes),
+                    r.throughput_mbps,
+                    r.error
+                        .as_ref()
+                        .map(|e| format!("  error: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    }
+}
