@@ -169,7 +169,6 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fine_tune_is_stored_against_its_base_and_changes_are_queryable() {
-    let src = model_dir("all-minilm-l6-v2");
     let tmp = tempfile::tempdir().expect("tmp");
     let variants = tmp.path().join("variants");
     let info = make_variants(&variants);
