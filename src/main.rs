@@ -35,7 +35,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(quiet: bool) {
-    let default = if quiet { "error" } else { "warn" };
+    // deltalake logs lost commit races at ERROR/WARN although they are expected
+    // with concurrent writers and handled (retried, or re-read and recomputed);
+    // a commit that really fails reaches the user as this command's error.
+    let default = if quiet {
+        "error,deltalake_core::kernel::transaction=off"
+    } else {
+        "warn,deltalake_core::kernel::transaction=error"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

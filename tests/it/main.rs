@@ -18,5 +18,6 @@ mod pipeline_gold;
 mod readers;
 mod runner;
 mod serve;
+mod shards_s3;
 mod support;
 mod tensorise;
