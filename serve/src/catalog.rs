@@ -29,10 +29,14 @@ pub struct Resolved {
     pub session: Arc<LakeSession>,
 }
 
+/// The lake's tables, gold read from them, and when.
+type Snapshot = (Arc<LakeSession>, Arc<GoldState>, Instant);
+
 /// The lake, a recent snapshot of it, and resolved views.
 pub struct Catalog {
     lake: Lake,
-    session: Mutex<Option<(Arc<LakeSession>, Instant)>>,
+    /// A recent snapshot: the lake's tables and gold read from them.
+    snapshot: Mutex<Option<Snapshot>>,
     views: Mutex<HashMap<String, Arc<ModelView>>>,
     /// Silver commit shas handed out: (repo, commit) -> revision.
     silver_commits: Mutex<HashMap<(String, String), String>>,
@@ -43,22 +47,25 @@ impl Catalog {
     pub fn new(lake: Lake) -> Self {
         Self {
             lake,
-            session: Mutex::new(None),
+            snapshot: Mutex::new(None),
             views: Mutex::new(HashMap::new()),
             silver_commits: Mutex::new(HashMap::new()),
         }
     }
 
-    async fn session(&self) -> Result<Arc<LakeSession>> {
-        let mut s = self.session.lock().await;
-        if let Some((session, at)) = s.as_ref()
+    /// The lake as of at most [`REFRESH`] ago: a request reads no table
+    /// metadata unless the snapshot has expired.
+    async fn snapshot(&self) -> Result<(Arc<LakeSession>, Arc<GoldState>)> {
+        let mut s = self.snapshot.lock().await;
+        if let Some((session, gold, at)) = s.as_ref()
             && at.elapsed() < REFRESH
         {
-            return Ok(session.clone());
+            return Ok((session.clone(), gold.clone()));
         }
-        let fresh = Arc::new(LakeSession::new(&self.lake).await?);
-        *s = Some((fresh.clone(), Instant::now()));
-        Ok(fresh)
+        let session = Arc::new(LakeSession::new(&self.lake).await?);
+        let gold = Arc::new(GoldState::load(&self.lake, None).await?);
+        *s = Some((session.clone(), gold.clone(), Instant::now()));
+        Ok((session, gold))
     }
 
     async fn view_of(
@@ -81,8 +88,7 @@ impl Catalog {
 
     /// `repo` at `revision`, or `None` when there is no such model or revision.
     pub async fn resolve(&self, repo: &str, revision: &str) -> Result<Option<Resolved>> {
-        let session = self.session().await?;
-        let gold = GoldState::load(&self.lake, None).await?;
+        let (session, gold) = self.snapshot().await?;
         if let Some(versions) = gold.versions.get(repo) {
             let alias = gold.aliases.get(&(repo.to_string(), revision.to_string()));
             let v = if let Some(v) = alias {
