@@ -31,6 +31,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Check that a model's files rebuild from silver bit for bit, writing nothing.
     Verify(VerifyArgs),
+    /// Maintain the lake's tables: bronze retention, compaction, vacuum and
+    /// checkpoints (the options of a pipeline's `maintain` stage).
+    Maintain(MaintainArgs),
     /// Run one stage of a pipeline: the entry point of one Databricks task.
     Task(TaskArgs),
     /// Check a pipeline file and print every problem found.
@@ -45,7 +48,7 @@ pub enum Command {
     Models(ModelsArgs),
     /// Serve gold (and silver) models read-only as a Hugging Face-compatible hub.
     Serve(ServeArgs),
-    /// Show a pipeline's DAG and what each stage would run.
+    /// Show a pipeline's DAG, what each stage would do now, and the run's cost estimate.
     Plan(PlanArgs),
     /// The run ledger (_system.runs): list pipeline runs, show one.
     Runs(RunsArgs),
@@ -147,6 +150,40 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct MaintainArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    /// Only this table (repeatable), e.g. --table bronze.model_files. Default:
+    /// every table of the lake.
+    #[arg(long = "table", value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// Do not compact small files.
+    #[arg(long)]
+    pub no_optimize: bool,
+    /// Size of the files compaction writes, 1MiB..1GiB.
+    #[arg(long, default_value = "128MiB")]
+    pub target_file_size: String,
+    /// Do not delete unreferenced data files.
+    #[arg(long)]
+    pub no_vacuum: bool,
+    /// How long vacuum keeps unreferenced files, e.g. 7d (default: the table's
+    /// delta.deletedFileRetentionDuration, 7 days).
+    #[arg(long)]
+    pub vacuum_retention: Option<String>,
+    /// Accept a vacuum retention shorter than the table's: readers of older
+    /// versions and writers in flight may lose files.
+    #[arg(long)]
+    pub allow_short_retention: bool,
+    /// Drop the bronze chunks of complete files older than this (e.g. 30d)
+    /// once silver rebuilds them bit for bit. Default: off.
+    #[arg(long)]
+    pub bronze_retention: Option<String>,
+    /// Do not write checkpoints.
+    #[arg(long)]
+    pub no_checkpoint: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
@@ -190,6 +227,15 @@ pub struct PlanArgs {
     /// Set a pipeline parameter, NAME=VALUE (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+    /// Show only the DAG: do not list sources or read the lake.
+    #[arg(long)]
+    pub offline: bool,
+    /// Estimate only this stage.
+    #[arg(long, conflicts_with = "from")]
+    pub only: Option<String>,
+    /// Estimate this stage and everything downstream of it.
+    #[arg(long)]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Args)]

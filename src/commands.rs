@@ -9,13 +9,15 @@ use weightlake_connectors::storage::StorageConfig;
 use weightlake_jobs::export::ExportJob;
 use weightlake_jobs::ingest::{IngestJob, IngestReport};
 use weightlake_jobs::lake::Lake;
+use weightlake_jobs::maintain::{MaintainJob, MaintainReport};
 use weightlake_jobs::shard::Shard;
 use weightlake_jobs::sql::{LakeSession, OutputFormat, format_batches};
 use weightlake_jobs::tensorise::{TensoriseJob, TensoriseReport, parse_model_ref};
+use weightlake_pipeline::duration::parse_duration;
 use weightlake_pipeline::runner::StageReport;
 use weightlake_pipeline::size::parse_size;
 
-use crate::args::{Cli, Command, DatabricksCommand, Format, LakeArgs, TransferArgs};
+use crate::args::{Cli, Command, DatabricksCommand, Format, LakeArgs, MaintainArgs, TransferArgs};
 use crate::progress::{byte_counter, reporter};
 
 /// An error with the exit code it maps to.
@@ -138,9 +140,14 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
+        Command::Maintain(a) => {
+            let report = maintain_job(a)?.await.map_err(classify_job)?;
+            print_maintain("maintain", &report);
+            Ok(())
+        }
         Command::Run(a) => crate::pipelines::run_pipeline(a, quiet).await,
         Command::Task(a) => crate::pipelines::task(a, quiet).await,
-        Command::Plan(a) => crate::pipelines::plan(a),
+        Command::Plan(a) => crate::pipelines::plan(a).await,
         Command::Databricks(DatabricksCommand::Export(a)) => crate::pipelines::databricks_export(a),
         Command::Validate(a) => {
             let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
@@ -293,5 +300,89 @@ pub(crate) fn print_stage(stage: &str, r: &StageReport) {
         StageReport::Tensorise(t) => print_tensorise(stage, t),
         StageReport::Promote(r) => crate::pipelines::print_promote(stage, r),
         StageReport::Export(r) => crate::pipelines::print_export(stage, r),
+        StageReport::Maintain(r) => print_maintain(stage, r),
+    }
+}
+
+/// The job `weightlake maintain` asks for.
+fn maintain_job(a: MaintainArgs) -> Result<MaintainJob, CliError> {
+    let text = |e: String| bad_input(anyhow::anyhow!(e));
+    let lake = open_lake(&a.lake)?;
+    let mut job = MaintainJob::new(lake)
+        .with_optimize(!a.no_optimize)
+        .with_target_file_size(parse_size(&a.target_file_size).map_err(text)?)
+        .with_vacuum(!a.no_vacuum)
+        .allow_short_retention(a.allow_short_retention)
+        .with_checkpoint(!a.no_checkpoint);
+    if !a.tables.is_empty() {
+        let tables = a
+            .tables
+            .iter()
+            .map(|t| t.parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad_input)?;
+        job = job.with_tables(tables);
+    }
+    if let Some(r) = &a.vacuum_retention {
+        job = job.with_vacuum_retention(parse_duration(r).map_err(text)?);
+    }
+    if let Some(r) = &a.bronze_retention {
+        job = job.with_bronze_retention(parse_duration(r).map_err(text)?);
+    }
+    Ok(job)
+}
+
+fn print_maintain(stage: &str, r: &MaintainReport) {
+    let before: usize = r.tables.iter().map(|t| t.files_before).sum();
+    let after: usize = r.tables.iter().map(|t| t.files_after).sum();
+    println!(
+        "{stage}: {} tables, {before} -> {after} files, {:.1} MB compacted, {} files vacuumed in {:.2}s, run {}",
+        r.tables.len(),
+        r.bytes_compacted() as f64 / 1e6,
+        r.files_vacuumed(),
+        r.elapsed.as_secs_f64(),
+        r.run_id
+    );
+    for t in &r.tables {
+        println!(
+            "  {:<20} files {} -> {}, compacted {} ({:.1} MB) into {}, vacuumed {}, {}",
+            t.table.to_string(),
+            t.files_before,
+            t.files_after,
+            t.files_compacted,
+            t.bytes_compacted as f64 / 1e6,
+            t.files_written,
+            t.files_vacuumed,
+            t.checkpoint_version.map_or_else(
+                || format!("version {}", t.version),
+                |v| format!("checkpoint at version {v}")
+            )
+        );
+    }
+    for t in &r.missing {
+        println!("  {t}: does not exist yet, skipped");
+    }
+    if let Some(b) = &r.bronze {
+        println!(
+            "  bronze retention (completed before {}): {} files dropped ({} chunks, {:.1} MB; vacuum frees the storage), {} kept, {} more recent",
+            b.cutoff.format("%Y-%m-%d %H:%M:%S UTC"),
+            b.dropped.len(),
+            b.chunks_dropped,
+            b.bytes_freed as f64 / 1e6,
+            b.kept.len(),
+            b.recent
+        );
+        for d in &b.dropped {
+            println!(
+                "    dropped {}@{}/{} (upload {}, {} chunks, sha256 {})",
+                d.model_id, d.revision, d.file_path, d.upload_id, d.chunks, d.file_sha256
+            );
+        }
+        for k in &b.kept {
+            println!(
+                "    kept    {}@{}/{} (upload {}): {}",
+                k.model_id, k.revision, k.file_path, k.upload_id, k.reason
+            );
+        }
     }
 }

@@ -62,6 +62,14 @@ pub async fn run_pipeline(a: RunArgs, quiet: bool) -> Result<(), CliError> {
                     println!("{}: succeeded after {} attempts", s.stage, s.attempts);
                 }
             }
+            Outcome::Cancelled => println!(
+                "{}: cancelled: {}",
+                s.stage,
+                s.error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
             Outcome::Failed => println!(
                 "{}: failed after {} attempt{}: {}",
                 s.stage,
@@ -84,13 +92,16 @@ pub async fn run_pipeline(a: RunArgs, quiet: bool) -> Result<(), CliError> {
             Outcome::Excluded => {}
         }
     }
+    if let Some(c) = report.cost_usd {
+        println!("cost estimate: {}", weightlake_pipeline::cost::usd(c));
+    }
     if report.succeeded() {
         return Ok(());
     }
     let failed: Vec<&str> = report
         .stages
         .iter()
-        .filter(|s| s.outcome == Outcome::Failed)
+        .filter(|s| matches!(s.outcome, Outcome::Failed | Outcome::Cancelled))
         .map(|s| s.stage.as_str())
         .collect();
     let all_bad_input = report.errors().all(|(_, e)| e.is_bad_input());
@@ -170,10 +181,37 @@ pub(crate) fn print_export(stage: &str, r: &ExportReport) {
     );
 }
 
-/// `weightlake plan`.
-pub fn plan(a: PlanArgs) -> Result<(), CliError> {
+/// `weightlake plan`: the DAG, then (unless `--offline`) what each stage
+/// would do now and what the run would cost.
+pub async fn plan(a: PlanArgs) -> Result<(), CliError> {
     let p = load(&a.pipeline, &a.params)?;
     print!("{}", weightlake_pipeline::plan::render(&p));
+    if a.offline {
+        return Ok(());
+    }
+    let opts = RunOptions {
+        only: a.only,
+        from: a.from,
+        ..Default::default()
+    };
+    let stages = weightlake_pipeline::runner::selected_stages(&p, &opts).map_err(code)?;
+    let history = weightlake_pipeline::history::load(&p).await;
+    let estimate = weightlake_pipeline::estimate::estimate(&p, &stages, &history).await;
+    print!("{}", estimate.render());
+    if let (Some(total), Some(b)) = (estimate.total_usd(), p.spec().budget.as_ref()) {
+        let spent = history.spent_since(weightlake_pipeline::history::start_of_today_utc());
+        if let Some(limit) = b.limit(spent) {
+            println!(
+                "budget: {} -> {}",
+                limit.what,
+                if total > limit.usd {
+                    "the run would be refused"
+                } else {
+                    "within budget"
+                }
+            );
+        }
+    }
     Ok(())
 }
 

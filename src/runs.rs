@@ -36,7 +36,7 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
             }
             for r in runs {
                 println!(
-                    "{}  {}  {}  {:<9}  stages {} ok, {} failed{}  {}",
+                    "{}  {}  {}  {:<9}  stages {} ok, {} failed{}  {}{}",
                     r.run_id,
                     r.pipeline,
                     time(r.started_at),
@@ -48,7 +48,10 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
                     } else {
                         String::new()
                     },
-                    mb(r.bytes)
+                    mb(r.bytes),
+                    r.cost_usd
+                        .map(|c| format!("  {}", weightlake_pipeline::cost::usd(c)))
+                        .unwrap_or_default()
                 );
             }
             Ok(())
@@ -91,7 +94,7 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
             }
             for r in rows {
                 println!(
-                    "  {:<16} shard {:<5} attempt {}  {:<15} {}  {:>8.2}s  {:>10}  {:>8.1} MB/s{}",
+                    "  {:<16} shard {:<5} attempt {}  {:<15} {}  {:>8.2}s  {:>10}  {:>8.1} MB/s  {:>9}{}",
                     r.stage,
                     r.shard.as_deref().unwrap_or("-"),
                     r.attempt,
@@ -100,6 +103,9 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
                     r.duration_ms as f64 / 1000.0,
                     mb(r.bytes),
                     r.throughput_mbps,
+                    r.cost_usd
+                        .map(weightlake_pipeline::cost::usd)
+                        .unwrap_or_else(|| "-".into()),
                     r.error
                         .as_ref()
                         .map(|e| format!("  error: {e}"))

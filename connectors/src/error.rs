@@ -84,6 +84,14 @@ pub enum ConnectorError {
         /// What went wrong.
         reason: String,
     },
+    /// A webhook delivery failed (after retries, or on a non-retryable status).
+    #[error("webhook POST {url}: {reason}")]
+    Webhook {
+        /// The endpoint, without query string or credentials.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// No files matched a source.
     #[error("source {0} matched no files")]
     Empty(String),

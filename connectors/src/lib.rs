@@ -8,6 +8,7 @@
 //!   single-stream fallback for servers that ignore `Range`.
 //! - [`hub`]: the Hugging Face-compatible hub API (revision -> commit + file list).
 //! - [`mlflow`]: the MLflow REST client (tracking and model registry).
+//! - [`webhook`]: JSON POSTs to alert and notification endpoints, retried.
 //! - [`storage`]: lake and source locations on local disk, S3/MinIO and GCS, and
 //!   the `object_store` options for them.
 //!
@@ -28,5 +29,6 @@ pub mod mlflow;
 pub mod paths;
 pub mod source;
 pub mod storage;
+pub mod webhook;
 
 pub use error::{ConnectorError, Result};

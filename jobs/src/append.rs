@@ -5,10 +5,11 @@ use std::num::NonZeroU64;
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::RecordBatch;
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::SaveMode;
 use tracing::debug;
-use weightlake_schemas::TableName;
+use weightlake_schemas::{TableName, bronze, silver};
 
 use crate::ingest::blob_writer_properties;
 use crate::{JobError, Result};
@@ -25,52 +26,48 @@ pub(crate) struct TableAppender {
     pub rows: usize,
 }
 
+/// The Parquet writer properties of `table`, the same for every writer of it
+/// (appends and `maintain`'s compaction): zstd; blob columns without
+/// statistics or dictionary and row groups capped at 16 MiB, so footers and
+/// the Delta log never carry blob bytes; `silver.tensor_blobs.data` stored
+/// uncompressed (the tensor codec compressed it already).
+pub(crate) fn table_writer_properties(table: TableName) -> WriterProperties {
+    let blob_columns: &[&str] = if table == bronze::MODEL_FILES {
+        &[bronze::DATA_COLUMN]
+    } else if table.layer == silver::FILES.layer {
+        silver::blob_columns(table)
+    } else {
+        &[]
+    };
+    let Some(first) = blob_columns.first() else {
+        return WriterProperties::builder()
+            .set_compression(Compression::ZSTD(Default::default()))
+            .build();
+    };
+    let mut p = blob_writer_properties(first, 16 << 20).into_builder();
+    for c in &blob_columns[1..] {
+        p = p
+            .set_column_dictionary_enabled((*c).into(), false)
+            .set_column_statistics_enabled((*c).into(), EnabledStatistics::None);
+    }
+    if table == silver::TENSOR_BLOBS {
+        p = p.set_column_compression("data".into(), Compression::UNCOMPRESSED);
+    }
+    p.build()
+}
+
 impl TableAppender {
-    /// Append to `table` (named `name`); [`OrderedCommits`] decides when.
-    /// `blob_columns` get no statistics and no dictionary.
-    pub fn new(table: DeltaTable, name: TableName, blob_columns: &[&str]) -> Self {
-        let props = match blob_columns.first() {
-            Some(first) => {
-                let mut p = blob_writer_properties(first, 16 << 20).into_builder();
-                for c in &blob_columns[1..] {
-                    p = p
-                        .set_column_dictionary_enabled((*c).into(), false)
-                        .set_column_statistics_enabled(
-                            (*c).into(),
-                            deltalake::parquet::file::properties::EnabledStatistics::None,
-                        );
-                }
-                p.build()
-            }
-            None => WriterProperties::builder()
-                .set_compression(deltalake::parquet::basic::Compression::ZSTD(
-                    Default::default(),
-                ))
-                .build(),
-        };
+    /// Append to `table` (named `name`) with [`table_writer_properties`];
+    /// [`OrderedCommits`] decides when.
+    pub fn new(table: DeltaTable, name: TableName) -> Self {
         Self {
             table: Some(table),
             name,
-            props,
+            props: table_writer_properties(name),
             pending: Vec::new(),
             commits: 0,
             rows: 0,
         }
-    }
-
-    /// Store `column` without Parquet compression (its bytes are compressed
-    /// already, e.g. by the tensor codec).
-    pub fn uncompressed(mut self, column: &str) -> Self {
-        self.props = self
-            .props
-            .clone()
-            .into_builder()
-            .set_column_compression(
-                column.into(),
-                deltalake::parquet::basic::Compression::UNCOMPRESSED,
-            )
-            .build();
-        self
     }
 
     /// Commit everything queued as one Delta append.

@@ -103,7 +103,8 @@ impl IntoFuture for ExportJob {
     }
 }
 
-type Destination = (Arc<dyn ObjectStore>, StorePath, Url);
+/// Where an export writes: the store, the prefix in it, and its URL.
+pub(crate) type Destination = (Arc<dyn ObjectStore>, StorePath, Url);
 
 impl ExportJob {
     async fn run(self) -> Result<ExportReport> {
@@ -151,8 +152,9 @@ impl ExportJob {
     }
 }
 
-/// Rebuild one file, hashing as it goes; upload it when `dest` is set.
-async fn rebuild(
+/// Rebuild one file, hashing as it goes; upload it when `dest` is set. Fails
+/// unless the bytes rebuilt have the file's size and sha256.
+pub(crate) async fn rebuild(
     session: &LakeSession,
     f: &ViewFile,
     dest: Option<&Destination>,

@@ -3,6 +3,7 @@
 //! Each job is a builder that is `.await`ed, in the style of delta-rs operations:
 //!
 //! - [`ingest::IngestJob`]: sources -> `bronze.model_files` + `bronze.files`.
+//! - [`maintain::MaintainJob`]: bronze retention, optimize, vacuum, checkpoints.
 //! - [`sql::LakeSession`]: DataFusion SQL over every table of a lake.
 //!
 //! [`lake::Lake`] owns the lake root, its storage options and table creation.
@@ -29,6 +30,7 @@ pub mod gold;
 pub mod ingest;
 pub mod lake;
 pub mod ledger;
+pub mod maintain;
 pub mod progress;
 pub mod shard;
 pub mod sql;

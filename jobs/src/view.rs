@@ -235,6 +235,20 @@ impl ModelView {
         Ok(view)
     }
 
+    /// The silver rows of `model_id@revision` that the given runs wrote, one
+    /// file per entry of `pins` (path -> silver run id); paths not pinned are
+    /// left out. Bronze retention checks a bronze upload against the exact
+    /// silver rows made from it with this.
+    pub async fn runs(
+        session: &LakeSession,
+        model_id: &str,
+        revision: &str,
+        pins: &BTreeMap<&str, &str>,
+    ) -> Result<Self> {
+        let rows = file_rows(session, model_id, revision, Some(pins)).await?;
+        Self::assemble(session, model_id, revision, rows).await
+    }
+
     /// The manifest of this view.
     pub fn manifest(&self) -> Manifest {
         Manifest {

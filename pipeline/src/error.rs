@@ -58,6 +58,25 @@ pub enum PipelineError {
         /// The stage's timeout.
         after: std::time::Duration,
     },
+    /// An attempt was cancelled, or a stage not started, because the run
+    /// reached its budget.
+    #[error("stage `{stage}` cancelled: {reason}")]
+    Cancelled {
+        /// The stage name.
+        stage: String,
+        /// Which budget, and what the run had cost.
+        reason: String,
+    },
+    /// The run was refused before it started: its estimate exceeds the budget.
+    #[error("run refused: its estimated cost {} exceeds the budget {limit} (left: {}); raise the budget or run fewer stages (--only/--from)", crate::cost::usd(*estimate_usd), crate::cost::usd(*left_usd))]
+    OverBudget {
+        /// The plan's estimate.
+        estimate_usd: f64,
+        /// Dollars the budget leaves for this run.
+        left_usd: f64,
+        /// Which limit, e.g. `max_usd_per_run $5.00`.
+        limit: String,
+    },
     /// The Databricks export failed.
     #[error(transparent)]
     Export(#[from] crate::databricks::ExportError),
@@ -69,7 +88,10 @@ impl PipelineError {
         match self {
             Self::Io { .. } | Self::Spec(_) => true,
             Self::Stage { source, .. } => source.is_bad_input(),
-            Self::Timeout { .. } | Self::Export(_) => false,
+            Self::Timeout { .. }
+            | Self::Cancelled { .. }
+            | Self::OverBudget { .. }
+            | Self::Export(_) => false,
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum AttemptStatus {
     Skipped,
     /// Not run: `run_if` did not hold after an upstream failure.
     UpstreamFailed,
+    /// Cancelled by the budget: stopped while running, or never started.
+    Cancelled,
 }
 
 impl AttemptStatus {
@@ -42,6 +44,7 @@ impl AttemptStatus {
             Self::TimedOut => system::TIMED_OUT,
             Self::Skipped => system::SKIPPED,
             Self::UpstreamFailed => system::UPSTREAM_FAILED,
+            Self::Cancelled => system::CANCELLED,
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Attempt {
     pub rows: u64,
     /// Why it failed.
     pub error: Option<String>,
+    /// Cost estimate in dollars (see [`crate::cost`]); None without prices.
+    pub cost_usd: Option<f64>,
 }
 
 impl Attempt {
@@ -84,6 +89,9 @@ impl Attempt {
             Err(e @ PipelineError::Timeout { .. }) => {
                 (AttemptStatus::TimedOut, 0, 0, Some(e.to_string()))
             }
+            Err(e @ PipelineError::Cancelled { .. }) => {
+                (AttemptStatus::Cancelled, 0, 0, Some(e.to_string()))
+            }
             Err(e) => (AttemptStatus::Failed, 0, 0, Some(e.to_string())),
         };
         Self {
@@ -96,7 +104,20 @@ impl Attempt {
             bytes,
             rows,
             error,
+            cost_usd: None,
         }
+    }
+
+    /// With a cost estimate.
+    pub fn with_cost(mut self, usd: Option<f64>) -> Self {
+        self.cost_usd = usd;
+        self
+    }
+
+    /// With an error message.
+    pub fn with_error(mut self, error: impl Into<String>) -> Self {
+        self.error = Some(error.into());
+        self
     }
 
     /// A stage that did not run.
@@ -111,6 +132,7 @@ impl Attempt {
             bytes: 0,
             rows: 0,
             error: None,
+            cost_usd: None,
         }
     }
 }
@@ -176,7 +198,7 @@ impl Ledger {
             rows: i64::try_from(a.rows).unwrap_or(i64::MAX),
             throughput_mbps: throughput_mbps(a.bytes, a.elapsed),
             error: a.error.clone(),
-            cost_usd: None,
+            cost_usd: a.cost_usd,
         }
     }
 }
@@ -204,25 +226,28 @@ impl AttemptSink for Ledger {
 
 impl StageReport {
     /// Bytes the stage moved: downloaded (ingest), source bytes read
-    /// (tensorise), bytes rebuilt and written (export); 0 for promote, which
-    /// writes metadata only.
+    /// (tensorise), bytes rebuilt and written (export), bytes compaction
+    /// rewrote (maintain); 0 for promote, which writes metadata only.
     pub fn bytes(&self) -> u64 {
         match self {
             Self::Ingest(r) => r.bytes_downloaded,
             Self::Tensorise(r) => r.bytes_in,
             Self::Promote(_) => 0,
             Self::Export(r) => r.bytes,
+            Self::Maintain(r) => r.bytes_compacted(),
         }
     }
 
     /// Rows or items written: bronze chunks (ingest), silver tensors
-    /// (tensorise), files (export), 1 for a new gold version else 0 (promote).
+    /// (tensorise), files (export), 1 for a new gold version else 0 (promote),
+    /// bronze chunk rows dropped by retention (maintain).
     pub fn rows(&self) -> u64 {
         match self {
             Self::Ingest(r) => r.chunks_written as u64,
             Self::Tensorise(r) => r.tensors as u64,
             Self::Promote(r) => u64::from(!r.existing),
             Self::Export(r) => r.files as u64,
+            Self::Maintain(r) => r.bronze.as_ref().map_or(0, |b| b.chunks_dropped),
         }
     }
 }
@@ -240,12 +265,15 @@ pub struct RunSummary {
     pub ended_at: i64,
     /// Stages whose every task's last attempt succeeded.
     pub stages_ok: usize,
-    /// Stages with a task whose last attempt failed or timed out.
+    /// Stages with a task whose last attempt failed, timed out or was
+    /// cancelled.
     pub stages_failed: usize,
     /// Stages that did not run (skipped, upstream_failed).
     pub stages_not_run: usize,
     /// Bytes of the successful attempts.
     pub bytes: i64,
+    /// Cost estimate of every attempt, when prices were configured.
+    pub cost_usd: Option<f64>,
 }
 
 impl RunSummary {
@@ -290,6 +318,7 @@ pub fn summarize(records: &[RunRecord]) -> Vec<RunSummary> {
                 stages_failed: 0,
                 stages_not_run: 0,
                 bytes: 0,
+                cost_usd: None,
             };
             for r in rows {
                 s.pipeline.clone_from(&r.pipeline);
@@ -298,10 +327,13 @@ pub fn summarize(records: &[RunRecord]) -> Vec<RunSummary> {
                 if r.status == system::SUCCEEDED {
                     s.bytes += r.bytes;
                 }
+                if let Some(c) = r.cost_usd {
+                    *s.cost_usd.get_or_insert(0.0) += c;
+                }
             }
             for tasks in stages.values() {
                 let st = |x: &str| tasks.values().any(|r| r.status == x);
-                if st(system::FAILED) || st(system::TIMED_OUT) {
+                if st(system::FAILED) || st(system::TIMED_OUT) || st(system::CANCELLED) {
                     s.stages_failed += 1;
                 } else if tasks.values().all(|r| r.status == system::SUCCEEDED) {
                     s.stages_ok += 1;

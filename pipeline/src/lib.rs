@@ -22,17 +22,24 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod alerts;
+pub mod cost;
 pub mod cron;
 pub mod databricks;
 pub mod duration;
 mod error;
+pub mod estimate;
 mod gold_stages;
+pub mod history;
 mod interpolate;
 pub mod ledger;
+mod maintain_stage;
+pub mod notifications;
 pub mod plan;
 pub mod runner;
 pub mod size;
 pub mod spec;
+mod stages;
 pub mod tracking;
 pub mod validate;
 
@@ -95,7 +102,16 @@ pub fn load_str_with(
             message: with_suggestion(&e.to_string()),
         }])
     })?;
-    validate::validate(spec, yaml, origin).map(|p| p.with_params(params))
+    let cost = cost::resolve(&spec, yaml, origin);
+    let p = validate::validate(spec, yaml, origin);
+    match (p, cost) {
+        (Ok(p), Ok(cost)) => Ok(p.with_params(params).with_cost(cost)),
+        (Err(PipelineError::Spec(mut a)), Err(PipelineError::Spec(b))) => {
+            a.extend(b);
+            Err(PipelineError::Spec(a))
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
 }
 
 /// Read, parse and validate a pipeline file.

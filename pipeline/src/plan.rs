@@ -84,7 +84,8 @@ pub fn render(p: &ValidatedPipeline) -> String {
     out
 }
 
-/// What a promote or export stage acts on, e.g. `  model=ft@main -> tuned@champion, 2 gates`.
+/// What a promote, export or maintain stage acts on, e.g.
+/// `  model=ft@main -> tuned@champion, 2 gates`.
 fn detail(p: &ValidatedPipeline, st: &crate::spec::StageSpec) -> String {
     let model = st.model.clone().unwrap_or_default();
     match st.job {
@@ -105,6 +106,7 @@ fn detail(p: &ValidatedPipeline, st: &crate::spec::StageSpec) -> String {
             "  model={model} -> {}",
             st.to.as_deref().unwrap_or_default()
         ),
+        JobKind::Maintain => crate::maintain_stage::detail(st),
         JobKind::Ingest | JobKind::Tensorise => String::new(),
     }
 }

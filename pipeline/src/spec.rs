@@ -63,6 +63,21 @@ pub struct PipelineSpec {
     /// ```
     #[serde(default)]
     pub mlflow: Option<TrackingSpec>,
+    /// The instance and price table behind cost estimates (see
+    /// [`crate::cost`]): each task attempt's estimate is recorded in
+    /// `_system.runs` and MLflow.
+    #[serde(default)]
+    pub cost: Option<crate::cost::CostSpec>,
+    /// Dollar limits per run and per day (see [`crate::cost::budget`]).
+    #[serde(default)]
+    pub budget: Option<crate::cost::budget::BudgetSpec>,
+    /// Throughput and cost alerts, and their webhook (see [`crate::alerts`]).
+    #[serde(default)]
+    pub alerts: Option<crate::alerts::AlertsSpec>,
+    /// Who hears about runs starting, succeeding or failing (see
+    /// [`crate::notifications`]).
+    #[serde(default)]
+    pub notifications: Option<crate::notifications::NotificationsSpec>,
 }
 
 /// `mlflow:` (top level) where pipeline runs are tracked.
@@ -202,6 +217,8 @@ pub enum JobKind {
     Promote,
     /// Gold version (or silver revision) -> files, verified.
     Export,
+    /// Bronze retention, optimize, vacuum and checkpoints.
+    Maintain,
 }
 
 impl JobKind {
@@ -212,6 +229,7 @@ impl JobKind {
             Self::Tensorise => "tensorise",
             Self::Promote => "promote",
             Self::Export => "export",
+            Self::Maintain => "maintain",
         }
     }
 }
@@ -314,7 +332,7 @@ fn default_true() -> bool {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
-    /// The job: `ingest`, `tensorise`, `promote` or `export`.
+    /// The job: `ingest`, `tensorise`, `promote`, `export` or `maintain`.
     pub job: JobKind,
     /// Stages that must finish first.
     #[serde(default)]
@@ -394,4 +412,37 @@ pub struct StageSpec {
     /// (export) Destination: a directory, `file://…`, `s3://…` or `gs://…`.
     #[serde(default)]
     pub to: Option<String>,
+    /// (maintain) Tables to optimize, vacuum and checkpoint, e.g.
+    /// `[bronze.model_files, silver.tensor_blobs]`. Default every table.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// (maintain) Compact small files into files of `target_file_size`.
+    /// Default true.
+    #[serde(default)]
+    pub optimize: Option<bool>,
+    /// (maintain) Size of the files compaction writes, 1MiB..1GiB. Default
+    /// 128MiB.
+    #[serde(default, deserialize_with = "deserialize_opt_size")]
+    pub target_file_size: Option<u64>,
+    /// (maintain) Delete data files no longer referenced and older than
+    /// `vacuum_retention`. Default true.
+    #[serde(default)]
+    pub vacuum: Option<bool>,
+    /// (maintain) How long vacuum keeps unreferenced files, e.g. `7d`.
+    /// Default each table's `delta.deletedFileRetentionDuration` (7 days);
+    /// shorter needs `allow_short_retention`.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub vacuum_retention: Option<Duration>,
+    /// (maintain) Accept a `vacuum_retention` shorter than the table's
+    /// (Delta's `retentionDurationCheck` off). Default false.
+    #[serde(default)]
+    pub allow_short_retention: Option<bool>,
+    /// (maintain) Drop the `bronze.model_files` chunks of complete files
+    /// older than this, e.g. `30d`, once silver rebuilds them bit for bit.
+    /// Default off.
+    #[serde(default, deserialize_with = "deserialize_opt_duration")]
+    pub bronze_retention: Option<Duration>,
+    /// (maintain) Write a checkpoint of each table. Default true.
+    #[serde(default)]
+    pub checkpoint: Option<bool>,
 }

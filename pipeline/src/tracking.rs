@@ -3,7 +3,9 @@
 //! experiment `weightlake/<pipeline>` (or `mlflow.experiment`), with params
 //! (`pipeline`, `run_id`, and each pipeline parameter as `param.<name>`),
 //! metrics per stage that ran (`<stage>.duration_s`, `<stage>.bytes`,
-//! `<stage>.throughput_mbps`) and status `FINISHED` or `FAILED`.
+//! `<stage>.throughput_mbps`, and with `cost:` `<stage>.cost_usd` and
+//! `run.cost_usd`, plus params `cost.instance` and `cost.usd_per_hour`) and
+//! status `FINISHED` or `FAILED`.
 //!
 //! The run is logged when the pipeline run ends. Tracking is best effort: a
 //! failure is a warning, never a failed pipeline run.
@@ -71,6 +73,16 @@ pub fn params_and_metrics(
             format!("{}.throughput_mbps", s.stage),
             throughput_mbps(bytes, s.elapsed),
         ));
+        if let Some(c) = s.cost_usd {
+            metrics.push((format!("{}.cost_usd", s.stage), c));
+        }
+    }
+    if let Some(c) = report.cost_usd {
+        metrics.push(("run.cost_usd".to_string(), c));
+    }
+    if let Some(m) = p.cost() {
+        params.push(("cost.instance".to_string(), m.instance.clone()));
+        params.push(("cost.usd_per_hour".to_string(), m.usd_per_hour.to_string()));
     }
     (params, metrics)
 }

@@ -14,6 +14,7 @@ pub struct ValidatedPipeline {
     order: Vec<String>,
     origin: String,
     params: BTreeMap<String, String>,
+    cost: Option<crate::cost::CostModel>,
 }
 
 impl ValidatedPipeline {
@@ -39,6 +40,16 @@ impl ValidatedPipeline {
 
     pub(crate) fn with_params(mut self, params: BTreeMap<String, String>) -> Self {
         self.params = params;
+        self
+    }
+
+    /// The prices of `cost:`, resolved; None without a `cost:` block.
+    pub fn cost(&self) -> Option<&crate::cost::CostModel> {
+        self.cost.as_ref()
+    }
+
+    pub(crate) fn with_cost(mut self, cost: Option<crate::cost::CostModel>) -> Self {
+        self.cost = cost;
         self
     }
 
@@ -158,7 +169,7 @@ pub fn validate(
         }
         match stage.job {
             JobKind::Tensorise => {}
-            JobKind::Promote | JobKind::Export => {}
+            JobKind::Promote | JobKind::Export | JobKind::Maintain => {}
             JobKind::Ingest => {
                 if stage.sources.is_empty() {
                     errs.key(name, format!("ingest stage `{name}` needs `sources: [..]`"));
@@ -194,6 +205,7 @@ pub fn validate(
     }
     for (name, stage) in &spec.stages {
         crate::gold_stages::check(&spec, name, stage, &mut errs);
+        crate::maintain_stage::check(name, stage, &mut errs);
         let at = |key: &str| locate_path(raw, &["stages", name, key]);
         if stage.depends_on.is_empty() && stage.run_if.is_some_and(|r| r != RunIf::AllSuccess) {
             errs.at(
@@ -285,6 +297,7 @@ pub fn validate(
             order,
             origin: origin.to_string(),
             params: BTreeMap::new(),
+            cost: None,
         })
     } else {
         Err(PipelineError::Spec(errs.list))

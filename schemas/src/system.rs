@@ -27,6 +27,8 @@ pub const SUCCEEDED: &str = "succeeded";
 pub const FAILED: &str = "failed";
 /// Status: the attempt ran past the stage's `timeout` and was cancelled.
 pub const TIMED_OUT: &str = "timed_out";
+/// Status: cancelled by the run's budget (running, or not started).
+pub const CANCELLED: &str = "cancelled";
 /// Status: not run, its `run_if` did not hold and no upstream stage failed.
 pub const SKIPPED: &str = "skipped";
 /// Status: not run, its `run_if` did not hold after an upstream failure.

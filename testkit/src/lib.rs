@@ -5,7 +5,12 @@
 //! hub API, and injects faults on demand ([`Fault`]): 5xx, 429 with
 //! `Retry-After`, connection resets, truncated bodies, stalls, ignored ranges,
 //! wrong `Content-Range`. [`Throttle`] emulates a WAN link per connection
-//! (bandwidth cap and added latency) for benchmarks.
+//! (bandwidth cap and added latency) for benchmarks. [`WebhookReceiver`]
+//! records the JSON POSTed to it.
+
+mod receiver;
+
+pub use receiver::WebhookReceiver;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -79,6 +84,32 @@ struct HubRepo {
     files: Vec<(String, bool)>,
 }
 
+/// Serve HTTP/1.1 on `listener` with `handle`, one task per connection,
+/// for as long as the runtime lives.
+pub(crate) fn serve<H, F, B>(listener: TcpListener, handle: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service_fn(handle))
+                    .await;
+            });
+        }
+    });
+}
+
 /// The in-process test server. Dropping it stops nothing; it lives as long as
 /// the runtime that started it.
 #[derive(Clone)]
@@ -99,21 +130,7 @@ impl HttpFixture {
         let addr = listener.local_addr()?;
         let state = Arc::new(State::default());
         let st = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let st = st.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(st.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        serve(listener, move |req| handle(st.clone(), req));
         Ok(Self { addr, state })
     }
 

@@ -17,6 +17,13 @@ parameters:
   parallelism: 16
 schedule: { quartz_cron: '0 30 2 ? * MON-FRI', timezone: Europe/Paris, paused: true }
 compute: { cloud: aws, node_type: r6id.2xlarge, workers: 2, spot: true }
+cost: { instance: r6id.2xlarge, nodes: 3, price_table: aws, prices: { instances: { r6id.2xlarge: 0.6048 } } }
+budget: { max_usd_per_run: 10 }
+alerts: { throughput_drop_pct: 20 }
+notifications:
+  on: [start, failure]
+  emails: [ml-platform@example.com]
+  databricks_destinations: [0481e838-0a59-4eff-9541-a4ca6f149574]
 sources:
   base: { hub: { repo: org/base, revision: main } }
   tuned: { object_store: { url: 's3://checkpoints/run-42/' } }
@@ -100,6 +107,14 @@ fn job_json_passes_the_sdk_model_for_both_runners() {
         assert_eq!(
             job["job_clusters"][0]["new_cluster"]["aws_attributes"]["availability"],
             "SPOT_WITH_FALLBACK"
+        );
+        let emails = &job["email_notifications"];
+        assert_eq!(emails["on_failure"], json!(["ml-platform@example.com"]));
+        assert_eq!(emails["on_start"], json!(["ml-platform@example.com"]));
+        assert!(emails.get("on_success").is_none(), "{emails}");
+        assert_eq!(
+            job["webhook_notifications"]["on_failure"],
+            json!([{ "id": "0481e838-0a59-4eff-9541-a4ca6f149574" }])
         );
     }
 }

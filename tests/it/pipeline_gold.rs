@@ -187,7 +187,7 @@ async fn a_pipeline_run_is_tracked_in_mlflow_with_stage_metrics() {
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let pipeline = format!("tracked-{suffix}");
     let yaml = format!(
-        "parameters: {{ flavour: vanilla }}\n{}",
+        "parameters: {{ flavour: vanilla }}\ncost: {{ instance: c4a-standard-8 }}\n{}",
         medallion(
             &pipeline,
             &lake,
@@ -246,12 +246,20 @@ async fn a_pipeline_run_is_tracked_in_mlflow_with_stage_metrics() {
         kv("metrics", "ingest_tuned.throughput_mbps").as_f64() > Some(0.0),
         "{run}"
     );
-    for stage in ["ingest_base", "tensorise", "promote"] {
+    let mut stage_costs = 0.0;
+    for stage in ["ingest_base", "ingest_tuned", "tensorise", "promote"] {
         assert!(
             kv("metrics", &format!("{stage}.duration_s")).as_f64() > Some(0.0),
             "{run}"
         );
+        stage_costs += kv("metrics", &format!("{stage}.cost_usd"))
+            .as_f64()
+            .expect("a stage cost");
     }
+    // The run's cost is its stages' (MLflow stores metrics as doubles).
+    let total = kv("metrics", "run.cost_usd").as_f64().expect("run cost");
+    assert!(total > 0.0 && (total - stage_costs).abs() < 1e-9, "{run}");
+    assert_eq!(kv("params", "cost.instance"), "c4a-standard-8");
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //! A failed file is reported and does not stop the others; the job then ends
 //! with [`JobError::Partial`].
 
+mod plan;
 mod state;
 mod writer;
 
@@ -32,9 +33,10 @@ use tracing::{info, warn};
 use weightlake_connectors::http::{
     ChunkBuffer, DownloadConfig, HttpClient, RangeSink, plan_chunks,
 };
-use weightlake_connectors::source::{RemoteFile, ResolveContext, SourceSpec};
+use weightlake_connectors::source::{RemoteFile, SourceSpec};
 use weightlake_schemas::bronze;
 
+pub use plan::IngestPlan;
 pub use writer::blob_writer_properties;
 
 use crate::lake::Lake;
@@ -231,30 +233,7 @@ impl IngestJob {
             ));
         }
         let http = HttpClient::new(self.download.clone())?;
-        let ctx = ResolveContext {
-            http: http.clone(),
-            storage: self.lake.storage().clone(),
-            hf_token: self.hf_token.clone(),
-        };
-
-        let mut tasks = Vec::new();
-        for spec in &self.sources {
-            let resolved = spec.resolve(&ctx).await?;
-            let model_id = self.model_id.clone().unwrap_or(resolved.default_model_id);
-            let revision = self.revision.clone().unwrap_or(resolved.default_revision);
-            check_id("model id", &model_id)?;
-            check_id("revision", &revision)?;
-            for file in resolved.files {
-                if self.shard.owns(&[&model_id, &revision, &file.file_path]) {
-                    tasks.push(FileTask {
-                        model_id: model_id.clone(),
-                        revision: revision.clone(),
-                        file,
-                        upload: None,
-                    });
-                }
-            }
-        }
+        let tasks = self.resolve_tasks(&http).await?;
         let mut report = IngestReport {
             run_id: run_id.clone(),
             files_total: tasks.len(),

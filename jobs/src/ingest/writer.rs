@@ -79,8 +79,8 @@ const FILES: usize = 1;
 impl BronzeWriter {
     pub fn new(chunks: DeltaTable, files: DeltaTable, run_id: String, commit_bytes: u64) -> Self {
         let tables = vec![
-            TableAppender::new(chunks, bronze::MODEL_FILES, &[bronze::DATA_COLUMN]),
-            TableAppender::new(files, bronze::FILES, &[]),
+            TableAppender::new(chunks, bronze::MODEL_FILES),
+            TableAppender::new(files, bronze::FILES),
         ];
         Self {
             commits: OrderedCommits::new(tables, commit_bytes),

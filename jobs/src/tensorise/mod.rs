@@ -7,6 +7,7 @@
 //! are deleted before the file is done again; blob contents count as stored only
 //! when all their parts are.
 
+mod plan;
 mod process;
 mod reader;
 mod rows;
@@ -21,6 +22,7 @@ use futures::future::BoxFuture;
 use tracing::info;
 use weightlake_schemas::{bronze, silver};
 
+pub use plan::TensorisePlan;
 use process::{BaseTensor, PartSink, Processor};
 use reader::{BronzeFileRef, BronzeReader};
 use rows::{FileKey, file_batch, tensors_batch};
@@ -260,19 +262,9 @@ impl TensoriseJob {
         let tensors_t = delete_orphans(tensors_t, &session, &todo).await?;
         let commit_bytes = self.commit_bytes;
         let tables = vec![
-            // The codec has compressed the blobs already.
-            TableAppender::new(
-                blobs_t,
-                silver::TENSOR_BLOBS,
-                silver::blob_columns(silver::TENSOR_BLOBS),
-            )
-            .uncompressed("data"),
-            TableAppender::new(
-                tensors_t,
-                silver::TENSORS,
-                silver::blob_columns(silver::TENSORS),
-            ),
-            TableAppender::new(files_t, silver::FILES, silver::blob_columns(silver::FILES)),
+            TableAppender::new(blobs_t, silver::TENSOR_BLOBS),
+            TableAppender::new(tensors_t, silver::TENSORS),
+            TableAppender::new(files_t, silver::FILES),
         ];
         let mut sink = SilverSink {
             commits: OrderedCommits::new(tables, u64::MAX),

@@ -36,7 +36,11 @@ pub mod tasks;
 use std::path::Path;
 
 use crate::ValidatedPipeline;
-use model::{CronSchedule, JobParameterDefinition, JobSettings};
+use crate::notifications::{NotificationsSpec, RunEvent};
+use model::{
+    CronSchedule, Destination, JobEmailNotifications, JobParameterDefinition, JobSettings,
+    WebhookNotifications,
+};
 
 /// Where the export expects the launcher, the binary and the pipeline file
 /// when `--artifacts` is not given (a Unity Catalog volume).
@@ -155,9 +159,44 @@ pub fn job_settings(
             timezone_id: s.timezone.clone(),
             pause_status: if s.paused { "PAUSED" } else { "UNPAUSED" }.into(),
         }),
+        email_notifications: notifications(spec, |n| n.emails.clone()).map(|(a, b, c)| {
+            JobEmailNotifications {
+                on_start: a,
+                on_success: b,
+                on_failure: c,
+            }
+        }),
+        webhook_notifications: notifications(spec, |n| {
+            n.databricks_destinations
+                .iter()
+                .map(|id| Destination { id: id.clone() })
+                .collect()
+        })
+        .map(|(a, b, c)| WebhookNotifications {
+            on_start: a,
+            on_success: b,
+            on_failure: c,
+        }),
         max_concurrent_runs: 1,
         tags: [("weightlake_pipeline".to_string(), spec.name.clone())].into(),
     }
+}
+
+/// `who` of the pipeline's `notifications:` for (start, success, failure),
+/// each empty unless `on:` has that event; None when nobody is told anything.
+fn notifications<T: Clone>(
+    spec: &crate::spec::PipelineSpec,
+    who: impl Fn(&NotificationsSpec) -> Vec<T>,
+) -> Option<(Vec<T>, Vec<T>, Vec<T>)> {
+    let n = spec.notifications.as_ref()?;
+    let list = who(n);
+    let pick = |e: RunEvent| if n.wants(e) { list.clone() } else { Vec::new() };
+    let out = (
+        pick(RunEvent::Start),
+        pick(RunEvent::Success),
+        pick(RunEvent::Failure),
+    );
+    (!(out.0.is_empty() && out.1.is_empty() && out.2.is_empty())).then_some(out)
 }
 
 #[cfg(test)]

@@ -23,10 +23,51 @@ pub struct JobSettings {
     /// When the job runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule: Option<CronSchedule>,
+    /// Emails on start, success, failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email_notifications: Option<JobEmailNotifications>,
+    /// Notification destinations on start, success, failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_notifications: Option<WebhookNotifications>,
     /// Runs of this job at once.
     pub max_concurrent_runs: u32,
     /// Free-form tags.
     pub tags: BTreeMap<String, String>,
+}
+
+/// `email_notifications`: addresses per run event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct JobEmailNotifications {
+    /// When a run starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_start: Vec<String>,
+    /// When a run succeeds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<String>,
+    /// When a run fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+}
+
+/// `webhook_notifications`: notification destinations per run event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WebhookNotifications {
+    /// When a run starts.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_start: Vec<Destination>,
+    /// When a run succeeds.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<Destination>,
+    /// When a run fails.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<Destination>,
+}
+
+/// A notification destination, by id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Destination {
+    /// The destination's id in the workspace.
+    pub id: String,
 }
 
 /// One task.

@@ -313,3 +313,84 @@ async fn every_attempt_and_every_stage_not_run_reaches_the_ledger() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_budget_cancels_a_running_stage_and_starts_nothing_after_it() {
+    // $36 000 an hour is $10 a second: a $2 run budget lasts ~0.2 s.
+    let p = load_str(
+        "name: t\nlake: ./l\nsources: { s: { local: { path: ./m } } }\n\
+         cost: { instance: box, prices: { instances: { box: 36000 } } }\n\
+         budget: { max_usd_per_run: 2 }\n\
+         stages:\n  a: { job: ingest, sources: [s] }\n  slow: { job: ingest, sources: [s], depends_on: [a], max_retries: 3 }\n  \
+         after: { job: ingest, sources: [s], depends_on: [slow], run_if: ALL_DONE }\n",
+        "t.yaml",
+    )
+    .expect("valid");
+    let sink = Arc::new(Collect::default());
+    let opts = RunOptions {
+        ledger: Some(sink.clone()),
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let (out, _) = go(&p, &opts, &[("slow", Act::Sleep(Duration::from_secs(30)))]).await;
+    assert!(t.elapsed() < Duration::from_secs(5), "cancelled promptly");
+    assert_eq!(out["a"].0, Outcome::Succeeded);
+    assert_eq!(out["slow"], (Outcome::Cancelled, 1), "not retried");
+    assert_eq!(
+        out["after"].0,
+        Outcome::Cancelled,
+        "not started, even ALL_DONE"
+    );
+    let rows = sink.0.lock().expect("lock").clone();
+    let status = |st: &str| rows.iter().find(|r| r.0 == st).map(|r| (r.2, r.3));
+    assert_eq!(status("slow"), Some((1, "cancelled")));
+    assert_eq!(status("after"), Some((0, "cancelled")));
+
+    // What the day has already spent counts against max_usd_per_day.
+    let p = load_str(
+        "name: t\nlake: ./l\nsources: { s: { local: { path: ./m } } }\n\
+         cost: { instance: box, prices: { instances: { box: 36000 } } }\n\
+         budget: { max_usd_per_day: 100 }\n\
+         stages:\n  slow: { job: ingest, sources: [s] }\n",
+        "t.yaml",
+    )
+    .expect("valid");
+    let opts = RunOptions {
+        spent_today_usd: 99.0,
+        ..Default::default()
+    };
+    let t = Instant::now();
+    let (out, _) = go(&p, &opts, &[("slow", Act::Sleep(Duration::from_secs(30)))]).await;
+    assert_eq!(out["slow"].0, Outcome::Cancelled);
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn every_attempt_is_priced_and_the_run_sums_them() {
+    // $3600 an hour: a dollar a second.
+    let p = load_str(
+        "name: t\nlake: ./l\nsources: { s: { local: { path: ./m } } }\n\
+         cost: { instance: box, prices: { instances: { box: 3600 }, storage_gb_month: 0 } }\n\
+         stages:\n  a: { job: ingest, sources: [s], max_retries: 1 }\n  b: { job: ingest, sources: [s] }\n",
+        "t.yaml",
+    )
+    .expect("valid");
+    let report = run_with(&p, &RunOptions::default(), |stage, _| async move {
+        tokio::time::sleep(Duration::from_millis(if stage == "a" { 300 } else { 100 })).await;
+        Ok(StageReport::Ingest(IngestReport::default()))
+    })
+    .await
+    .expect("run");
+    let cost = |s: &str| {
+        report
+            .stages
+            .iter()
+            .find(|r| r.stage == s)
+            .and_then(|r| r.cost_usd)
+            .expect("priced")
+    };
+    assert!((0.29..0.6).contains(&cost("a")), "{}", cost("a"));
+    assert!((0.09..0.4).contains(&cost("b")), "{}", cost("b"));
+    let total = report.cost_usd.expect("total");
+    assert!((total - cost("a") - cost("b")).abs() < 1e-9);
+}

@@ -25,18 +25,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tracing::{Instrument, info, info_span, warn};
-use weightlake_connectors::http::DownloadConfig;
+use tracing::{info, warn};
 use weightlake_jobs::export::ExportReport;
 use weightlake_jobs::gold::promote::PromoteReport;
-use weightlake_jobs::ingest::{DEFAULT_MEMORY_BUDGET, IngestJob, IngestReport};
-use weightlake_jobs::lake::Lake;
+use weightlake_jobs::ingest::IngestReport;
+use weightlake_jobs::maintain::MaintainReport;
 use weightlake_jobs::progress::{NoProgress, Progress};
 use weightlake_jobs::shard::Shard;
-use weightlake_jobs::tensorise::{TensoriseJob, TensoriseReport, parse_model_ref};
+use weightlake_jobs::tensorise::TensoriseReport;
 
-use crate::ledger::{Attempt, AttemptSink, AttemptStatus, Ledger};
-use crate::spec::{JobKind, RunIf, StageSpec};
+use crate::cost::CostModel;
+use crate::cost::budget::CostMeter;
+use crate::ledger::{Attempt, AttemptSink, AttemptStatus};
+use crate::spec::{RunIf, StageSpec};
+pub use crate::stages::run_stage;
+pub use entry::{run, run_task, selected_stages};
+
+mod entry;
 use crate::{PipelineError, ValidatedPipeline};
 
 /// Options of one run or task.
@@ -55,6 +60,9 @@ pub struct RunOptions {
     /// Where attempts are recorded; [`run`] and [`run_task`] default to
     /// `_system.runs` of the pipeline's lake.
     pub ledger: Option<Arc<dyn AttemptSink>>,
+    /// Dollars the pipeline's runs spent earlier today, for
+    /// `budget.max_usd_per_day` ([`run`] reads it from `_system.runs`).
+    pub spent_today_usd: f64,
 }
 
 impl Default for RunOptions {
@@ -66,6 +74,7 @@ impl Default for RunOptions {
             run_id: None,
             progress: Arc::new(NoProgress),
             ledger: None,
+            spent_today_usd: 0.0,
         }
     }
 }
@@ -81,6 +90,8 @@ pub enum StageReport {
     Promote(PromoteReport),
     /// An export stage's report.
     Export(ExportReport),
+    /// A maintain stage's report.
+    Maintain(MaintainReport),
 }
 
 /// How a stage ended in a run.
@@ -96,6 +107,9 @@ pub enum Outcome {
     Skipped,
     /// Not part of this run (`--only`, `--from`); counts as succeeded.
     Excluded,
+    /// Stopped, or never started, because the run reached its budget;
+    /// counts as failed.
+    Cancelled,
 }
 
 impl Outcome {
@@ -107,6 +121,7 @@ impl Outcome {
             Self::UpstreamFailed => "upstream_failed",
             Self::Skipped => "skipped",
             Self::Excluded => "excluded",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -126,19 +141,28 @@ pub struct StageResult {
     pub error: Option<PipelineError>,
     /// Wall time of the stage (all shards, all attempts); zero when not run.
     pub elapsed: Duration,
+    /// Cost estimate of all its attempts; None without prices.
+    pub cost_usd: Option<f64>,
 }
 
 /// A whole run: one result per stage, in run order.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct RunReport {
     /// Every stage of the pipeline.
     pub stages: Vec<StageResult>,
+    /// Cost estimate of every attempt; None without prices.
+    pub cost_usd: Option<f64>,
+    /// Why the budget cancelled the run, if it did.
+    pub cancelled: Option<String>,
 }
 
 impl RunReport {
-    /// True when no stage failed.
+    /// True when no stage failed or was cancelled.
     pub fn succeeded(&self) -> bool {
-        !self.stages.iter().any(|s| s.outcome == Outcome::Failed)
+        !self
+            .stages
+            .iter()
+            .any(|s| matches!(s.outcome, Outcome::Failed | Outcome::Cancelled))
     }
 
     /// The failed stages' errors.
@@ -158,7 +182,12 @@ pub fn run_if_holds(rule: RunIf, upstream: &[Outcome]) -> bool {
         .count();
     let failed = upstream
         .iter()
-        .filter(|o| matches!(o, Outcome::Failed | Outcome::UpstreamFailed))
+        .filter(|o| {
+            matches!(
+                o,
+                Outcome::Failed | Outcome::UpstreamFailed | Outcome::Cancelled
+            )
+        })
         .count();
     if n == 0 {
         return true;
@@ -173,76 +202,6 @@ pub fn run_if_holds(rule: RunIf, upstream: &[Outcome]) -> bool {
     }
 }
 
-/// Run the pipeline (or `opts.only`, or `opts.from` and downstream) as a DAG
-/// with the real jobs.
-///
-/// The run gets one run id (`opts.run_id`, else a new UUID) that every job
-/// records; each attempt is recorded in `_system.runs` (a failure to write
-/// the ledger is a warning), and the run is tracked in MLflow when
-/// configured (see [`crate::tracking`]).
-pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, PipelineError> {
-    let (run_id, opts) = with_run_id_and_ledger(p, opts).await;
-    let started = SystemTime::now();
-    let opts = &opts;
-    let report = run_with(p, opts, |stage, shard| {
-        let opts = RunOptions {
-            shard,
-            ..opts.clone()
-        };
-        async move { run_stage(p, &stage, &opts).await }
-    })
-    .await?;
-    crate::tracking::track(p, &run_id, started, &report).await;
-    Ok(report)
-}
-
-/// `opts` with its run id fixed (`opts.run_id`, else a new UUID) and, unless
-/// it has one, the ledger of `p`'s lake (its table created up front, so that
-/// parallel tasks do not race to create it).
-async fn with_run_id_and_ledger(p: &ValidatedPipeline, opts: &RunOptions) -> (String, RunOptions) {
-    let run_id = opts
-        .run_id
-        .clone()
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let mut opts = RunOptions {
-        run_id: Some(run_id.clone()),
-        ..opts.clone()
-    };
-    if opts.ledger.is_none()
-        && let Some(ledger) = Ledger::for_pipeline(p, &run_id)
-    {
-        ledger.prepare().await;
-        opts.ledger = Some(Arc::new(ledger));
-    }
-    (run_id, opts)
-}
-
-/// One attempt of one stage (one shard), recorded in `_system.runs`: the
-/// `weightlake task` entry point.
-pub async fn run_task(
-    p: &ValidatedPipeline,
-    name: &str,
-    opts: &RunOptions,
-) -> Result<StageReport, PipelineError> {
-    let (_, opts) = with_run_id_and_ledger(p, opts).await;
-    let (started, t) = (SystemTime::now(), Instant::now());
-    let r = run_stage(p, name, &opts).await;
-    if let Some(sink) = &opts.ledger
-        && p.spec().stages.contains_key(name)
-    {
-        sink.record(Attempt::ended(
-            name,
-            opts.shard,
-            1,
-            started,
-            t.elapsed(),
-            &r,
-        ))
-        .await;
-    }
-    r
-}
-
 /// [`run`] with `execute(stage, shard)` in place of the jobs (one attempt of
 /// one shard). Errors only for an unknown `--only`/`--from` stage.
 pub async fn run_with<F, Fut>(
@@ -254,13 +213,17 @@ where
     F: Fn(String, Shard) -> Fut,
     Fut: Future<Output = Result<StageReport, PipelineError>>,
 {
-    let selected: BTreeSet<String> = match (&opts.only, &opts.from) {
-        (Some(o), _) => BTreeSet::from([known_stage(p, o)?.to_string()]),
-        (None, Some(f)) => p.downstream_of(known_stage(p, f)?).into_iter().collect(),
-        (None, None) => p.order().iter().cloned().collect(),
-    };
+    let selected: BTreeSet<String> = selected_stages(p, opts)?.into_iter().collect();
     let spec = p.spec();
     let sink = opts.ledger.as_deref();
+    let meter = CostMeter::new(
+        p.cost().cloned(),
+        spec.budget
+            .as_ref()
+            .and_then(|b| b.limit(opts.spent_today_usd)),
+    );
+    let meter = &meter;
+    let mut tick = tokio::time::interval(crate::cost::budget::CHECK_EVERY);
     let mut results: BTreeMap<String, StageResult> = BTreeMap::new();
     for name in p.order() {
         if !selected.contains(name) {
@@ -292,8 +255,27 @@ where
                 break;
             }
             pending.retain(|n| !ready.contains(n));
+            meter.check();
             for name in ready {
                 let stage = &spec.stages[&name];
+                if meter.is_cancelled() {
+                    let e = PipelineError::Cancelled {
+                        stage: name.clone(),
+                        reason: meter.reason(),
+                    };
+                    warn!(stage = %name, "not started: {}", meter.reason());
+                    if let Some(sink) = sink {
+                        sink.record(
+                            Attempt::not_run(&name, AttemptStatus::Cancelled)
+                                .with_error(e.to_string()),
+                        )
+                        .await;
+                    }
+                    let mut r = not_run(&name, Outcome::Cancelled);
+                    r.error = Some(e);
+                    results.insert(name.clone(), r);
+                    continue;
+                }
                 let upstream: Vec<Outcome> = stage
                     .depends_on
                     .iter()
@@ -302,7 +284,9 @@ where
                 let rule = stage.run_if.unwrap_or_default();
                 if run_if_holds(rule, &upstream) {
                     info!(stage = %name, "starting");
-                    running.push(run_stage_shards(name, stage, opts.shard, &execute, sink));
+                    running.push(run_stage_shards(
+                        name, stage, opts.shard, &execute, sink, meter,
+                    ));
                 } else {
                     let any_failed = upstream
                         .iter()
@@ -325,7 +309,18 @@ where
                 }
             }
         }
-        match running.next().await {
+        let next = if meter.watching() {
+            tokio::select! {
+                r = running.next() => r,
+                _ = tick.tick() => {
+                    meter.check();
+                    continue;
+                }
+            }
+        } else {
+            running.next().await
+        };
+        match next {
             Some(r) => {
                 if r.outcome == Outcome::Failed {
                     warn!(stage = %r.stage, attempts = r.attempts, "stage failed");
@@ -335,11 +330,21 @@ where
             None => break,
         }
     }
-    let stages = p.order().iter().filter_map(|n| results.remove(n)).collect();
-    Ok(RunReport { stages })
+    let stages: Vec<StageResult> = p.order().iter().filter_map(|n| results.remove(n)).collect();
+    let cost_usd = meter
+        .model()
+        .map(|_| stages.iter().filter_map(|s| s.cost_usd).sum());
+    Ok(RunReport {
+        stages,
+        cost_usd,
+        cancelled: meter.is_cancelled().then(|| meter.reason()),
+    })
 }
 
-fn known_stage<'a>(p: &'a ValidatedPipeline, name: &str) -> Result<&'a str, PipelineError> {
+pub(crate) fn known_stage<'a>(
+    p: &'a ValidatedPipeline,
+    name: &str,
+) -> Result<&'a str, PipelineError> {
     p.spec()
         .stages
         .get_key_value(name)
@@ -347,7 +352,7 @@ fn known_stage<'a>(p: &'a ValidatedPipeline, name: &str) -> Result<&'a str, Pipe
         .ok_or_else(|| no_stage(p, name))
 }
 
-fn no_stage(p: &ValidatedPipeline, name: &str) -> PipelineError {
+pub(crate) fn no_stage(p: &ValidatedPipeline, name: &str) -> PipelineError {
     PipelineError::Spec(vec![crate::SpecError {
         file: p.origin().to_string(),
         line: 0,
@@ -367,6 +372,7 @@ fn not_run(name: &str, outcome: Outcome) -> StageResult {
         reports: Vec::new(),
         error: None,
         elapsed: Duration::ZERO,
+        cost_usd: None,
     }
 }
 
@@ -378,6 +384,7 @@ async fn run_stage_shards<F, Fut>(
     shard: Shard,
     execute: &F,
     sink: Option<&dyn AttemptSink>,
+    meter: &CostMeter,
 ) -> StageResult
 where
     F: Fn(String, Shard) -> Fut,
@@ -393,45 +400,76 @@ where
     let outcomes = futures::future::join_all(
         shards
             .into_iter()
-            .map(|s| with_retries(&name, stage, s, execute, sink)),
+            .map(|s| with_retries(&name, stage, s, execute, sink, meter)),
     )
     .await;
     let mut result = not_run(&name, Outcome::Succeeded);
     result.elapsed = t.elapsed();
-    for (shard, attempts, r) in outcomes {
+    for (shard, attempts, cost, r) in outcomes {
         result.attempts = result.attempts.max(attempts);
+        if let Some(c) = cost {
+            *result.cost_usd.get_or_insert(0.0) += c;
+        }
         match r {
             Ok(report) => result.reports.push((shard, report)),
             Err(e) => {
-                result.outcome = Outcome::Failed;
-                result.error.get_or_insert(e);
+                // A stage the budget stopped is cancelled unless a shard
+                // failed on its own.
+                let cancelled = matches!(e, PipelineError::Cancelled { .. });
+                if !cancelled || result.outcome == Outcome::Succeeded {
+                    result.outcome = if cancelled {
+                        Outcome::Cancelled
+                    } else {
+                        Outcome::Failed
+                    };
+                }
+                if !cancelled || result.error.is_none() {
+                    result.error = Some(e);
+                }
             }
         }
     }
     result
 }
 
-/// One shard: attempts until success, a non-retryable error, or no retries left.
+/// One shard: attempts until success, a non-retryable error, no retries
+/// left, or the budget cancels the run. Returns the shard, the attempts made,
+/// their cost and the last result.
 async fn with_retries<F, Fut>(
     name: &str,
     stage: &StageSpec,
     shard: Shard,
     execute: &F,
     sink: Option<&dyn AttemptSink>,
-) -> (Shard, u32, Result<StageReport, PipelineError>)
+    meter: &CostMeter,
+) -> (Shard, u32, Option<f64>, Result<StageReport, PipelineError>)
 where
     F: Fn(String, Shard) -> Fut,
     Fut: Future<Output = Result<StageReport, PipelineError>>,
 {
     let max_attempts = 1 + stage.max_retries.unwrap_or(0);
     let mut attempt = 0;
+    let mut cost: Option<f64> = None;
+    let cancelled = || PipelineError::Cancelled {
+        stage: name.to_string(),
+        reason: meter.reason(),
+    };
     loop {
         attempt += 1;
         let (started, t) = (SystemTime::now(), Instant::now());
+        let id = meter.start();
         let fut = execute(name.to_string(), shard);
+        // None: the budget cancelled the run while the attempt ran.
+        let guarded = async {
+            tokio::select! {
+                r = fut => Some(r),
+                _ = meter.cancelled() => None,
+            }
+        };
         let (result, retryable) = match stage.timeout {
-            Some(limit) => match tokio::time::timeout(limit, fut).await {
-                Ok(r) => classify(r),
+            Some(limit) => match tokio::time::timeout(limit, guarded).await {
+                Ok(Some(r)) => classify(r),
+                Ok(None) => (Err(cancelled()), false),
                 Err(_) => (
                     Err(PipelineError::Timeout {
                         stage: name.to_string(),
@@ -440,26 +478,35 @@ where
                     stage.retry_on_timeout.unwrap_or(false),
                 ),
             },
-            None => classify(fut.await),
+            None => match guarded.await {
+                Some(r) => classify(r),
+                None => (Err(cancelled()), false),
+            },
         };
+        let elapsed = t.elapsed();
+        let usd = meter
+            .model()
+            .map(|m| m.usd(&CostModel::usage(stage.job, result.as_ref().ok(), elapsed)));
+        meter.end(id, usd);
+        if let Some(c) = usd {
+            *cost.get_or_insert(0.0) += c;
+        }
         if let Some(sink) = sink {
-            sink.record(Attempt::ended(
-                name,
-                shard,
-                attempt,
-                started,
-                t.elapsed(),
-                &result,
-            ))
+            sink.record(
+                Attempt::ended(name, shard, attempt, started, elapsed, &result).with_cost(usd),
+            )
             .await;
         }
         if result.is_ok() || !retryable || attempt >= max_attempts {
-            return (shard, attempt, result);
+            return (shard, attempt, cost, result);
         }
         if let Err(e) = &result {
             warn!(stage = %name, %shard, attempt, error = %e, "attempt failed; retrying");
         }
-        tokio::time::sleep(stage.min_retry_interval.unwrap_or(Duration::ZERO)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(stage.min_retry_interval.unwrap_or(Duration::ZERO)) => {}
+            _ = meter.cancelled() => return (shard, attempt, cost, Err(cancelled())),
+        }
     }
 }
 
@@ -475,107 +522,5 @@ fn classify(r: Result<StageReport, PipelineError>) -> (Result<StageReport, Pipel
     (r, retry)
 }
 
-/// Run one stage: the task entry point.
-pub async fn run_stage(
-    p: &ValidatedPipeline,
-    name: &str,
-    opts: &RunOptions,
-) -> Result<StageReport, PipelineError> {
-    let spec = p.spec();
-    let stage: &StageSpec = spec.stages.get(name).ok_or_else(|| no_stage(p, name))?;
-    let fail = |source: weightlake_jobs::JobError| PipelineError::Stage {
-        stage: name.to_string(),
-        source: Box::new(source),
-    };
-    let lake = Lake::new(&spec.lake, spec.storage.clone()).map_err(fail)?;
-    let span = info_span!("stage", pipeline = %spec.name, stage = %name, shard = %opts.shard);
-    async {
-        info!("starting");
-        match stage.job {
-            JobKind::Ingest => {
-                let sources = stage
-                    .sources
-                    .iter()
-                    .filter_map(|s| spec.sources.get(s).cloned())
-                    .collect();
-                let defaults = DownloadConfig::default();
-                let download = DownloadConfig {
-                    concurrency: stage.parallelism.unwrap_or(defaults.concurrency),
-                    chunk_size: stage.chunk_size.unwrap_or(defaults.chunk_size),
-                    max_retries: stage.retries.unwrap_or(defaults.max_retries),
-                    stall_timeout: stage
-                        .stall_timeout_secs
-                        .map(Duration::from_secs)
-                        .unwrap_or(defaults.stall_timeout),
-                    ..defaults
-                };
-                let mut job = IngestJob::new(lake, sources)
-                    .with_download_config(download)
-                    .with_memory_budget(stage.memory_budget.unwrap_or(DEFAULT_MEMORY_BUDGET))
-                    .with_shard(opts.shard)
-                    .with_progress(opts.progress.clone());
-                if let Some(m) = &stage.model_id {
-                    job = job.with_model_id(m.clone());
-                }
-                if let Some(r) = &stage.revision {
-                    job = job.with_revision(r.clone());
-                }
-                if let Some(id) = &opts.run_id {
-                    job = job.with_run_id(id.clone());
-                }
-                let report = job.await.map_err(fail)?;
-                info!(
-                    files = report.files_ingested,
-                    skipped = report.files_skipped,
-                    "done"
-                );
-                Ok(StageReport::Ingest(report))
-            }
-            JobKind::Tensorise => {
-                let mut job = TensoriseJob::new(lake)
-                    .with_shard(opts.shard)
-                    .with_progress(opts.progress.clone());
-                if let Some(m) = &stage.model_id {
-                    job = job.with_model_id(m.clone());
-                }
-                if let Some(b) = &stage.base_model {
-                    let reference = crate::validate::resolve_base(spec, b)
-                        .map_err(|e| fail(weightlake_jobs::JobError::Invalid(e)))?;
-                    let (m, r) = parse_model_ref(&reference).map_err(fail)?;
-                    job = job.with_base_model(m, r);
-                }
-                if let Some(id) = &opts.run_id {
-                    job = job.with_run_id(id.clone());
-                }
-                let report = job.await.map_err(fail)?;
-                info!(
-                    files = report.files_tensorised,
-                    skipped = report.files_skipped,
-                    "done"
-                );
-                Ok(StageReport::Tensorise(report))
-            }
-            JobKind::Promote => {
-                let report =
-                    crate::gold_stages::promote(spec, stage, lake, opts.run_id.as_deref())
-                        .await
-                        .map_err(fail)?;
-                info!(name = %report.name, version = report.version, existing = report.existing, "done");
-                Ok(StageReport::Promote(report))
-            }
-            JobKind::Export => {
-                let report = crate::gold_stages::export(stage, lake)
-                    .await
-                    .map_err(fail)?;
-                info!(files = report.files, bytes = report.bytes, "done");
-                Ok(StageReport::Export(report))
-            }
-        }
-    }
-    .instrument(span)
-    .await
-}
-
 #[cfg(test)]
-#[path = "runner_tests.rs"]
 mod tests;

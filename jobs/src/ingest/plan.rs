@@ -1,0 +1,96 @@
+//! What an ingest would do now, without doing it: the sources listed and
+//! compared with `bronze.files` (for `weightlake plan` and cost estimates).
+
+use weightlake_connectors::http::HttpClient;
+use weightlake_connectors::source::ResolveContext;
+use weightlake_schemas::bronze;
+
+use super::state::BronzeState;
+use super::{FileTask, IngestJob, check_id};
+use crate::Result;
+use crate::sql::LakeSession;
+
+/// What an ingest would do now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestPlan {
+    /// Files the sources list (in this shard).
+    pub files_total: usize,
+    /// Of those, files already complete in bronze.
+    pub files_present: usize,
+    /// Bytes of the files still to ingest (those with a known size).
+    pub bytes_to_ingest: u64,
+    /// Files still to ingest whose size the source does not announce.
+    pub files_of_unknown_size: usize,
+}
+
+impl IngestPlan {
+    /// Files still to ingest.
+    pub fn files_to_ingest(&self) -> usize {
+        self.files_total - self.files_present
+    }
+}
+
+impl IngestJob {
+    /// List the sources and compare them with bronze: what `.await` would
+    /// download now. Reads only; creates no table.
+    pub async fn plan(self) -> Result<IngestPlan> {
+        let http = HttpClient::new(self.download.clone())?;
+        let tasks = self.resolve_tasks(&http).await?;
+        let present: Vec<bool> = if self.lake.open(bronze::FILES).await?.is_some()
+            && self.lake.open(bronze::MODEL_FILES).await?.is_some()
+        {
+            let session = LakeSession::new(&self.lake).await?;
+            let mut ids: Vec<String> = tasks.iter().map(|t| t.model_id.clone()).collect();
+            ids.sort();
+            ids.dedup();
+            let state = BronzeState::load(&session, &ids).await?;
+            tasks
+                .iter()
+                .map(|t| state.is_complete(&t.model_id, &t.revision, &t.file))
+                .collect()
+        } else {
+            vec![false; tasks.len()]
+        };
+        let mut plan = IngestPlan {
+            files_total: tasks.len(),
+            ..Default::default()
+        };
+        for (t, done) in tasks.iter().zip(present) {
+            match (done, t.file.size) {
+                (true, _) => plan.files_present += 1,
+                (false, Some(size)) => plan.bytes_to_ingest += size,
+                (false, None) => plan.files_of_unknown_size += 1,
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The files of every source that this shard owns, with their model id
+    /// and revision.
+    pub(super) async fn resolve_tasks(&self, http: &HttpClient) -> Result<Vec<FileTask>> {
+        let ctx = ResolveContext {
+            http: http.clone(),
+            storage: self.lake.storage().clone(),
+            hf_token: self.hf_token.clone(),
+        };
+        let mut tasks = Vec::new();
+        for spec in &self.sources {
+            let resolved = spec.resolve(&ctx).await?;
+            let model_id = self.model_id.clone().unwrap_or(resolved.default_model_id);
+            let revision = self.revision.clone().unwrap_or(resolved.default_revision);
+            check_id("model id", &model_id)?;
+            check_id("revision", &revision)?;
+            for file in resolved.files {
+                if self.shard.owns(&[&model_id, &revision, &file.file_path]) {
+                    tasks.push(FileTask {
+                        model_id: model_id.clone(),
+                        revision: revision.clone(),
+                        file,
+                        upload: None,
+                    });
+                }
+            }
+        }
+        Ok(tasks)
+    }
+}

@@ -1,0 +1,49 @@
+//! What a tensorise would do now, without doing it: complete bronze files
+//! compared with `silver.files` (for `weightlake plan` and cost estimates).
+
+use weightlake_schemas::{bronze, silver};
+
+use super::{TensoriseJob, bronze_files, silver_uploads};
+use crate::Result;
+use crate::sql::LakeSession;
+
+/// What a tensorise would do now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TensorisePlan {
+    /// Complete bronze files (newest upload per path) of the selected models.
+    pub files_total: usize,
+    /// Of those, files already in silver.
+    pub files_present: usize,
+    /// Files still to tensorise in this shard.
+    pub files_to_tensorise: usize,
+    /// Their bytes.
+    pub bytes_to_tensorise: u64,
+}
+
+impl TensoriseJob {
+    /// Compare bronze with silver: what `.await` would tensorise now. Reads
+    /// only; creates no table.
+    pub async fn plan(self) -> Result<TensorisePlan> {
+        let mut plan = TensorisePlan::default();
+        if self.lake.open(bronze::FILES).await?.is_none() {
+            return Ok(plan);
+        }
+        let session = LakeSession::new(&self.lake).await?;
+        let candidates = bronze_files(&session, self.model_id.as_deref()).await?;
+        let done = if self.lake.open(silver::FILES).await?.is_some() {
+            silver_uploads(&session).await?
+        } else {
+            Default::default()
+        };
+        plan.files_total = candidates.len();
+        for f in candidates {
+            if done.contains(&f.upload_id) {
+                plan.files_present += 1;
+            } else if self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
+                plan.files_to_tensorise += 1;
+                plan.bytes_to_tensorise += f.file_size;
+            }
+        }
+        Ok(plan)
+    }
+}
