@@ -90,32 +90,30 @@ pub(crate) fn split(data: &[u8], base: Option<&[u8]>, elem_size: usize) -> Vec<u
     out
 }
 
-/// Inverse of [`split`] without the XOR: interleaves plane-major `planes` into elements.
-fn merge(planes: &[u8], elem_size: usize) -> Vec<u8> {
-    let es = elem_size.max(1);
-    let n = planes.len() / es;
-    let mut out = vec![0u8; planes.len()];
-    match es {
-        2 => {
-            let (p0, p1) = planes.split_at(n);
+/// Inverse of [`split`] without the XOR: interleaves `planes` (one slice of
+/// `n` bytes per byte position) into `n` elements.
+fn merge(planes: &[&[u8]], n: usize) -> Vec<u8> {
+    let es = planes.len().max(1);
+    let mut out = vec![0u8; n * es];
+    // The shapes of these loops (whole-element stores, zips) let LLVM vectorize them.
+    match planes {
+        [p0, p1] => {
             let (elems, _) = out.as_chunks_mut::<2>();
-            for ((e, &a), &b) in elems.iter_mut().zip(p0).zip(p1) {
+            for ((e, &a), &b) in elems.iter_mut().zip(*p0).zip(*p1) {
                 *e = (u16::from(a) | u16::from(b) << 8).to_le_bytes();
             }
         }
-        4 => {
-            let (p01, p23) = planes.split_at(2 * n);
-            let (p0, p1) = p01.split_at(n);
-            let (p2, p3) = p23.split_at(n);
+        [p0, p1, p2, p3] => {
             let (elems, _) = out.as_chunks_mut::<4>();
-            for ((((e, &a), &b), &c), &d) in elems.iter_mut().zip(p0).zip(p1).zip(p2).zip(p3) {
+            for ((((e, &a), &b), &c), &d) in elems.iter_mut().zip(*p0).zip(*p1).zip(*p2).zip(*p3)
+            {
                 let v = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(d) << 24;
                 *e = v.to_le_bytes();
             }
         }
         _ => {
-            for (k, plane) in planes.chunks_exact(n.max(1)).enumerate() {
-                for (dst, &src) in out.iter_mut().skip(k).step_by(es).zip(plane) {
+            for (k, plane) in planes.iter().enumerate() {
+                for (dst, &src) in out.iter_mut().skip(k).step_by(es).zip(*plane) {
                     *dst = src;
                 }
             }
@@ -254,14 +252,13 @@ pub(crate) fn decode_frame(
             ))
         })?;
 
-    let mut planes = vec![0u8; expected_len];
+    // Raw planes are read in place; zstd and constant planes are expanded
+    // into buffers of their own; then one pass interleaves them.
+    let mut owned: Vec<Option<Vec<u8>>> = Vec::with_capacity(elem_size);
+    let mut payloads: Vec<&[u8]> = Vec::with_capacity(elem_size);
     let mut pos = table_len;
     let mut dz = None;
-    for (k, plane) in planes
-        .chunks_exact_mut(n.max(1))
-        .take(elem_size)
-        .enumerate()
-    {
+    for k in 0..if n == 0 { 0 } else { elem_size } {
         let entry = FIXED_HEADER + TABLE_ENTRY * k;
         let method = header.get(entry).copied().unwrap_or(u8::MAX);
         let stored = u64_at(header, entry + 1).unwrap_or(u64::MAX);
@@ -275,21 +272,25 @@ pub(crate) fn decode_frame(
                 ))
             })?;
         pos += payload.len();
-        match method {
-            0 if payload.len() == plane.len() => plane.copy_from_slice(payload),
-            2 if payload.len() == 1 => plane.fill(payload.first().copied().unwrap_or(0)),
+        payloads.push(payload);
+        owned.push(match method {
+            0 if payload.len() == n => None,
+            2 if payload.len() == 1 => Some(vec![payload.first().copied().unwrap_or(0); n]),
             1 => {
                 let d = match &mut dz {
                     Some(d) => d,
                     None => dz.insert(zstd::bulk::Decompressor::new().map_err(zstd_err)?),
                 };
-                let got = d.decompress_to_buffer(payload, plane).map_err(zstd_err)?;
-                if got != plane.len() {
+                let mut plane = vec![0u8; n];
+                let got = d
+                    .decompress_to_buffer(payload, plane.as_mut_slice())
+                    .map_err(zstd_err)?;
+                if got != n {
                     return Err(bad(format!(
-                        "plane {k} decompressed to {got} bytes, expected {}",
-                        plane.len()
+                        "plane {k} decompressed to {got} bytes, expected {n}"
                     )));
                 }
+                Some(plane)
             }
             0 | 2 => {
                 return Err(bad(format!(
@@ -298,7 +299,7 @@ pub(crate) fn decode_frame(
                 )));
             }
             _ => return Err(bad(format!("plane {k} has unknown method {method}"))),
-        }
+        });
     }
     if n == 0 {
         // No plane payloads to read, but the table must still describe empty planes.
@@ -319,7 +320,15 @@ pub(crate) fn decode_frame(
             encoded.len().saturating_sub(pos)
         )));
     }
-    Ok(merge(&planes, elem_size))
+    let planes: Vec<&[u8]> = owned
+        .iter()
+        .zip(&payloads)
+        .map(|(o, p)| o.as_deref().unwrap_or(p))
+        .collect();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(merge(&planes, n))
 }
 
 /// Maps a zstd decompression error.
