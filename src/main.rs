@@ -4,6 +4,7 @@
 mod args;
 mod commands;
 mod gold;
+mod malloc;
 mod pipelines;
 mod progress;
 mod runs;
@@ -13,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    malloc::limit_arenas();
     let cli = args::Cli::parse();
     init_logging(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
