@@ -256,7 +256,28 @@ fn promote_mlflow(spec: &PipelineSpec, stage: &StageSpec) -> Result<Option<Mlflo
         o.metrics_run = m.metrics_run.clone();
         o.source = m.source.clone();
     }
+    if o.source.is_none() {
+        o.source = export_location(spec, stage);
+    }
     Ok(Some(o))
+}
+
+/// Where this pipeline exports the version a promote stage makes: the `to:`
+/// of an export stage whose `model:` is the gold name (or the name at the
+/// stage's alias), when it is an `s3://` location (the schemes an MLflow
+/// registry accepts as a version's source besides `runs:/` and `models:/`).
+fn export_location(spec: &PipelineSpec, promote: &StageSpec) -> Option<String> {
+    let name = promote.name.as_deref()?;
+    let at_alias = promote.alias.as_ref().map(|a| format!("{name}@{a}"));
+    spec.stages
+        .values()
+        .filter(|s| s.job == JobKind::Export)
+        .filter(|s| {
+            s.model
+                .as_deref()
+                .is_some_and(|m| m == name || Some(m) == at_alias.as_deref())
+        })
+        .find_map(|s| s.to.clone().filter(|to| to.starts_with("s3://")))
 }
 
 /// Run a promote stage.
@@ -356,6 +377,35 @@ mod tests {
             Ok("tuned@main")
         );
         assert_eq!(p.order(), ["ingest", "promote", "export"]);
+    }
+
+    #[test]
+    fn the_registry_source_defaults_to_the_pipelines_s3_export_of_the_version() {
+        let p = load_str(
+            &format!(
+                "{BASE}  promote: {{ job: promote, depends_on: [ingest], model: tuned@main, name: llama, alias: champion }}\n  \
+                 local: {{ job: export, depends_on: [promote], model: llama@champion, to: ./out }}\n  \
+                 other: {{ job: export, depends_on: [promote], model: llama@candidate, to: 's3://serving/cand/' }}\n  \
+                 serving: {{ job: export, depends_on: [promote], model: llama@champion, to: 's3://serving/llama/' }}\n"
+            ),
+            "t.yaml",
+        )
+        .expect("valid");
+        let spec = p.spec();
+        assert_eq!(
+            super::export_location(spec, &spec.stages["promote"]).as_deref(),
+            Some("s3://serving/llama/")
+        );
+        let p = load_str(
+            &format!(
+                "{BASE}  promote: {{ job: promote, depends_on: [ingest], model: tuned@main, name: llama }}\n  \
+                 local: {{ job: export, depends_on: [promote], model: llama, to: ./out }}\n"
+            ),
+            "t.yaml",
+        )
+        .expect("valid");
+        let spec = p.spec();
+        assert_eq!(super::export_location(spec, &spec.stages["promote"]), None);
     }
 
     #[test]

@@ -319,7 +319,8 @@ pub struct PromoteMlflowSpec {
     #[serde(default)]
     pub metrics_run: Option<String>,
     /// The registry version's `source` (the export location, `models:/…`).
-    /// Default `runs:/<promotion run>/weightlake`.
+    /// Default: the `s3://` destination of an export stage of this pipeline
+    /// that exports `NAME` or `NAME@ALIAS`, else `runs:/<promotion run>/weightlake`.
     #[serde(default)]
     pub source: Option<String>,
 }
