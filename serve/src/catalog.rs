@@ -15,6 +15,8 @@ use weightlake_jobs::{JobError, Result};
 const REFRESH: Duration = Duration::from_secs(5);
 /// Views kept in memory (each is metadata only: headers, offsets).
 const MAX_VIEWS: usize = 64;
+/// Silver commit shas remembered (repo, sha -> revision).
+const MAX_SILVER_COMMITS: usize = 4096;
 
 /// One servable revision.
 #[derive(Clone)]
@@ -31,6 +33,8 @@ pub struct Resolved {
 
 /// The lake's tables, gold read from them, and when.
 type Snapshot = (Arc<LakeSession>, Arc<GoldState>, Instant);
+/// A silver revision's view, its manifest sha, and when it was read.
+type SilverView = (Arc<ModelView>, String, Instant);
 
 /// The lake, a recent snapshot of it, and resolved views.
 pub struct Catalog {
@@ -40,6 +44,9 @@ pub struct Catalog {
     views: Mutex<HashMap<String, Arc<ModelView>>>,
     /// Silver commit shas handed out: (repo, commit) -> revision.
     silver_commits: Mutex<HashMap<(String, String), String>>,
+    /// Silver revisions read recently: (repo, revision) -> view, its commit,
+    /// and when it was read (reused for [`REFRESH`], like the snapshot).
+    silver_views: Mutex<HashMap<(String, String), SilverView>>,
 }
 
 impl Catalog {
@@ -50,6 +57,7 @@ impl Catalog {
             snapshot: Mutex::new(None),
             views: Mutex::new(HashMap::new()),
             silver_commits: Mutex::new(HashMap::new()),
+            silver_views: Mutex::new(HashMap::new()),
         }
     }
 
@@ -128,30 +136,55 @@ impl Catalog {
             .get(&(repo.to_string(), revision.to_string()))
             .cloned();
         for rev in [Some(revision.to_string()), known].into_iter().flatten() {
-            match ModelView::latest(&session, repo, &rev).await {
-                Ok(view) => {
-                    let (_, sha) = view.manifest().to_json()?;
-                    if rev != revision && !sha.starts_with(revision) {
-                        // Silver changed since that sha was handed out.
-                        return Ok(None);
-                    }
-                    let commit = sha[..40].to_string();
-                    self.silver_commits
-                        .lock()
-                        .await
-                        .insert((repo.to_string(), commit.clone()), rev);
-                    return Ok(Some(Resolved {
-                        commit,
-                        modified_at: None,
-                        view: Arc::new(view),
-                        session,
-                    }));
-                }
-                Err(JobError::Invalid(_)) => continue,
-                Err(e) => return Err(e),
+            let Some((view, sha)) = self.silver_view(&session, repo, &rev).await? else {
+                continue;
+            };
+            if rev != revision && !sha.starts_with(revision) {
+                // Silver changed since that sha was handed out.
+                return Ok(None);
             }
+            let commit = sha[..40].to_string();
+            let mut commits = self.silver_commits.lock().await;
+            if commits.len() >= MAX_SILVER_COMMITS {
+                commits.clear();
+            }
+            commits.insert((repo.to_string(), commit.clone()), rev);
+            return Ok(Some(Resolved {
+                commit,
+                modified_at: None,
+                view,
+                session,
+            }));
         }
         Ok(None)
+    }
+
+    /// The latest silver view of `repo@rev` and its manifest sha, read at most
+    /// [`REFRESH`] ago; None when silver has no such revision.
+    async fn silver_view(
+        &self,
+        session: &LakeSession,
+        repo: &str,
+        rev: &str,
+    ) -> Result<Option<(Arc<ModelView>, String)>> {
+        let key = (repo.to_string(), rev.to_string());
+        if let Some((view, sha, at)) = self.silver_views.lock().await.get(&key)
+            && at.elapsed() < REFRESH
+        {
+            return Ok(Some((view.clone(), sha.clone())));
+        }
+        let view = match ModelView::latest(session, repo, rev).await {
+            Ok(v) => Arc::new(v),
+            Err(JobError::Invalid(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (_, sha) = view.manifest().to_json()?;
+        let mut views = self.silver_views.lock().await;
+        if views.len() >= MAX_VIEWS {
+            views.clear();
+        }
+        views.insert(key, (view.clone(), sha.clone(), Instant::now()));
+        Ok(Some((view, sha)))
     }
 }
 
