@@ -105,8 +105,7 @@ fn merge(planes: &[&[u8]], n: usize) -> Vec<u8> {
         }
         [p0, p1, p2, p3] => {
             let (elems, _) = out.as_chunks_mut::<4>();
-            for ((((e, &a), &b), &c), &d) in elems.iter_mut().zip(*p0).zip(*p1).zip(*p2).zip(*p3)
-            {
+            for ((((e, &a), &b), &c), &d) in elems.iter_mut().zip(*p0).zip(*p1).zip(*p2).zip(*p3) {
                 let v = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(d) << 24;
                 *e = v.to_le_bytes();
             }
