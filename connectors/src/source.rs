@@ -269,7 +269,7 @@ impl RemoteFile {
                         actual: bytes.len().to_string(),
                     });
                 }
-                sink.write(range.start, &bytes)
+                sink.write_owned(range.start, bytes)
                     .await
                     .map_err(|source| ConnectorError::Io {
                         path: self.source_uri.clone(),

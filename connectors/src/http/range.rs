@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use bytes::Bytes;
 use reqwest::StatusCode;
 use reqwest::header::{RANGE, RETRY_AFTER};
 use tracing::{debug, warn};
@@ -30,43 +31,78 @@ pub trait RangeSink: Send {
         offset: u64,
         data: &[u8],
     ) -> impl Future<Output = std::io::Result<()>> + Send;
+
+    /// Accept `data` by value (object stores hand over whole ranges): a sink
+    /// that can keep the buffer avoids a copy. Default: [`RangeSink::write`].
+    fn write_owned(
+        &mut self,
+        offset: u64,
+        data: Bytes,
+    ) -> impl Future<Output = std::io::Result<()>> + Send {
+        async move { self.write(offset, &data).await }
+    }
 }
 
-/// Collects one chunk (a byte range of a file) in memory.
+/// Collects one chunk (a byte range of a file) in memory. The buffer is
+/// allocated on the first write; a whole range handed over by value is kept
+/// as it is.
 #[derive(Debug)]
 pub struct ChunkBuffer {
     start: u64,
+    len: usize,
     buf: Vec<u8>,
+    whole: Option<Bytes>,
 }
 
 impl ChunkBuffer {
-    /// A buffer for `range`, allocated once at its full length.
+    /// A buffer for `range`.
     pub fn new(range: &Range<u64>) -> Self {
         Self {
             start: range.start,
-            buf: vec![0; (range.end - range.start) as usize],
+            len: (range.end - range.start) as usize,
+            buf: Vec::new(),
+            whole: None,
         }
     }
 
-    /// The collected bytes.
+    /// The collected bytes (zeros where nothing was written).
     pub fn into_inner(self) -> Vec<u8> {
-        self.buf
+        self.into_bytes().into()
     }
-}
 
-impl ChunkBuffer {
+    /// The collected bytes, without a copy when the range was handed over whole.
+    pub fn into_bytes(self) -> Bytes {
+        match self.whole {
+            Some(b) => b,
+            None if self.buf.is_empty() => Bytes::from(vec![0; self.len]),
+            None => Bytes::from(self.buf),
+        }
+    }
+
+    /// The buffer to write into, materialised (with a kept whole range) on
+    /// first use.
+    fn materialised(&mut self) -> &mut Vec<u8> {
+        if self.buf.len() != self.len {
+            self.buf = match self.whole.take() {
+                Some(b) => b.into(),
+                None => vec![0; self.len],
+            };
+        }
+        &mut self.buf
+    }
+
     fn put(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         let rel = offset.checked_sub(self.start).map(|r| r as usize);
         match rel {
-            Some(rel) if rel + data.len() <= self.buf.len() => {
-                self.buf[rel..rel + data.len()].copy_from_slice(data);
+            Some(rel) if rel + data.len() <= self.len => {
+                self.materialised()[rel..rel + data.len()].copy_from_slice(data);
                 Ok(())
             }
             _ => Err(std::io::Error::other(format!(
                 "{} bytes at offset {offset} fall outside chunk {}..{}",
                 data.len(),
                 self.start,
-                self.start + self.buf.len() as u64
+                self.start + self.len as u64
             ))),
         }
     }
@@ -75,6 +111,15 @@ impl ChunkBuffer {
 impl RangeSink for ChunkBuffer {
     async fn write(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         self.put(offset, data)
+    }
+
+    async fn write_owned(&mut self, offset: u64, data: Bytes) -> std::io::Result<()> {
+        if offset == self.start && data.len() == self.len && self.buf.is_empty() {
+            self.whole = Some(data);
+            Ok(())
+        } else {
+            self.put(offset, &data)
+        }
     }
 }
 
@@ -374,5 +419,29 @@ mod tests {
         assert!(b.put(13, b"xy").is_err());
         assert!(b.put(9, b"x").is_err());
         assert_eq!(b.into_inner(), b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_whole_range_handed_over_is_kept_without_a_copy() {
+        let data = Bytes::from(vec![7u8; 4]);
+        let ptr = data.as_ptr();
+        let mut b = ChunkBuffer::new(&(10..14));
+        b.write_owned(10, data).await.expect("whole");
+        let out = b.into_bytes();
+        assert_eq!((out.as_ptr(), &out[..]), (ptr, &[7u8; 4][..]));
+        // A partial range is copied in; a later write still lands.
+        let mut b = ChunkBuffer::new(&(10..14));
+        b.write_owned(10, Bytes::from_static(b"ab"))
+            .await
+            .expect("part");
+        b.write(12, b"cd").await.expect("rest");
+        assert_eq!(b.into_inner(), b"abcd");
+        // A whole range, then a rewrite of part of it (a restarted stream).
+        let mut b = ChunkBuffer::new(&(0..4));
+        b.write_owned(0, Bytes::from_static(b"wxyz"))
+            .await
+            .expect("whole");
+        b.write(1, b"X").await.expect("rewrite");
+        assert_eq!(b.into_inner(), b"wXyz");
     }
 }

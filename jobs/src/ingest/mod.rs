@@ -630,7 +630,7 @@ async fn produce(
                         .file
                         .read_range(http, range.clone(), &mut buf)
                         .await
-                        .map(|()| Bytes::from(buf.into_inner()))
+                        .map(|()| buf.into_bytes())
                         .map_err(|e| Some(e.to_string()))
                 };
                 (file, index, range.start, data, reuse)
