@@ -143,7 +143,8 @@ pub struct ExportArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The model, MODEL@REVISION (revision defaults to main).
+    /// What to check: a gold NAME, NAME:VERSION or NAME@ALIAS, or a silver
+    /// MODEL@REVISION (revision defaults to main).
     pub model: String,
     #[command(flatten)]
     pub lake: LakeArgs,

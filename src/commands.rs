@@ -128,8 +128,11 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Verify(a) => {
             let lake = open_lake(&a.lake)?;
-            let (m, r) = parse_model_ref(&a.model).map_err(bad_input)?;
-            let report = ExportJob::new(lake, m, r).await.map_err(classify_job)?;
+            let (job, label) = ExportJob::for_reference(lake, &a.model)
+                .await
+                .map_err(classify_job)?;
+            eprintln!("verifying {label}");
+            let report = job.await.map_err(classify_job)?;
             for (path, sha) in &report.checked {
                 println!("ok  {sha}  {path}");
             }

@@ -179,6 +179,17 @@ async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
     ]);
     assert_eq!(tree_digest(&out1), tree_digest(&base_dir));
     assert_eq!(tree_digest(&out2), tree_digest(&ft_dir));
+    // verify takes gold references too, and checks the version's own files.
+    let out = cli(&["verify", "minilm:2", "--lake", &lake]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("verifying gold minilm:2")
+            && text(&out).contains("rebuild bit for bit"),
+        "{}",
+        text(&out)
+    );
+    let out = cli(&["verify", "minilm@nosuchalias", "--lake", &lake]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     // Python's deltalake reads gold.models: it is standard Delta.
     let script = r#"
