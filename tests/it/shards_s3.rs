@@ -139,4 +139,48 @@ stages:
         .expect("verify");
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("8 files"), "{}", text(&out));
+
+    // Maintenance on the S3 lake: the sharded writes left many small files;
+    // compact them, drop the bronze chunks that silver rebuilds, vacuum
+    // everything unreferenced at once, checkpoint. Silver still rebuilds all.
+    let out = bin()
+        .args([
+            "maintain",
+            "--lake",
+            &format!("s3://{bucket}/lake"),
+            "--bronze-retention",
+            "0s",
+            "--vacuum-retention",
+            "0s",
+            "--allow-short-retention",
+        ])
+        .env("AWS_ENDPOINT_URL", s3_endpoint())
+        .output()
+        .expect("maintain");
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("8 files dropped"), "{t}");
+    assert!(
+        t.contains("checkpoint at version") && !t.contains(" 0 files vacuumed"),
+        "compacted, vacuumed and checkpointed on S3: {t}"
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM bronze.model_files").await,
+        vec![0],
+        "bronze chunks dropped"
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM bronze.files").await, vec![8]);
+    let out = bin()
+        .args([
+            "verify",
+            "sharded@main",
+            "--lake",
+            &format!("s3://{bucket}/lake"),
+            "-q",
+        ])
+        .env("AWS_ENDPOINT_URL", s3_endpoint())
+        .output()
+        .expect("verify after maintain");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("8 files"), "{}", text(&out));
 }
