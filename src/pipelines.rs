@@ -198,19 +198,18 @@ pub async fn plan(a: PlanArgs) -> Result<(), CliError> {
     let history = weightlake_pipeline::history::load(&p).await;
     let estimate = weightlake_pipeline::estimate::estimate(&p, &stages, &history).await;
     print!("{}", estimate.render());
-    if let (Some(total), Some(b)) = (estimate.total_usd(), p.spec().budget.as_ref()) {
-        let spent = history.spent_since(weightlake_pipeline::history::start_of_today_utc());
-        if let Some(limit) = b.limit(spent) {
-            println!(
-                "budget: {} -> {}",
-                limit.what,
-                if total > limit.usd {
-                    "the run would be refused"
-                } else {
-                    "within budget"
-                }
-            );
-        }
+    if let (Some(total), Some(b)) = (estimate.total_usd(), p.spec().budget.as_ref())
+        && let Some(limit) = b.limit(history.spent_today())
+    {
+        println!(
+            "budget: {} -> {}",
+            limit.what,
+            if total > limit.usd {
+                "the run would be refused"
+            } else {
+                "within budget"
+            }
+        );
     }
     Ok(())
 }

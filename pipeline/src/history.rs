@@ -122,6 +122,12 @@ impl History {
         median(runs.iter().map(|r| r.elapsed.as_secs_f64()).collect()).map(Duration::from_secs_f64)
     }
 
+    /// Dollars recorded for the runs that started today (UTC), for
+    /// `budget.max_usd_per_day`.
+    pub fn spent_today(&self) -> f64 {
+        self.spent_since(start_of_today_utc())
+    }
+
     /// Dollars recorded for runs that started at or after `since`
     /// (microseconds since the epoch).
     pub fn spent_since(&self, since: i64) -> f64 {

@@ -32,7 +32,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::runner::StageReport;
-use crate::spec::{JobKind, PipelineSpec};
+use crate::spec::PipelineSpec;
 use crate::validate::{locate_path, suggest};
 use crate::{PipelineError, SpecError};
 
@@ -152,19 +152,20 @@ impl CostModel {
             + u.egress_bytes as f64 / 1e9 * self.egress_usd_per_gb
     }
 
-    /// What a stage that ended with `report` used in `elapsed`.
-    pub fn usage(job: JobKind, report: Option<&StageReport>, elapsed: Duration) -> Usage {
+    /// Dollars of an attempt that ran `elapsed` and ended with `report`
+    /// (None for a failed attempt: compute only).
+    pub fn attempt_usd(&self, report: Option<&StageReport>, elapsed: Duration) -> f64 {
         let (stored_bytes, egress_bytes) = match report {
             Some(StageReport::Ingest(r)) => (r.bytes_downloaded, 0),
             Some(StageReport::Tensorise(r)) => (r.bytes_stored, 0),
-            Some(StageReport::Export(r)) if job == JobKind::Export => (0, r.bytes),
+            Some(StageReport::Export(r)) => (0, r.bytes),
             _ => (0, 0),
         };
-        Usage {
+        self.usd(&Usage {
             elapsed,
             stored_bytes,
             egress_bytes,
-        }
+        })
     }
 }
 

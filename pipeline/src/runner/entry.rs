@@ -7,7 +7,6 @@ use std::time::{Instant, SystemTime};
 use tracing::info;
 
 use super::{RunOptions, RunReport, StageReport, known_stage, no_stage, run_stage, run_with};
-use crate::cost::CostModel;
 use crate::history::History;
 use crate::ledger::{Attempt, AttemptStatus, Ledger};
 use crate::{PipelineError, ValidatedPipeline};
@@ -34,13 +33,13 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
     } else {
         History::default()
     };
-    opts.spent_today_usd = history.spent_since(crate::history::start_of_today_utc());
-    if let Some(limit) = spec
+    opts.spent_today_usd = history.spent_today();
+    let limit = spec
         .budget
         .as_ref()
         .and_then(|b| b.limit(opts.spent_today_usd))
-        .filter(|_| p.cost().is_some())
-    {
+        .filter(|_| p.cost().is_some());
+    if let Some(limit) = &limit {
         let estimate = crate::estimate::estimate(p, &selected, &history).await;
         let total = estimate.total_usd().unwrap_or(0.0);
         info!(estimate = %crate::cost::usd(total), budget = %limit.what, "cost estimate before the run");
@@ -58,10 +57,9 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
                     .await;
                 }
             }
-            let alert =
-                crate::alerts::budget_alert(&spec.name, &run_id, total, limit.usd, &e.to_string());
-            crate::alerts::raise(spec.alerts.as_ref(), &[alert]).await;
             let why = e.to_string();
+            let alert = crate::alerts::budget_alert(&spec.name, &run_id, total, limit.usd, &why);
+            crate::alerts::raise(spec.alerts.as_ref(), &[alert]).await;
             crate::notifications::refused(spec.notifications.as_ref(), &spec.name, &run_id, &why)
                 .await;
             return Err(e);
@@ -90,16 +88,11 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
         );
     }
     if let Some(why) = &report.cancelled {
-        let limit = spec
-            .budget
-            .as_ref()
-            .and_then(|b| b.limit(opts.spent_today_usd))
-            .map_or(0.0, |l| l.usd);
         alerts.push(crate::alerts::budget_alert(
             &spec.name,
             &run_id,
             report.cost_usd.unwrap_or(0.0),
-            limit,
+            limit.as_ref().map_or(0.0, |l| l.usd),
             why,
         ));
     }
@@ -152,17 +145,15 @@ pub async fn run_task(
 ) -> Result<StageReport, PipelineError> {
     let (_, opts) = with_run_id_and_ledger(p, opts).await;
     let spec = p.spec();
-    let Some(stage) = spec.stages.get(name) else {
+    if !spec.stages.contains_key(name) {
         return Err(no_stage(p, name));
-    };
+    }
     // A task cannot see its run's other tasks, but it can see the day.
     if let (Some(_), Some(day)) = (
         p.cost(),
         spec.budget.as_ref().and_then(|b| b.max_usd_per_day),
     ) {
-        let spent = crate::history::load(p)
-            .await
-            .spent_since(crate::history::start_of_today_utc());
+        let spent = crate::history::load(p).await.spent_today();
         if spent >= day {
             let e = PipelineError::OverBudget {
                 estimate_usd: 0.0,
@@ -186,9 +177,7 @@ pub async fn run_task(
     let r = run_stage(p, name, &opts).await;
     let elapsed = t.elapsed();
     if let Some(sink) = &opts.ledger {
-        let usd = p
-            .cost()
-            .map(|m| m.usd(&CostModel::usage(stage.job, r.as_ref().ok(), elapsed)));
+        let usd = p.cost().map(|m| m.attempt_usd(r.as_ref().ok(), elapsed));
         sink.record(Attempt::ended(name, opts.shard, 1, started, elapsed, &r).with_cost(usd))
             .await;
     }

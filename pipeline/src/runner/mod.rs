@@ -34,7 +34,6 @@ use weightlake_jobs::progress::{NoProgress, Progress};
 use weightlake_jobs::shard::Shard;
 use weightlake_jobs::tensorise::TensoriseReport;
 
-use crate::cost::CostModel;
 use crate::cost::budget::CostMeter;
 use crate::ledger::{Attempt, AttemptSink, AttemptStatus};
 use crate::spec::{RunIf, StageSpec};
@@ -486,7 +485,7 @@ where
         let elapsed = t.elapsed();
         let usd = meter
             .model()
-            .map(|m| m.usd(&CostModel::usage(stage.job, result.as_ref().ok(), elapsed)));
+            .map(|m| m.attempt_usd(result.as_ref().ok(), elapsed));
         meter.end(id, usd);
         if let Some(c) = usd {
             *cost.get_or_insert(0.0) += c;
