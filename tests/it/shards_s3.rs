@@ -126,39 +126,31 @@ stages:
         assert_eq!(read_back(&lake, "sharded", name).await, *data, "{name}");
     }
     // Every file rebuilds from silver.
-    let out = bin()
-        .args([
-            "verify",
-            "sharded@main",
-            "--lake",
-            &format!("s3://{bucket}/lake"),
-            "-q",
-        ])
-        .env("AWS_ENDPOINT_URL", s3_endpoint())
-        .output()
-        .expect("verify");
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("8 files"), "{}", text(&out));
+    let lake_url = format!("s3://{bucket}/lake");
+    let on_lake = |args: &[&str]| {
+        let out = bin()
+            .args(args)
+            .args(["--lake", lake_url.as_str()])
+            .env("AWS_ENDPOINT_URL", s3_endpoint())
+            .output()
+            .expect("run weightlake");
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        text(&out)
+    };
+    let verify = on_lake(&["verify", "sharded@main", "-q"]);
+    assert!(verify.contains("8 files"), "{verify}");
 
     // Maintenance on the S3 lake: the sharded writes left many small files;
     // compact them, drop the bronze chunks that silver rebuilds, vacuum
     // everything unreferenced at once, checkpoint. Silver still rebuilds all.
-    let out = bin()
-        .args([
-            "maintain",
-            "--lake",
-            &format!("s3://{bucket}/lake"),
-            "--bronze-retention",
-            "0s",
-            "--vacuum-retention",
-            "0s",
-            "--allow-short-retention",
-        ])
-        .env("AWS_ENDPOINT_URL", s3_endpoint())
-        .output()
-        .expect("maintain");
-    assert!(out.status.success(), "{}", text(&out));
-    let t = text(&out);
+    let t = on_lake(&[
+        "maintain",
+        "--bronze-retention",
+        "0s",
+        "--vacuum-retention",
+        "0s",
+        "--allow-short-retention",
+    ]);
     assert!(t.contains("8 files dropped"), "{t}");
     assert!(
         t.contains("checkpoint at version") && !t.contains(" 0 files vacuumed"),
@@ -170,17 +162,6 @@ stages:
         "bronze chunks dropped"
     );
     assert_eq!(count("SELECT COUNT(*) FROM bronze.files").await, vec![8]);
-    let out = bin()
-        .args([
-            "verify",
-            "sharded@main",
-            "--lake",
-            &format!("s3://{bucket}/lake"),
-            "-q",
-        ])
-        .env("AWS_ENDPOINT_URL", s3_endpoint())
-        .output()
-        .expect("verify after maintain");
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("8 files"), "{}", text(&out));
+    let verify = on_lake(&["verify", "sharded@main", "-q"]);
+    assert!(verify.contains("8 files"), "after maintain: {verify}");
 }
