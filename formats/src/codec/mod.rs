@@ -134,6 +134,10 @@ pub fn encode(
     if out.len() >= data.len() {
         return Ok((Encoding::Raw, data.to_vec()));
     }
+    // The frame was allocated for the worst case (the input's size); callers
+    // queue frames for writing, so give the unused tail back.
+    let mut out = out;
+    out.shrink_to_fit();
     Ok((enc, out))
 }
 
@@ -202,9 +206,9 @@ pub fn decode(
             Ok(encoded.to_vec())
         }
         Encoding::Zstd => {
-            let mut out = vec![0u8; expected_len];
+            let mut out = Vec::with_capacity(expected_len);
             let got = zstd::bulk::Decompressor::new()
-                .and_then(|mut d| d.decompress_to_buffer(encoded, out.as_mut_slice()))
+                .and_then(|mut d| d.decompress_to_buffer(encoded, &mut out))
                 .map_err(planes::zstd_err)?;
             if got != expected_len {
                 return Err(FormatError::DecodedLenMismatch {

@@ -90,33 +90,53 @@ pub(crate) fn split(data: &[u8], base: Option<&[u8]>, elem_size: usize) -> Vec<u
     out
 }
 
+/// Elements interleaved per step of [`merge`]: the step's output fits in L1.
+const MERGE_STEP: usize = 4096;
+
 /// Inverse of [`split`] without the XOR: interleaves `planes` (one slice of
 /// `n` bytes per byte position) into `n` elements.
+///
+/// Each step interleaves into a small stack buffer and appends it, so the
+/// output is written once (no zero-fill of a buffer that is then overwritten).
 fn merge(planes: &[&[u8]], n: usize) -> Vec<u8> {
     let es = planes.len().max(1);
-    let mut out = vec![0u8; n * es];
-    // The shapes of these loops (whole-element stores, zips) let LLVM vectorize them.
-    match planes {
-        [p0, p1] => {
-            let (elems, _) = out.as_chunks_mut::<2>();
-            for ((e, &a), &b) in elems.iter_mut().zip(*p0).zip(*p1) {
-                *e = (u16::from(a) | u16::from(b) << 8).to_le_bytes();
+    let mut out = Vec::with_capacity(n * es);
+    let mut step = [0u8; MERGE_STEP * MAX_ELEM_SIZE];
+    let mut at = 0;
+    while at < n {
+        let m = MERGE_STEP.min(n - at);
+        let buf = &mut step[..m * es];
+        // The shapes of these loops (whole-element stores, zips) let LLVM vectorize them.
+        match planes {
+            [p0, p1] => {
+                let (elems, _) = buf.as_chunks_mut::<2>();
+                for ((e, &a), &b) in elems.iter_mut().zip(&p0[at..at + m]).zip(&p1[at..at + m]) {
+                    *e = (u16::from(a) | u16::from(b) << 8).to_le_bytes();
+                }
             }
-        }
-        [p0, p1, p2, p3] => {
-            let (elems, _) = out.as_chunks_mut::<4>();
-            for ((((e, &a), &b), &c), &d) in elems.iter_mut().zip(*p0).zip(*p1).zip(*p2).zip(*p3) {
-                let v = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(d) << 24;
-                *e = v.to_le_bytes();
+            [p0, p1, p2, p3] => {
+                let (elems, _) = buf.as_chunks_mut::<4>();
+                let quads = p0[at..at + m]
+                    .iter()
+                    .zip(&p1[at..at + m])
+                    .zip(&p2[at..at + m])
+                    .zip(&p3[at..at + m]);
+                for (e, (((&a, &b), &c), &d)) in elems.iter_mut().zip(quads) {
+                    let v =
+                        u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(d) << 24;
+                    *e = v.to_le_bytes();
+                }
             }
-        }
-        _ => {
-            for (k, plane) in planes.iter().enumerate() {
-                for (dst, &src) in out.iter_mut().skip(k).step_by(es).zip(*plane) {
-                    *dst = src;
+            _ => {
+                for (k, plane) in planes.iter().enumerate() {
+                    for (dst, &src) in buf.iter_mut().skip(k).step_by(es).zip(&plane[at..at + m]) {
+                        *dst = src;
+                    }
                 }
             }
         }
+        out.extend_from_slice(buf);
+        at += m;
     }
     out
 }
@@ -280,9 +300,10 @@ pub(crate) fn decode_frame(
                     Some(d) => d,
                     None => dz.insert(zstd::bulk::Decompressor::new().map_err(zstd_err)?),
                 };
-                let mut plane = vec![0u8; n];
+                // Decompressed into the spare capacity: no zero-fill first.
+                let mut plane = Vec::with_capacity(n);
                 let got = d
-                    .decompress_to_buffer(payload, plane.as_mut_slice())
+                    .decompress_to_buffer(payload, &mut plane)
                     .map_err(zstd_err)?;
                 if got != n {
                     return Err(bad(format!(
