@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use weightlake_formats::Encoding;
 use weightlake_schemas::silver;
 
+use crate::locate::Key;
 use crate::sql::{LakeSession, binary_value, int_value, string_value};
 use crate::{JobError, Result};
 
@@ -88,25 +89,39 @@ struct PartMeta {
 
 /// The parts of `sha` in order, checked to cover the content without gaps.
 async fn content_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>> {
-    let batches = session
-        .context()
-        .table(silver::TENSOR_BLOBS.to_string())
-        .await?
-        .filter(col("content_sha256").eq(lit(sha.to_string())))?
-        .select_columns(&["part_index", "part_count", "raw_offset", "raw_len"])?
-        .collect()
-        .await?;
+    const COLUMNS: [&str; 4] = ["part_index", "part_count", "raw_offset", "raw_len"];
+    let batches = match session.locator(silver::TENSOR_BLOBS) {
+        Some(locator) => {
+            locator
+                .find(&[("content_sha256", Key::Str(sha))], &COLUMNS)
+                .await?
+        }
+        None => {
+            session
+                .context()
+                .table(silver::TENSOR_BLOBS.to_string())
+                .await?
+                .filter(col("content_sha256").eq(lit(sha.to_string())))?
+                .select_columns(&COLUMNS)?
+                .collect()
+                .await?
+        }
+    };
     // One entry per part (a part written twice by an interrupted run is identical).
     let mut parts: BTreeMap<i32, PartMeta> = BTreeMap::new();
     for b in &batches {
         for r in 0..b.num_rows() {
-            let i = |c: usize| int_value(b.column(c).as_ref(), r).unwrap_or(-1);
-            let part_index = i(0) as i32;
+            let i = |c: &str| {
+                b.column_by_name(c)
+                    .and_then(|a| int_value(a.as_ref(), r))
+                    .unwrap_or(-1)
+            };
+            let part_index = i(COLUMNS[0]) as i32;
             parts.entry(part_index).or_insert(PartMeta {
                 part_index,
-                part_count: i(1) as i32,
-                raw_offset: i(2).max(0) as u64,
-                raw_len: i(3).max(0) as u64,
+                part_count: i(COLUMNS[1]) as i32,
+                raw_offset: i(COLUMNS[2]).max(0) as u64,
+                raw_len: i(COLUMNS[3]).max(0) as u64,
             });
         }
     }
@@ -143,34 +158,53 @@ fn decode_part<'a>(
                 "blob {sha}: XOR base chain deeper than 8"
             )));
         }
-        let batches = session
-            .context()
-            .table(silver::TENSOR_BLOBS.to_string())
-            .await?
-            .filter(
-                col("content_sha256")
-                    .eq(lit(sha.to_string()))
-                    .and(col("part_index").eq(lit(part.part_index))),
-            )?
-            .select_columns(&["elem_size", "encoding", "base_sha256", "data"])?
-            .limit(0, Some(1))?
-            .collect()
-            .await?;
-        let (b, r) = batches
-            .iter()
-            .find(|b| b.num_rows() > 0)
-            .map(|b| (b, 0))
-            .ok_or_else(|| {
-                JobError::Invalid(format!("blob {sha}: part {} vanished", part.part_index))
-            })?;
-        let enc = string_value(b.column(1).as_ref(), r).unwrap_or_default();
+        const COLUMNS: [&str; 4] = ["elem_size", "encoding", "base_sha256", "data"];
+        let batches = match session.locator(silver::TENSOR_BLOBS) {
+            Some(locator) => {
+                let keys = [
+                    ("content_sha256", Key::Str(sha)),
+                    ("part_index", Key::Int(i64::from(part.part_index))),
+                ];
+                let mut rows = locator.find(&keys, &COLUMNS).await?;
+                rows.truncate(1);
+                rows
+            }
+            None => {
+                session
+                    .context()
+                    .table(silver::TENSOR_BLOBS.to_string())
+                    .await?
+                    .filter(
+                        col("content_sha256")
+                            .eq(lit(sha.to_string()))
+                            .and(col("part_index").eq(lit(part.part_index))),
+                    )?
+                    .select_columns(&COLUMNS)?
+                    .limit(0, Some(1))?
+                    .collect()
+                    .await?
+            }
+        };
+        let b = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
+            JobError::Invalid(format!("blob {sha}: part {} vanished", part.part_index))
+        })?;
+        let (r, column) = (0, |name: &str| b.column_by_name(name).map(|c| c.as_ref()));
+        let enc = column(COLUMNS[1])
+            .and_then(|c| string_value(c, r))
+            .unwrap_or_default();
         let encoding: Encoding = enc
             .parse()
             .map_err(|_| JobError::Invalid(format!("blob {sha}: unknown encoding `{enc}`")))?;
-        let elem_size = int_value(b.column(0).as_ref(), r).unwrap_or(1).max(1) as usize;
-        let data = binary_value(b.column(3).as_ref(), r).unwrap_or_default();
+        let elem_size = column(COLUMNS[0])
+            .and_then(|c| int_value(c, r))
+            .unwrap_or(1)
+            .max(1) as usize;
+        let data = column(COLUMNS[3])
+            .and_then(|c| binary_value(c, r))
+            .unwrap_or_default();
         let base = if encoding.needs_base() {
-            let bsha = string_value(b.column(2).as_ref(), r)
+            let bsha = column(COLUMNS[2])
+                .and_then(|c| string_value(c, r))
                 .ok_or_else(|| JobError::Invalid(format!("blob {sha}: XOR part without base")))?;
             let range = part.raw_offset..part.raw_offset + part.raw_len;
             Some(read_range_at_depth(session, bsha, range, depth + 1).await?)

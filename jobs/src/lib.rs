@@ -30,6 +30,7 @@ pub mod gold;
 pub mod ingest;
 pub mod lake;
 pub mod ledger;
+mod locate;
 pub mod maintain;
 pub mod progress;
 pub mod shard;

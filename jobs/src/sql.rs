@@ -4,7 +4,8 @@
 //! `bronze.files`, … Only tables that exist are registered. Blob columns are
 //! shown as `<N bytes>` when printed, so `SELECT *` stays readable.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
@@ -13,12 +14,17 @@ use deltalake::datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use weightlake_schemas::TableName;
 
 use crate::lake::Lake;
+use crate::locate::RowLocator;
 use crate::{JobError, Result};
 
 /// A DataFusion session with the lake's tables registered.
 pub struct LakeSession {
     ctx: SessionContext,
     tables: Vec<TableName>,
+    /// The snapshot each table was registered with, for [`RowLocator`]s.
+    snapshots: HashMap<TableName, deltalake::DeltaTable>,
+    /// Locators built so far (`None`: the table needs DataFusion scans).
+    locators: Mutex<HashMap<TableName, Option<Arc<RowLocator>>>>,
 }
 
 /// How `weightlake sql` prints results.
@@ -42,6 +48,7 @@ impl LakeSession {
             .catalog("datafusion")
             .ok_or_else(|| JobError::Invalid("DataFusion default catalog missing".into()))?;
         let mut tables = Vec::new();
+        let mut snapshots = HashMap::new();
         for name in TableName::ALL {
             let Some(table) = lake.open(*name).await? else {
                 continue;
@@ -55,8 +62,29 @@ impl LakeSession {
             let provider = table.table_provider().await?;
             ctx.register_table(format!("{}.{}", name.layer, name.table), provider)?;
             tables.push(*name);
+            snapshots.insert(*name, table);
         }
-        Ok(Self { ctx, tables })
+        Ok(Self {
+            ctx,
+            tables,
+            snapshots,
+            locators: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Point lookups into `name` at the registered snapshot, built on first
+    /// use; `None` if the table does not exist or needs DataFusion scans.
+    pub(crate) fn locator(&self, name: TableName) -> Option<Arc<RowLocator>> {
+        let mut locators = self.locators.lock().ok()?;
+        locators
+            .entry(name)
+            .or_insert_with(|| {
+                self.snapshots
+                    .get(&name)
+                    .and_then(RowLocator::new)
+                    .map(Arc::new)
+            })
+            .clone()
     }
 
     /// The tables that exist and were registered.

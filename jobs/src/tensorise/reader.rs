@@ -1,16 +1,21 @@
 //! Random access to a complete bronze file, one chunk at a time.
 //!
-//! Chunk `i` of an upload starts at `i × chunk_size`. Each chunk is fetched with
-//! a filtered scan (row-group statistics on `upload_id` and `chunk_index` prune
-//! the rest) and the last two are cached, so a forward walk over a file reads
-//! every chunk once and memory stays at two chunks.
+//! Chunk `i` of an upload starts at `i × chunk_size`. Each chunk is fetched by
+//! `(upload_id, chunk_index)` through the session's [`RowLocator`](crate::locate::RowLocator)
+//! (a filtered DataFusion scan where the table needs one). The last chunk
+//! fetched is kept: reads walk a file forward and each starts where the last
+//! ended, so every chunk is fetched once (the header is read again at the
+//! end) and memory stays at one chunk besides the caller's buffer. The kept
+//! chunk is the scanned Arrow array itself: its bytes are copied once, into
+//! the caller's buffer.
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use deltalake::arrow::array::ArrayRef;
 use deltalake::datafusion::prelude::{col, lit};
 use weightlake_schemas::bronze;
 
+use crate::locate::Key;
 use crate::sql::{LakeSession, binary_value};
 use crate::{JobError, Result};
 
@@ -29,7 +34,8 @@ pub(crate) struct BronzeFileRef {
 pub(crate) struct BronzeReader {
     session: Arc<LakeSession>,
     file: BronzeFileRef,
-    cache: Vec<(u32, Bytes)>,
+    /// `(chunk index, one-row array holding its bytes)` of the last chunk fetched.
+    last: Option<(u32, ArrayRef)>,
     /// Chunks fetched (for tests and metrics).
     pub fetched: usize,
 }
@@ -39,7 +45,7 @@ impl BronzeReader {
         Self {
             session,
             file,
-            cache: Vec::new(),
+            last: None,
             fetched: 0,
         }
     }
@@ -48,10 +54,40 @@ impl BronzeReader {
         &self.file
     }
 
-    async fn chunk(&mut self, index: u32) -> Result<Bytes> {
-        if let Some((_, b)) = self.cache.iter().find(|(i, _)| *i == index) {
-            return Ok(b.clone());
+    /// The one-row array holding chunk `index`: the last one, or fetched.
+    async fn chunk(&mut self, index: u32) -> Result<ArrayRef> {
+        if let Some((_, a)) = self.last.as_ref().filter(|(i, _)| *i == index) {
+            return Ok(a.clone());
         }
+        let found = match self.session.locator(bronze::MODEL_FILES) {
+            Some(locator) => {
+                let keys = [
+                    ("upload_id", Key::Str(&self.file.upload_id)),
+                    ("chunk_index", Key::Int(i64::from(index))),
+                ];
+                locator
+                    .find(&keys, &[bronze::DATA_COLUMN])
+                    .await?
+                    .iter()
+                    .filter_map(|b| b.column_by_name(bronze::DATA_COLUMN))
+                    .find(|c| binary_value(c.as_ref(), 0).is_some())
+                    .cloned()
+            }
+            None => self.scan_chunk(index).await?,
+        };
+        let array = found.ok_or_else(|| {
+            JobError::Invalid(format!(
+                "{}: chunk {index} missing from bronze",
+                self.file.file_path
+            ))
+        })?;
+        self.fetched += 1;
+        self.last = Some((index, array.clone()));
+        Ok(array)
+    }
+
+    /// Chunk `index` through a DataFusion scan (tables a locator cannot read).
+    async fn scan_chunk(&self, index: u32) -> Result<Option<ArrayRef>> {
         let batches = self
             .session
             .context()
@@ -67,23 +103,10 @@ impl BronzeReader {
             .limit(0, Some(1))?
             .collect()
             .await?;
-        let data = batches
+        Ok(batches
             .iter()
-            .find(|b| b.num_rows() > 0)
-            .and_then(|b| binary_value(b.column(0).as_ref(), 0))
-            .map(Bytes::copy_from_slice)
-            .ok_or_else(|| {
-                JobError::Invalid(format!(
-                    "{}: chunk {index} missing from bronze",
-                    self.file.file_path
-                ))
-            })?;
-        self.fetched += 1;
-        if self.cache.len() >= 2 {
-            self.cache.remove(0);
-        }
-        self.cache.push((index, data.clone()));
-        Ok(data)
+            .find(|b| b.num_rows() > 0 && binary_value(b.column(0).as_ref(), 0).is_some())
+            .map(|b| b.column(0).slice(0, 1)))
     }
 
     /// Read `len` bytes at `offset` (must lie within the file).
@@ -99,7 +122,8 @@ impl BronzeReader {
         let mut pos = offset;
         while pos < end {
             let idx = (pos / cs) as u32;
-            let chunk = self.chunk(idx).await?;
+            let array = self.chunk(idx).await?;
+            let chunk = binary_value(array.as_ref(), 0).unwrap_or_default();
             let start = (pos - u64::from(idx) * cs) as usize;
             let take = ((end - pos) as usize).min(chunk.len().saturating_sub(start));
             if take == 0 {
