@@ -14,8 +14,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    malloc::limit_arenas();
     let cli = args::Cli::parse();
+    // Decoding and encoding tensors reuse large heap blocks; ingest keeps
+    // glibc's default (see src/malloc.rs).
+    malloc::tune(matches!(
+        cli.command,
+        args::Command::Tensorise(_)
+            | args::Command::Export(_)
+            | args::Command::Verify(_)
+            | args::Command::Serve(_)
+    ));
     init_logging(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
