@@ -10,13 +10,12 @@ use deltalake::arrow::array::{
     ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use deltalake::arrow::buffer::{Buffer, OffsetBuffer};
-use deltalake::datafusion::prelude::{col, lit};
 use futures::future::BoxFuture;
 use sha2::{Digest, Sha256};
 use weightlake_formats::Encoding;
 use weightlake_schemas::silver;
 
-use crate::locate::Key;
+use crate::locate::{Key, lookup};
 use crate::sql::{LakeSession, binary_value, int_value, string_value};
 use crate::{JobError, Result};
 
@@ -90,23 +89,8 @@ struct PartMeta {
 /// The parts of `sha` in order, checked to cover the content without gaps.
 async fn content_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>> {
     const COLUMNS: [&str; 4] = ["part_index", "part_count", "raw_offset", "raw_len"];
-    let batches = match session.locator(silver::TENSOR_BLOBS) {
-        Some(locator) => {
-            locator
-                .find(&[("content_sha256", Key::Str(sha))], &COLUMNS)
-                .await?
-        }
-        None => {
-            session
-                .context()
-                .table(silver::TENSOR_BLOBS.to_string())
-                .await?
-                .filter(col("content_sha256").eq(lit(sha.to_string())))?
-                .select_columns(&COLUMNS)?
-                .collect()
-                .await?
-        }
-    };
+    let keys = [("content_sha256", Key::Str(sha))];
+    let batches = lookup(session, silver::TENSOR_BLOBS, &keys, &COLUMNS).await?;
     // One entry per part (a part written twice by an interrupted run is identical).
     let mut parts: BTreeMap<i32, PartMeta> = BTreeMap::new();
     for b in &batches {
@@ -159,32 +143,11 @@ fn decode_part<'a>(
             )));
         }
         const COLUMNS: [&str; 4] = ["elem_size", "encoding", "base_sha256", "data"];
-        let batches = match session.locator(silver::TENSOR_BLOBS) {
-            Some(locator) => {
-                let keys = [
-                    ("content_sha256", Key::Str(sha)),
-                    ("part_index", Key::Int(i64::from(part.part_index))),
-                ];
-                let mut rows = locator.find(&keys, &COLUMNS).await?;
-                rows.truncate(1);
-                rows
-            }
-            None => {
-                session
-                    .context()
-                    .table(silver::TENSOR_BLOBS.to_string())
-                    .await?
-                    .filter(
-                        col("content_sha256")
-                            .eq(lit(sha.to_string()))
-                            .and(col("part_index").eq(lit(part.part_index))),
-                    )?
-                    .select_columns(&COLUMNS)?
-                    .limit(0, Some(1))?
-                    .collect()
-                    .await?
-            }
-        };
+        let keys = [
+            ("content_sha256", Key::Str(sha)),
+            ("part_index", Key::Int(i64::from(part.part_index))),
+        ];
+        let batches = lookup(session, silver::TENSOR_BLOBS, &keys, &COLUMNS).await?;
         let b = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
             JobError::Invalid(format!("blob {sha}: part {} vanished", part.part_index))
         })?;

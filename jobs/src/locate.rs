@@ -10,14 +10,16 @@
 //! the row groups whose Parquet statistics admit it, and a check of every row
 //! read. Footers are read once per file and kept.
 //!
-//! Tables this does not cover (partitioned, or with deletion vectors) get no
-//! locator; callers then query through DataFusion as before.
+//! [`lookup`] is the entry point: tables a locator does not cover
+//! (partitioned, or with deletion vectors) are queried through DataFusion with
+//! the same keys.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use deltalake::DeltaTable;
 use deltalake::arrow::array::{Array, RecordBatch};
+use deltalake::datafusion::prelude::{Expr, col, lit};
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
@@ -31,8 +33,9 @@ use futures::{FutureExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use crate::sql::{int_value, string_value};
+use crate::sql::{LakeSession, int_value, string_value};
 use crate::{JobError, Result};
+use weightlake_schemas::TableName;
 
 /// A value a key column must equal.
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +44,43 @@ pub(crate) enum Key<'a> {
     Str(&'a str),
     /// An integer column (Int32 or Int64 in the files).
     Int(i64),
+}
+
+/// Every row of `table` whose columns equal `keys`, as batches of the key
+/// columns and `columns`: through the session's [`RowLocator`], or a
+/// DataFusion scan filtered on the keys where the table has none.
+pub(crate) async fn lookup(
+    session: &LakeSession,
+    table: TableName,
+    keys: &[(&str, Key<'_>)],
+    columns: &[&str],
+) -> Result<Vec<RecordBatch>> {
+    if let Some(locator) = session.locator(table) {
+        return locator.find(keys, columns).await;
+    }
+    let filter = keys
+        .iter()
+        .map(|(c, key)| {
+            col(*c).eq(match key {
+                Key::Str(v) => lit(*v),
+                Key::Int(v) => lit(*v),
+            })
+        })
+        .reduce(Expr::and)
+        .unwrap_or_else(|| lit(true));
+    let names: Vec<&str> = keys
+        .iter()
+        .map(|(c, _)| *c)
+        .chain(columns.iter().copied())
+        .collect();
+    Ok(session
+        .context()
+        .table(table.to_string())
+        .await?
+        .filter(filter)?
+        .select_columns(&names)?
+        .collect()
+        .await?)
 }
 
 /// One data file of the snapshot and the column ranges its Delta statistics give.

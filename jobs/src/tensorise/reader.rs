@@ -1,8 +1,8 @@
 //! Random access to a complete bronze file, one chunk at a time.
 //!
 //! Chunk `i` of an upload starts at `i × chunk_size`. Each chunk is fetched by
-//! `(upload_id, chunk_index)` through the session's [`RowLocator`](crate::locate::RowLocator)
-//! (a filtered DataFusion scan where the table needs one). The last chunk
+//! `(upload_id, chunk_index)` with [`lookup`] (Parquet read directly, no scan
+//! planned per chunk). The last chunk
 //! fetched is kept: reads walk a file forward and each starts where the last
 //! ended, so every chunk is fetched once (the header is read again at the
 //! end) and memory stays at one chunk besides the caller's buffer. The kept
@@ -12,10 +12,9 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::ArrayRef;
-use deltalake::datafusion::prelude::{col, lit};
 use weightlake_schemas::bronze;
 
-use crate::locate::Key;
+use crate::locate::{Key, lookup};
 use crate::sql::{LakeSession, binary_value};
 use crate::{JobError, Result};
 
@@ -59,22 +58,23 @@ impl BronzeReader {
         if let Some((_, a)) = self.last.as_ref().filter(|(i, _)| *i == index) {
             return Ok(a.clone());
         }
-        let found = match self.session.locator(bronze::MODEL_FILES) {
-            Some(locator) => {
-                let keys = [
-                    ("upload_id", Key::Str(&self.file.upload_id)),
-                    ("chunk_index", Key::Int(i64::from(index))),
-                ];
-                locator
-                    .find(&keys, &[bronze::DATA_COLUMN])
-                    .await?
-                    .iter()
-                    .filter_map(|b| b.column_by_name(bronze::DATA_COLUMN))
-                    .find(|c| binary_value(c.as_ref(), 0).is_some())
-                    .cloned()
-            }
-            None => self.scan_chunk(index).await?,
-        };
+        let keys = [
+            ("upload_id", Key::Str(&self.file.upload_id)),
+            ("chunk_index", Key::Int(i64::from(index))),
+        ];
+        let found = lookup(
+            &self.session,
+            bronze::MODEL_FILES,
+            &keys,
+            &[bronze::DATA_COLUMN],
+        )
+        .await?
+        .iter()
+        .flat_map(|b| {
+            let data = b.column_by_name(bronze::DATA_COLUMN);
+            (0..b.num_rows()).filter_map(move |r| data.map(|c| c.slice(r, 1)))
+        })
+        .find(|c| binary_value(c.as_ref(), 0).is_some());
         let array = found.ok_or_else(|| {
             JobError::Invalid(format!(
                 "{}: chunk {index} missing from bronze",
@@ -84,29 +84,6 @@ impl BronzeReader {
         self.fetched += 1;
         self.last = Some((index, array.clone()));
         Ok(array)
-    }
-
-    /// Chunk `index` through a DataFusion scan (tables a locator cannot read).
-    async fn scan_chunk(&self, index: u32) -> Result<Option<ArrayRef>> {
-        let batches = self
-            .session
-            .context()
-            .table(bronze::MODEL_FILES.to_string())
-            .await?
-            .filter(
-                col("model_id")
-                    .eq(lit(self.file.model_id.clone()))
-                    .and(col("upload_id").eq(lit(self.file.upload_id.clone())))
-                    .and(col("chunk_index").eq(lit(index as i32))),
-            )?
-            .select_columns(&[bronze::DATA_COLUMN])?
-            .limit(0, Some(1))?
-            .collect()
-            .await?;
-        Ok(batches
-            .iter()
-            .find(|b| b.num_rows() > 0 && binary_value(b.column(0).as_ref(), 0).is_some())
-            .map(|b| b.column(0).slice(0, 1)))
     }
 
     /// Read `len` bytes at `offset` (must lie within the file).
