@@ -28,19 +28,25 @@ fn main() -> std::io::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // Load every file and set the throttle before listening, so that the first
+    // request the benchmark sees already gets the final files and pacing.
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(&a.dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            files.push((name, std::fs::read(entry.path())?));
+        }
+    }
     rt.block_on(async {
         let fx = HttpFixture::start_on(&format!("127.0.0.1:{}", a.port)).await?;
-        for entry in std::fs::read_dir(&a.dir)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                let name = entry.file_name().to_string_lossy().to_string();
-                fx.add_file(&name, std::fs::read(entry.path())?);
-            }
-        }
         fx.set_throttle(Throttle {
             bytes_per_sec: (a.rate_mbps * 1e6) as u64,
             latency: Duration::from_millis(a.latency_ms),
         });
+        for (name, data) in files {
+            fx.add_file(&name, data);
+        }
         println!("serving {} on {}", a.dir.display(), fx.base_url());
         futures::future::pending::<()>().await;
         Ok(())
