@@ -15,17 +15,20 @@
 //! the same keys.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, RecordBatch};
+use deltalake::arrow::array::{Array, BooleanArray, RecordBatch};
 use deltalake::datafusion::prelude::{Expr, col, lit};
 use deltalake::parquet::arrow::ProjectionMask;
-use deltalake::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
+use deltalake::parquet::arrow::arrow_reader::{
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter,
+};
 use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use deltalake::parquet::errors::ParquetError;
 use deltalake::parquet::file::metadata::{
-    ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData,
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData,
 };
 use deltalake::parquet::file::statistics::Statistics;
 use futures::future::BoxFuture;
@@ -83,6 +86,31 @@ pub(crate) async fn lookup(
         .await?)
 }
 
+/// A [`Key`] that owns its string, for the row filter (which outlives the call).
+#[derive(Debug, Clone)]
+enum OwnedKey {
+    Str(String),
+    Int(i64),
+}
+
+impl From<Key<'_>> for OwnedKey {
+    fn from(k: Key<'_>) -> Self {
+        match k {
+            Key::Str(s) => Self::Str(s.to_string()),
+            Key::Int(i) => Self::Int(i),
+        }
+    }
+}
+
+impl OwnedKey {
+    fn key(&self) -> Key<'_> {
+        match self {
+            Self::Str(s) => Key::Str(s),
+            Self::Int(i) => Key::Int(*i),
+        }
+    }
+}
+
 /// One data file of the snapshot and the column ranges its Delta statistics give.
 #[derive(Debug)]
 struct DataFile {
@@ -98,6 +126,8 @@ pub(crate) struct RowLocator {
     store: Arc<dyn ObjectStore>,
     files: Vec<DataFile>,
     footers: Mutex<HashMap<Path, ArrowReaderMetadata>>,
+    /// Bytes fetched from the store so far (footers and data).
+    fetched: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for RowLocator {
@@ -141,6 +171,7 @@ impl RowLocator {
             store: table.object_store(),
             files,
             footers: Mutex::new(HashMap::new()),
+            fetched: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -152,6 +183,7 @@ impl RowLocator {
         columns: &[&str],
     ) -> Result<Vec<RecordBatch>> {
         let mut found = Vec::new();
+        let start = self.bytes_fetched();
         for file in self.files.iter().filter(|f| file_admits(f, keys)) {
             let meta = self.footer(file).await?;
             let row_groups: Vec<usize> = meta
@@ -165,13 +197,30 @@ impl RowLocator {
             if row_groups.is_empty() {
                 continue;
             }
+            let schema = meta.metadata().file_metadata().schema_descr();
             let names = keys.iter().map(|(c, _)| *c).chain(columns.iter().copied());
-            let mask =
-                ProjectionMask::columns(meta.metadata().file_metadata().schema_descr(), names);
-            let reader = FileReader::new(&self.store, file);
+            let mask = ProjectionMask::columns(schema, names);
+            // The key columns are read and matched first; the other columns only
+            // for the rows that match, and with the offset index only the pages
+            // holding those rows (a blob among many in a row group costs its
+            // own pages, not the row group's).
+            let key_mask = ProjectionMask::columns(schema, keys.iter().map(|(c, _)| *c));
+            let owned: Vec<(String, OwnedKey)> = keys
+                .iter()
+                .map(|(c, k)| (c.to_string(), OwnedKey::from(*k)))
+                .collect();
+            let predicate = ArrowPredicateFn::new(key_mask, move |batch: RecordBatch| {
+                let keys: Vec<(&str, Key<'_>)> =
+                    owned.iter().map(|(c, k)| (c.as_str(), k.key())).collect();
+                Ok((0..batch.num_rows())
+                    .map(|row| Some(row_matches(&batch, row, &keys)))
+                    .collect::<BooleanArray>())
+            });
+            let reader = FileReader::new(&self.store, file, &self.fetched);
             let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
                 .with_row_groups(row_groups)
                 .with_projection(mask)
+                .with_row_filter(RowFilter::new(vec![Box::new(predicate)]))
                 .build()
                 .map_err(|e| parquet_err(&file.path, e))?;
             while let Some(batch) = stream
@@ -179,14 +228,23 @@ impl RowLocator {
                 .await
                 .map_err(|e| parquet_err(&file.path, e))?
             {
-                for row in 0..batch.num_rows() {
-                    if row_matches(&batch, row, keys) {
-                        found.push(batch.slice(row, 1));
-                    }
+                if batch.num_rows() > 0 {
+                    found.push(batch);
                 }
             }
         }
+        tracing::trace!(
+            ?keys,
+            rows = found.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            fetched = self.bytes_fetched() - start,
+            "point lookup"
+        );
         Ok(found)
+    }
+
+    /// Bytes read from the store by this locator so far.
+    pub fn bytes_fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
     }
 
     /// The footer of `file`, read once.
@@ -199,8 +257,9 @@ impl RowLocator {
         {
             return Ok(m);
         }
-        let mut reader = FileReader::new(&self.store, file);
-        let meta = ArrowReaderMetadata::load_async(&mut reader, ArrowReaderOptions::new())
+        let mut reader = FileReader::new(&self.store, file, &self.fetched);
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let meta = ArrowReaderMetadata::load_async(&mut reader, options)
             .await
             .map_err(|e| parquet_err(&file.path, e))?;
         if let Ok(mut f) = self.footers.lock() {
@@ -215,14 +274,16 @@ struct FileReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    fetched: Arc<AtomicU64>,
 }
 
 impl FileReader {
-    fn new(store: &Arc<dyn ObjectStore>, file: &DataFile) -> Self {
+    fn new(store: &Arc<dyn ObjectStore>, file: &DataFile, fetched: &Arc<AtomicU64>) -> Self {
         Self {
             store: store.clone(),
             path: file.path.clone(),
             size: file.size,
+            fetched: fetched.clone(),
         }
     }
 }
@@ -232,6 +293,8 @@ impl AsyncFileReader for FileReader {
         &mut self,
         range: std::ops::Range<u64>,
     ) -> BoxFuture<'_, deltalake::parquet::errors::Result<bytes::Bytes>> {
+        self.fetched
+            .fetch_add(range.end - range.start, Ordering::Relaxed);
         async move {
             self.store
                 .get_range(&self.path, range)
@@ -245,6 +308,8 @@ impl AsyncFileReader for FileReader {
         &mut self,
         ranges: Vec<std::ops::Range<u64>>,
     ) -> BoxFuture<'_, deltalake::parquet::errors::Result<Vec<bytes::Bytes>>> {
+        let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        self.fetched.fetch_add(n, Ordering::Relaxed);
         async move {
             self.store
                 .get_ranges(&self.path, &ranges)
@@ -378,5 +443,194 @@ mod tests {
         assert!(!file_admits(&file, &[("i", Key::Int(6))]));
         // Columns without statistics rule nothing out.
         assert!(file_admits(&file, &[("other", Key::Int(6))]));
+    }
+
+    /// Writes the same blob parts to `silver.tensor_blobs` of a new lake, in
+    /// three commits (three files), partitioned by `part_index` or not.
+    async fn blob_lake(dir: &std::path::Path, partitioned: bool) -> crate::lake::Lake {
+        use deltalake::arrow::array::{ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray};
+        use deltalake::kernel::engine::arrow_conversion::TryFromArrow;
+        use deltalake::kernel::{StructField, StructType};
+        use weightlake_schemas::silver;
+
+        let lake =
+            crate::lake::Lake::new(&dir.display().to_string(), Default::default()).expect("lake");
+        let url = lake.table_url(silver::TENSOR_BLOBS);
+        std::fs::create_dir_all(url.to_file_path().expect("path")).expect("mkdir");
+        let schema = silver::tensor_blobs_schema();
+        let columns: Vec<StructField> = StructType::try_from_arrow(schema.as_ref())
+            .expect("kernel schema")
+            .fields()
+            .cloned()
+            .collect();
+        let mut create = deltalake::DeltaTableBuilder::from_url(url)
+            .expect("url")
+            .build()
+            .expect("table")
+            .create()
+            .with_columns(columns);
+        if partitioned {
+            create = create.with_partition_columns(["part_index"]);
+        }
+        let mut table = create.await.expect("create");
+        for sha in ["aa", "bb", "cc"] {
+            let n = 3;
+            let text = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
+            let int64 = |v: Vec<i64>| -> ArrayRef { Arc::new(Int64Array::from(v)) };
+            let data: Vec<Vec<u8>> = (0..n).map(|p| format!("{sha}-{p}").into_bytes()).collect();
+            let cols: Vec<ArrayRef> = vec![
+                text(sha),
+                Arc::new(Int32Array::from(vec![0, 1, 2])),
+                Arc::new(Int32Array::from(vec![3; n])),
+                int64(vec![0, 4, 8]),
+                int64(vec![4; n]),
+                Arc::new(Int32Array::from(vec![1; n])),
+                text("raw"),
+                Arc::new(StringArray::from(vec![None::<&str>; n])),
+                int64(vec![4; n]),
+                text("run"),
+                Arc::new(BinaryArray::from_iter_values(data)),
+            ];
+            let batch = RecordBatch::try_new(schema.clone(), cols).expect("batch");
+            table = table.write(vec![batch]).await.expect("write");
+        }
+        lake
+    }
+
+    /// `(content_sha256, part_index, data)` of every row found, sorted.
+    fn found(batches: &[RecordBatch]) -> Vec<(String, i64, Vec<u8>)> {
+        use crate::sql::binary_value;
+        let mut rows = Vec::new();
+        for b in batches {
+            let col = |name: &str| b.column_by_name(name).expect(name).clone();
+            for r in 0..b.num_rows() {
+                rows.push((
+                    string_value(col("content_sha256").as_ref(), r)
+                        .unwrap_or_default()
+                        .to_string(),
+                    int_value(col("part_index").as_ref(), r).unwrap_or(-1),
+                    binary_value(col("data").as_ref(), r)
+                        .unwrap_or_default()
+                        .to_vec(),
+                ));
+            }
+        }
+        rows.sort();
+        rows
+    }
+
+    #[tokio::test]
+    async fn tables_without_a_locator_answer_the_same_lookups_through_datafusion() {
+        use weightlake_schemas::silver::TENSOR_BLOBS;
+        let (plain_dir, parted_dir) = (
+            tempfile::tempdir().expect("tmp"),
+            tempfile::tempdir().expect("tmp"),
+        );
+        let plain = LakeSession::new(&blob_lake(plain_dir.path(), false).await)
+            .await
+            .expect("session");
+        let parted = LakeSession::new(&blob_lake(parted_dir.path(), true).await)
+            .await
+            .expect("session");
+        // The partitioned table takes the DataFusion path, the other the locator.
+        assert!(plain.locator(TENSOR_BLOBS).is_some());
+        assert!(parted.locator(TENSOR_BLOBS).is_none());
+
+        let part = [
+            ("content_sha256", Key::Str("bb")),
+            ("part_index", Key::Int(1)),
+        ];
+        let all_parts = [("content_sha256", Key::Str("cc"))];
+        let missing = [("content_sha256", Key::Str("bz"))];
+        // (keys, columns besides the keys)
+        type Case<'k> = (&'k [(&'k str, Key<'k>)], &'k [&'k str]);
+        let cases: [Case<'_>; 3] = [
+            (&part, &["data"]),
+            (&all_parts, &["part_index", "data"]),
+            (&missing, &["part_index", "data"]),
+        ];
+        let mut answers = Vec::new();
+        for (keys, columns) in cases {
+            let a = lookup(&plain, TENSOR_BLOBS, keys, columns).await;
+            let b = lookup(&parted, TENSOR_BLOBS, keys, columns).await;
+            let (a, b) = (found(&a.expect("locator")), found(&b.expect("scan")));
+            assert_eq!(a, b, "keys {keys:?}");
+            answers.push(b);
+        }
+        assert_eq!(answers[0], vec![("bb".to_string(), 1, b"bb-1".to_vec())]);
+        let parts: Vec<i64> = answers[1].iter().map(|r| r.1).collect();
+        assert_eq!(parts, vec![0, 1, 2]);
+        assert_eq!(answers[1][2].2, b"cc-2".to_vec());
+        assert!(answers[2].is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_point_lookup_fetches_its_own_pages_not_its_row_group() {
+        use deltalake::arrow::array::{ArrayRef, BinaryArray, Int32Array, Int64Array, StringArray};
+        use weightlake_schemas::silver::{self, TENSOR_BLOBS};
+
+        // 32 blobs of 256 KiB (8 MiB, one row group) in one commit, written as
+        // blob tables are written.
+        let dir = tempfile::tempdir().expect("tmp");
+        let table = blob_lake(dir.path(), false).await;
+        let mut t = table
+            .open(TENSOR_BLOBS)
+            .await
+            .expect("open")
+            .expect("table");
+        let n = 32;
+        let shas: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+        let blob =
+            |i: usize| -> Vec<u8> { (0..256 << 10).map(|j| (j * 7 + i * 13) as u8).collect() };
+        let text = |v: Vec<&str>| -> ArrayRef { Arc::new(StringArray::from(v)) };
+        let cols: Vec<ArrayRef> = vec![
+            text(shas.iter().map(String::as_str).collect()),
+            Arc::new(Int32Array::from(vec![0; n])),
+            Arc::new(Int32Array::from(vec![1; n])),
+            Arc::new(Int64Array::from(vec![0; n])),
+            Arc::new(Int64Array::from(vec![256 << 10; n])),
+            Arc::new(Int32Array::from(vec![1; n])),
+            text(vec!["raw"; n]),
+            Arc::new(StringArray::from(vec![None::<&str>; n])),
+            Arc::new(Int64Array::from(vec![256 << 10; n])),
+            text(vec!["run"; n]),
+            Arc::new(BinaryArray::from_iter_values((0..n).map(blob))),
+        ];
+        let batch = RecordBatch::try_new(silver::tensor_blobs_schema(), cols).expect("batch");
+        t = t
+            .write(vec![batch])
+            .with_writer_properties(crate::append::table_writer_properties(TENSOR_BLOBS))
+            .await
+            .expect("write");
+        drop(t);
+
+        let session = LakeSession::new(&table).await.expect("session");
+        let locator = session.locator(TENSOR_BLOBS).expect("locator");
+        let get = |i: usize| {
+            let keys = [("content_sha256", Key::Str(&shas[i]))];
+            let locator = locator.clone();
+            async move { locator.find(&keys, &["data"]).await.expect("find") }
+        };
+        get(0).await; // reads the footers
+        let before = locator.bytes_fetched();
+        let rows = found_data(&get(5).await);
+        assert_eq!(rows, vec![blob(5)]);
+        let fetched = locator.bytes_fetched() - before;
+        assert!(
+            fetched < 3 << 19,
+            "one 256 KiB blob cost {fetched} bytes of reads"
+        );
+    }
+
+    fn found_data(batches: &[RecordBatch]) -> Vec<Vec<u8>> {
+        use crate::sql::binary_value;
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("data").expect("data").clone();
+                (0..b.num_rows())
+                    .map(move |r| binary_value(c.as_ref(), r).unwrap_or_default().to_vec())
+            })
+            .collect()
     }
 }
