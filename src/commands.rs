@@ -339,16 +339,17 @@ fn print_maintain(stage: &str, r: &MaintainReport) {
     let before: usize = r.tables.iter().map(|t| t.files_before).sum();
     let after: usize = r.tables.iter().map(|t| t.files_after).sum();
     println!(
-        "{stage}: {} tables, {before} -> {after} files, {:.1} MB compacted, {} files vacuumed in {:.2}s, run {}",
+        "{stage}: {} tables, {before} -> {after} files, {:.1} MB compacted, {} files vacuumed ({:.1} MB) in {:.2}s, run {}",
         r.tables.len(),
         r.bytes_compacted() as f64 / 1e6,
         r.files_vacuumed(),
+        r.bytes_vacuumed() as f64 / 1e6,
         r.elapsed.as_secs_f64(),
         r.run_id
     );
     for t in &r.tables {
         println!(
-            "  {:<20} files {} -> {}, compacted {} ({:.1} MB) into {}, vacuumed {}, {}",
+            "  {:<20} files {} -> {}, compacted {} ({:.1} MB) into {}, vacuumed {} ({:.1} MB), {}",
             t.table.to_string(),
             t.files_before,
             t.files_after,
@@ -356,6 +357,7 @@ fn print_maintain(stage: &str, r: &MaintainReport) {
             t.bytes_compacted as f64 / 1e6,
             t.files_written,
             t.files_vacuumed,
+            t.bytes_vacuumed as f64 / 1e6,
             t.checkpoint_version.map_or_else(
                 || format!("version {}", t.version),
                 |v| format!("checkpoint at version {v}")

@@ -74,6 +74,7 @@ pub async fn run_stage(
                     tables = report.tables.len(),
                     compacted_bytes = report.bytes_compacted(),
                     vacuumed = report.files_vacuumed(),
+                    vacuumed_bytes = report.bytes_vacuumed(),
                     "done"
                 );
                 Ok(StageReport::Maintain(report))

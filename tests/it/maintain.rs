@@ -281,6 +281,11 @@ async fn vacuum_keeps_files_within_the_retention_refuses_a_short_one_and_checkpo
     );
 
     // Past the retention (0s, allowed explicitly) only they are deleted.
+    let size = |p: &PathBuf| std::fs::metadata(p).expect("size").len();
+    let bytes_on_disk: u64 = parquet_on_disk(&lake_dir, bronze::MODEL_FILES)
+        .iter()
+        .map(size)
+        .sum();
     let r = MaintainJob::new(lake.clone())
         .with_vacuum_retention(std::time::Duration::ZERO)
         .allow_short_retention(true)
@@ -290,6 +295,15 @@ async fn vacuum_keeps_files_within_the_retention_refuses_a_short_one_and_checkpo
         report(&r.tables, bronze::MODEL_FILES).files_vacuumed,
         on_disk
     );
+    // The bytes reported are the bytes that left the disk.
+    let bytes_left: u64 = parquet_on_disk(&lake_dir, bronze::MODEL_FILES)
+        .iter()
+        .map(size)
+        .sum();
+    let freed = report(&r.tables, bronze::MODEL_FILES).bytes_vacuumed;
+    assert!(freed > 0);
+    assert_eq!(freed, bytes_on_disk - bytes_left);
+    assert!(r.bytes_vacuumed() >= freed);
     let names = |v: Vec<PathBuf>| -> Vec<String> {
         v.iter()
             .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())

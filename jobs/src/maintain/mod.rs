@@ -41,6 +41,7 @@ use deltalake::DeltaTable;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::table::config::TablePropertiesExt;
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use tracing::info;
 use weightlake_schemas::TableName;
@@ -80,6 +81,8 @@ pub struct TableReport {
     pub bytes_written: u64,
     /// Data files vacuum deleted from storage.
     pub files_vacuumed: usize,
+    /// Their bytes, as vacuum recorded them in its `VACUUM START` commit.
+    pub bytes_vacuumed: u64,
     /// The version checkpointed, when a checkpoint was written.
     pub checkpoint_version: Option<u64>,
     /// The table version after maintenance.
@@ -110,6 +113,11 @@ impl MaintainReport {
     /// Files vacuum deleted, over every table.
     pub fn files_vacuumed(&self) -> usize {
         self.tables.iter().map(|t| t.files_vacuumed).sum()
+    }
+
+    /// Bytes vacuum deleted, over every table.
+    pub fn bytes_vacuumed(&self) -> u64 {
+        self.tables.iter().map(|t| t.bytes_vacuumed).sum()
     }
 }
 
@@ -319,6 +327,7 @@ impl MaintainJob {
             bytes_compacted: 0,
             bytes_written: 0,
             files_vacuumed: 0,
+            bytes_vacuumed: 0,
             checkpoint_version: None,
             version: 0,
         };
@@ -355,6 +364,9 @@ impl MaintainJob {
             let (t, m) = v.await.map_err(delta)?;
             table = t;
             r.files_vacuumed = m.files_deleted.len();
+            if r.files_vacuumed > 0 {
+                r.bytes_vacuumed = vacuumed_bytes(&table).await;
+            }
         }
         r.files_after = active_files(&table)?;
         if self.checkpoint {
@@ -370,11 +382,31 @@ impl MaintainJob {
             files_after = r.files_after,
             compacted = r.files_compacted,
             vacuumed = r.files_vacuumed,
+            vacuumed_bytes = r.bytes_vacuumed,
             checkpoint = ?r.checkpoint_version,
             "maintained"
         );
         Ok(r)
     }
+}
+
+/// Bytes the latest vacuum of `table` deleted: the `sizeOfDataToDelete` its
+/// `VACUUM START` commit recorded (looked for among the last few commits, in
+/// case another writer committed since); 0 when not found.
+async fn vacuumed_bytes(table: &DeltaTable) -> u64 {
+    let mut history = table.history(Some(8));
+    while let Some(commit) = history.next().await {
+        let Ok(commit) = commit else { break };
+        if commit.operation.as_deref() == Some("VACUUM START") {
+            return commit
+                .info
+                .get("operationMetrics")
+                .and_then(|m| m.get("sizeOfDataToDelete"))
+                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+                .unwrap_or(0);
+        }
+    }
+    0
 }
 
 /// Active data files of a table's current version.
