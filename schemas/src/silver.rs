@@ -38,6 +38,13 @@ pub const VERSION: u32 = 1;
 /// Largest blob part.
 pub const MAX_PART_BYTES: usize = 64 << 20;
 
+/// The part size tensorise writes by default. Half the cap: a tensorise holds
+/// a handful of parts at once (read, encoded, queued, being written), so the
+/// part size sets its memory; and buffers under 64 MiB are reused from the
+/// heap instead of being mapped and faulted in afresh (see `src/malloc.rs`).
+pub const DEFAULT_PART_BYTES: usize = 32 << 20;
+const _: () = assert!(DEFAULT_PART_BYTES <= MAX_PART_BYTES);
+
 /// Columns that hold bytes, per table (no statistics, no dictionary).
 pub fn blob_columns(table: TableName) -> &'static [&'static str] {
     match table.table {

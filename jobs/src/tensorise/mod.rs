@@ -95,7 +95,7 @@ impl TensoriseJob {
             base_model: None,
             shard: Shard::ALL,
             run_id: None,
-            part_bytes: silver::MAX_PART_BYTES as u64,
+            part_bytes: silver::DEFAULT_PART_BYTES as u64,
             commit_bytes: 64 << 20,
             progress: Arc::new(NoProgress),
         }
@@ -129,7 +129,8 @@ impl TensoriseJob {
         self
     }
 
-    /// Largest blob part (default 64 MiB; smaller in tests).
+    /// Largest blob part (default [`silver::DEFAULT_PART_BYTES`], at most
+    /// [`silver::MAX_PART_BYTES`]; smaller in tests).
     pub fn with_part_bytes(mut self, bytes: u64) -> Self {
         self.part_bytes = bytes.clamp(1, silver::MAX_PART_BYTES as u64);
         self
