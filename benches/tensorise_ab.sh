@@ -12,19 +12,22 @@ set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BINARY..." >&2; exit 2; }
 ROUNDS=${ROUNDS:-3}
 WORK=${WORK:-/tmp/weightlake-bench-tensorise}
-MODEL=$WORK/models/synthetic-bf16/model.safetensors
+# MODEL / MODEL_ID pick another model (its base lake is kept per MODEL_ID).
+MODEL=${MODEL:-$WORK/models/synthetic-bf16/model.safetensors}
+MODEL_ID=${MODEL_ID:-synthetic-bf16}
 [ -f "$MODEL" ] || { echo "$MODEL missing: run benches/tensorise.sh once" >&2; exit 2; }
 BASE=$WORK/ab-lake-base
+[ "$MODEL_ID" = synthetic-bf16 ] || BASE=$WORK/ab-lake-base-$MODEL_ID
 LAKE=$WORK/ab-lake
 if [ ! -d "$BASE" ]; then
-  "$1" ingest "$MODEL" --lake "$BASE" --model-id synthetic-bf16 -q
+  "$1" ingest "$MODEL" --lake "$BASE" --model-id "$MODEL_ID" -q
 fi
 run() { { /usr/bin/time -f '%e %U %S %M' "$@" >/dev/null; } 2>&1 | tail -1; }
 for r in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do
     rm -rf "$LAKE" && cp -r "$BASE" "$LAKE"
     t=$(run "$bin" tensorise --lake "$LAKE" -q)
-    v=$(run "$bin" verify synthetic-bf16@main --lake "$LAKE" -q)
+    v=$(run "$bin" verify "$MODEL_ID@main" --lake "$LAKE" -q)
     echo "$r $bin tensorise $t verify $v"
   done
 done
