@@ -11,6 +11,7 @@ mod plan;
 mod process;
 mod reader;
 mod rows;
+mod spill;
 
 use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
@@ -96,7 +97,7 @@ impl TensoriseJob {
             shard: Shard::ALL,
             run_id: None,
             part_bytes: silver::DEFAULT_PART_BYTES as u64,
-            commit_bytes: 64 << 20,
+            commit_bytes: COMMIT_BYTES,
             progress: Arc::new(NoProgress),
         }
     }
@@ -151,6 +152,14 @@ impl IntoFuture for TensoriseJob {
         Box::pin(self.run())
     }
 }
+
+/// Encoded blob bytes queued before a commit starts. At most one group is
+/// queued while the one before is written (and delta-rs holds that file's
+/// Parquet bytes in memory until it uploads them), so this sets most of a
+/// tensorise's peak memory: on 86 MiB MLP matrices a 2 GiB model peaked at
+/// 491-540 MiB with 64 MiB and 384-399 MiB with 48 MiB, at the same CPU
+/// (docs/BENCHMARKS.md).
+const COMMIT_BYTES: u64 = 48 << 20;
 
 /// Table order of the silver commits: blobs before the tensors that refer to
 /// them, tensors before the file row that marks a file done.

@@ -16,6 +16,7 @@ use weightlake_formats::{Encoding, FormatError, gguf, safetensors};
 
 use super::reader::BronzeReader;
 use super::rows::{SilverFileRow, TensorRow};
+use super::spill::Spill;
 use crate::blobs::{BlobPart, read_content};
 use crate::sql::LakeSession;
 use crate::{JobError, Result};
@@ -302,17 +303,23 @@ impl<S: PartSink> Processor<'_, S> {
         let base_bytes = base.as_ref().map(|(_, b)| std::sync::Arc::new(b.clone()));
         let parts = part_ranges(t.byte_len, self.part_bytes);
         // Pass 1: hash, statistics, change against the base. A tensor that fits in
-        // one part keeps its bytes for pass 2.
+        // one part keeps its bytes for pass 2; a bigger one is spilled to a local
+        // temporary file (see `spill`), so bronze is read once.
         let mut hasher = Sha256::new();
         let mut acc = t.float.map(StatsAccumulator::new);
         let (mut d, mut b2) = (0.0, 0.0);
         let mut kept: Option<Vec<u8>> = None;
+        let mut spill = if parts.len() > 1 {
+            Spill::create()
+        } else {
+            None
+        };
         for (start, len) in &parts {
             let data = reader.read(t.offset + start, *len).await?;
             let base_part = base_bytes.clone();
             let (s, l) = (*start as usize, *len as usize);
             let kind = t.float;
-            let (h, a, dd, bb, data) = tokio::task::spawn_blocking(move || {
+            let (h, a, dd, bb, data, sp) = tokio::task::spawn_blocking(move || {
                 let mut h = hasher;
                 h.update(&data);
                 let mut a = acc;
@@ -323,7 +330,14 @@ impl<S: PartSink> Processor<'_, S> {
                     (Some(k), Some(b)) => l2_diff_sums(k, &data, &b[s..s + l]),
                     _ => (0.0, 0.0),
                 };
-                (h, a, dd, bb, data)
+                let sp = spill.and_then(|mut sp: Spill| match sp.append(&data) {
+                    Ok(()) => Some(sp),
+                    Err(e) => {
+                        warn!(error = %e, "spill write failed; reading bronze again");
+                        None
+                    }
+                });
+                (h, a, dd, bb, data, sp)
             })
             .await
             .map_err(|e| JobError::Invalid(format!("hashing task failed: {e}")))?;
@@ -331,6 +345,7 @@ impl<S: PartSink> Processor<'_, S> {
             acc = a;
             d += dd;
             b2 += bb;
+            spill = sp;
             if parts.len() == 1 {
                 kept = Some(data);
             }
@@ -345,6 +360,10 @@ impl<S: PartSink> Processor<'_, S> {
             ),
             None => (None, None, None),
         };
+        if spill.is_some() {
+            // Pass 2 reads the spill; the bronze chunk kept from pass 1 is not needed.
+            reader.release();
+        }
         if self.sink.has(&sha) {
             tally.dedup_hits += 1;
         } else {
@@ -353,18 +372,42 @@ impl<S: PartSink> Processor<'_, S> {
             let count = parts.len() as i32;
             for (i, (start, len)) in parts.iter().enumerate() {
                 let data = match kept.take() {
-                    Some(d) => d,
-                    None => reader.read(t.offset + start, *len).await?,
+                    Some(d) => Some(d),
+                    None if spill.is_some() => None,
+                    None => Some(reader.read(t.offset + start, *len).await?),
                 };
                 let base_part = base_bytes.clone();
                 let (s, l, elem) = (*start as usize, *len as usize, t.elem_size);
-                let (enc, bytes) = tokio::task::spawn_blocking(move || {
+                let sp = spill.take();
+                let (encoded, sp) = tokio::task::spawn_blocking(move || {
+                    let (data, sp) = match (data, sp) {
+                        (Some(d), sp) => (Ok(d), sp),
+                        (None, Some(mut sp)) => (sp.read(s as u64, l as u64), Some(sp)),
+                        (None, None) => unreachable!("pass 2 has bronze bytes or a spill"),
+                    };
                     let b = base_part.as_ref().map(|b| &b[s..s + l]);
-                    weightlake_formats::encode(&data, elem, b)
+                    (data.map(|d| weightlake_formats::encode(&d, elem, b)), sp)
                 })
                 .await
-                .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?
-                .map_err(|e| {
+                .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?;
+                spill = sp;
+                let encoded = match encoded {
+                    Ok(enc) => enc,
+                    Err(e) => {
+                        // The spill lost its bytes: read this part from bronze.
+                        warn!(error = %e, "spill read failed; reading bronze again");
+                        spill = None;
+                        let data = reader.read(t.offset + start, *len).await?;
+                        let base_part = base_bytes.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let b = base_part.as_ref().map(|b| &b[s..s + l]);
+                            weightlake_formats::encode(&data, elem, b)
+                        })
+                        .await
+                        .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?
+                    }
+                };
+                let (enc, bytes) = encoded.map_err(|e| {
                     JobError::Invalid(format!(
                         "{}: tensor `{}`: {e}",
                         reader.file().file_path,

@@ -53,6 +53,11 @@ impl BronzeReader {
         &self.file
     }
 
+    /// Drop the kept chunk (the caller reads elsewhere for a while).
+    pub fn release(&mut self) {
+        self.last = None;
+    }
+
     /// The one-row array holding chunk `index`: the last one, or fetched.
     async fn chunk(&mut self, index: u32) -> Result<ArrayRef> {
         if let Some((_, a)) = self.last.as_ref().filter(|(i, _)| *i == index) {
