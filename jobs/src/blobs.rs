@@ -11,7 +11,6 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::buffer::{Buffer, OffsetBuffer};
 use futures::future::BoxFuture;
-use sha2::{Digest, Sha256};
 use weightlake_formats::Encoding;
 use weightlake_schemas::silver;
 
@@ -256,16 +255,18 @@ impl<'a> ContentParts<'a> {
     }
 }
 
-/// Read a whole content back, part by part, and check its sha256.
-pub(crate) async fn read_content(session: &LakeSession, sha: &str) -> Result<Vec<u8>> {
+/// Length in bytes of content `sha` (all its parts stored, without gaps).
+pub(crate) async fn content_len(session: &LakeSession, sha: &str) -> Result<u64> {
     let parts = content_parts(session, sha).await?;
-    let len = parts.last().map_or(0, |p| p.raw_offset + p.raw_len);
-    let out = read_range_at_depth(session, sha, 0..len, 0).await?;
-    let got = hex::encode(Sha256::digest(&out));
-    if got != sha {
-        return Err(JobError::Invalid(format!(
-            "blob {sha}: decoded content has sha256 {got}"
-        )));
-    }
-    Ok(out)
+    Ok(parts.last().map_or(0, |p| p.raw_offset + p.raw_len))
+}
+
+/// Bytes `range` of content `sha`, decoded part by part (no sha256 check: the
+/// caller hashes the ranges it reads if it needs one).
+pub(crate) async fn read_range(
+    session: &LakeSession,
+    sha: &str,
+    range: Range<u64>,
+) -> Result<Vec<u8>> {
+    read_range_at_depth(session, sha, range, 0).await
 }

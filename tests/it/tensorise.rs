@@ -154,6 +154,68 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
     );
 }
 
+/// Copy the safetensors file `src` to `dst` with the lowest mantissa bit of
+/// every third element of BF16 tensor `name` flipped (a sparse fine-tune).
+fn perturb_tensor(src: &Path, dst: &Path, name: &str) {
+    let mut bytes = std::fs::read(src).expect("read");
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let offsets = &header[name]["data_offsets"];
+    let (a, b) = (
+        offsets[0].as_u64().expect("start") as usize,
+        offsets[1].as_u64().expect("end") as usize,
+    );
+    for (i, e) in bytes[8 + n + a..8 + n + b].chunks_exact_mut(2).enumerate() {
+        if i % 3 == 0 {
+            e[0] ^= 1;
+        }
+    }
+    std::fs::create_dir_all(dst.parent().expect("parent")).expect("mkdir");
+    std::fs::write(dst, bytes).expect("write");
+}
+
+/// A fine-tune stored against its base in parts far smaller than its tensors
+/// (1 MiB; MiniLM's BF16 word embeddings are 23 MB): each part is compared
+/// with and XORed against the same range of the base, read part by part, and
+/// the result equals the one-part run's.
+#[tokio::test(flavor = "multi_thread")]
+async fn fine_tune_in_small_parts_matches_whole_tensor_parts() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (base, _, _) = gold_fixture(tmp.path());
+    let ft = tmp.path().join("ft-embeddings");
+    perturb_tensor(
+        &base.join("model.safetensors"),
+        &ft.join("model.safetensors"),
+        "embeddings.word_embeddings.weight",
+    );
+    let changes = "SELECT tensor_name, content_sha256, identical_to_base, \
+                   round(rel_l2_change, 6) FROM silver.tensors WHERE model_id = 'ft' ORDER BY tensor_name";
+    let encodings = "SELECT encoding, part_count > 1 AS multi, COUNT(*) AS n \
+                     FROM silver.tensor_blobs GROUP BY encoding, part_count > 1 ORDER BY encoding, multi";
+    let mut seen = Vec::new();
+    for (name, part_bytes) in [("one-part", None), ("small-parts", Some(1 << 20))] {
+        let root = tmp.path().join(name);
+        let lake_dir = root.join("lake");
+        ingest_dir(&lake_dir, &base, "base").await;
+        ingest_dir(&lake_dir, &ft, "ft").await;
+        let mut job = TensoriseJob::new(local_lake(&root)).with_base_model("base", "main");
+        if let Some(bytes) = part_bytes {
+            job = job.with_part_bytes(bytes);
+        }
+        job.await.expect("tensorise");
+        assert_verifies(&lake_dir, "ft@main");
+        let lake = local_lake(&root);
+        seen.push((csv(&lake, changes).await, csv(&lake, encodings).await));
+    }
+    let ((one, _), (small, small_parts)) = (&seen[0], &seen[1]);
+    assert!(
+        one.contains("embeddings.word_embeddings.weight") && one.contains(",false,"),
+        "{one}"
+    );
+    assert_eq!(small, one);
+    assert!(small_parts.contains("xor_planes,true,"), "{small_parts}");
+}
+
 /// A tensor bigger than one part (MiniLM's word embeddings are 47 MB, two
 /// 32 MiB parts) is spilled to a scratch file between its two passes; without
 /// scratch space it is read from bronze again. Either way it rebuilds, and the

@@ -16,8 +16,8 @@ use weightlake_formats::{Encoding, FormatError, gguf, safetensors};
 
 use super::reader::BronzeReader;
 use super::rows::{SilverFileRow, TensorRow};
-use super::spill::Spill;
-use crate::blobs::{BlobPart, read_content};
+use super::spill::{Spill, spill_append, take_spilled};
+use crate::blobs::{BlobPart, content_len, read_range};
 use crate::sql::LakeSession;
 use crate::{JobError, Result};
 
@@ -278,7 +278,9 @@ impl<S: PartSink> Processor<'_, S> {
         Ok((rows, suffix, tally))
     }
 
-    async fn base_for(&self, t: &TensorSpec) -> Result<Option<(String, Vec<u8>)>> {
+    /// The sha256 of the base tensor to compare `t` with and encode it against:
+    /// same name, dtype, shape and byte length, and a float dtype.
+    async fn base_for(&self, t: &TensorSpec) -> Result<Option<String>> {
         let Some(base) = self.base.and_then(|m| m.get(&t.name)) else {
             return Ok(None);
         };
@@ -286,84 +288,97 @@ impl<S: PartSink> Processor<'_, S> {
         if base.dtype != t.dtype || base.shape != shape || t.float.is_none() {
             return Ok(None);
         }
-        let bytes = read_content(self.session, &base.sha256).await?;
-        if bytes.len() as u64 != t.byte_len {
+        if content_len(self.session, &base.sha256).await? != t.byte_len {
             return Ok(None);
         }
-        Ok(Some((base.sha256.clone(), bytes)))
+        Ok(Some(base.sha256.clone()))
     }
 
+    /// Hash, describe and (if new) store one tensor.
+    ///
+    /// Pass 1 reads the tensor part by part: sha256, statistics, and the change
+    /// against the base, whose same range is decoded alongside (and hashed, to
+    /// check the base decodes to its own sha256). Pass 2 encodes the parts of a
+    /// content not stored yet. Memory stays at a few parts whatever the size of
+    /// the tensor or its base: a one-part tensor keeps its bytes (and its base
+    /// range) between the passes; a bigger one is spilled to a temporary file
+    /// (see `spill`), or read again where no spill file could be written.
     async fn tensor(
         &mut self,
         reader: &mut BronzeReader,
         t: &TensorSpec,
         tally: &mut FileTally,
     ) -> Result<TensorRow> {
-        let base = self.base_for(t).await?;
-        let base_bytes = base.as_ref().map(|(_, b)| std::sync::Arc::new(b.clone()));
+        let base_sha = self.base_for(t).await?;
         let parts = part_ranges(t.byte_len, self.part_bytes);
-        // Pass 1: hash, statistics, change against the base. A tensor that fits in
-        // one part keeps its bytes for pass 2; a bigger one is spilled to a local
-        // temporary file (see `spill`), so bronze is read once.
+        let multi = parts.len() > 1;
         let mut hasher = Sha256::new();
+        let mut base_hasher = base_sha.as_ref().map(|_| Sha256::new());
         let mut acc = t.float.map(StatsAccumulator::new);
         let (mut d, mut b2) = (0.0, 0.0);
-        let mut kept: Option<Vec<u8>> = None;
-        let mut spill = if parts.len() > 1 {
+        let (mut kept, mut kept_base) = (None, None);
+        let mut spill = if multi { Spill::create() } else { None };
+        let mut base_spill = if multi && base_sha.is_some() {
             Spill::create()
         } else {
             None
         };
         for (start, len) in &parts {
             let data = reader.read(t.offset + start, *len).await?;
-            let base_part = base_bytes.clone();
-            let (s, l) = (*start as usize, *len as usize);
+            let base_part = match &base_sha {
+                Some(b) => Some(read_range(self.session, b, *start..start + len).await?),
+                None => None,
+            };
             let kind = t.float;
-            let (h, a, dd, bb, data, sp) = tokio::task::spawn_blocking(move || {
-                let mut h = hasher;
-                h.update(&data);
-                let mut a = acc;
-                if let Some(a) = a.as_mut() {
-                    a.update(&data);
-                }
-                let (dd, bb) = match (kind, base_part) {
-                    (Some(k), Some(b)) => l2_diff_sums(k, &data, &b[s..s + l]),
-                    _ => (0.0, 0.0),
-                };
-                let sp = spill.and_then(|mut sp: Spill| match sp.append(&data) {
-                    Ok(()) => Some(sp),
-                    Err(e) => {
-                        warn!(error = %e, "spill write failed; reading bronze again");
-                        None
+            let (sp, bsp) = (spill.take(), base_spill.take());
+            let (h, bh, a, dd, bb, data, base_part, sp, bsp) =
+                tokio::task::spawn_blocking(move || {
+                    let (mut h, mut bh, mut a) = (hasher, base_hasher, acc);
+                    h.update(&data);
+                    if let Some(a) = a.as_mut() {
+                        a.update(&data);
                     }
-                });
-                (h, a, dd, bb, data, sp)
-            })
-            .await
-            .map_err(|e| JobError::Invalid(format!("hashing task failed: {e}")))?;
-            hasher = h;
-            acc = a;
+                    let (mut dd, mut bb) = (0.0, 0.0);
+                    if let (Some(k), Some(b)) = (kind, base_part.as_deref()) {
+                        (dd, bb) = l2_diff_sums(k, &data, b);
+                    }
+                    if let (Some(bh), Some(b)) = (bh.as_mut(), base_part.as_deref()) {
+                        bh.update(b);
+                    }
+                    let sp = spill_append(sp, &data);
+                    let bsp = match base_part.as_deref() {
+                        Some(b) => spill_append(bsp, b),
+                        None => bsp,
+                    };
+                    (h, bh, a, dd, bb, data, base_part, sp, bsp)
+                })
+                .await
+                .map_err(|e| JobError::Invalid(format!("hashing task failed: {e}")))?;
+            (hasher, base_hasher, acc, spill, base_spill) = (h, bh, a, sp, bsp);
             d += dd;
             b2 += bb;
-            spill = sp;
-            if parts.len() == 1 {
-                kept = Some(data);
+            if !multi {
+                (kept, kept_base) = (Some(data), base_part);
             }
         }
-        let sha = hex::encode(hasher.finalize());
-        let stats: Option<TensorStats> = acc.map(StatsAccumulator::finish);
-        let (base_sha, rel, identical) = match &base {
-            Some((bsha, _)) => (
-                Some(bsha.clone()),
-                rel_l2_from_sums(d, b2),
-                Some(*bsha == sha),
-            ),
-            None => (None, None, None),
-        };
-        if spill.is_some() {
+        if let (Some(bsha), Some(bh)) = (&base_sha, base_hasher) {
+            let got = hex::encode(bh.finalize());
+            if got != *bsha {
+                return Err(JobError::Invalid(format!(
+                    "base content {bsha} decodes to sha256 {got}"
+                )));
+            }
+        }
+        if multi {
             // Pass 2 reads the spill; the bronze chunk kept from pass 1 is not needed.
             reader.release();
         }
+        let sha = hex::encode(hasher.finalize());
+        let stats: Option<TensorStats> = acc.map(StatsAccumulator::finish);
+        let (rel, identical) = match &base_sha {
+            Some(bsha) => (rel_l2_from_sums(d, b2), Some(*bsha == sha)),
+            None => (None, None),
+        };
         if self.sink.has(&sha) {
             tally.dedup_hits += 1;
         } else {
@@ -372,42 +387,29 @@ impl<S: PartSink> Processor<'_, S> {
             let count = parts.len() as i32;
             for (i, (start, len)) in parts.iter().enumerate() {
                 let data = match kept.take() {
-                    Some(d) => Some(d),
-                    None if spill.is_some() => None,
-                    None => Some(reader.read(t.offset + start, *len).await?),
+                    Some(d) => d,
+                    None => match take_spilled(&mut spill, *start, *len).await? {
+                        Some(d) => d,
+                        None => reader.read(t.offset + start, *len).await?,
+                    },
                 };
-                let base_part = base_bytes.clone();
-                let (s, l, elem) = (*start as usize, *len as usize, t.elem_size);
-                let sp = spill.take();
-                let (encoded, sp) = tokio::task::spawn_blocking(move || {
-                    let (data, sp) = match (data, sp) {
-                        (Some(d), sp) => (Ok(d), sp),
-                        (None, Some(mut sp)) => (sp.read(s as u64, l as u64), Some(sp)),
-                        (None, None) => unreachable!("pass 2 has bronze bytes or a spill"),
-                    };
-                    let b = base_part.as_ref().map(|b| &b[s..s + l]);
-                    (data.map(|d| weightlake_formats::encode(&d, elem, b)), sp)
-                })
-                .await
-                .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?;
-                spill = sp;
-                let encoded = match encoded {
-                    Ok(enc) => enc,
-                    Err(e) => {
-                        // The spill lost its bytes: read this part from bronze.
-                        warn!(error = %e, "spill read failed; reading bronze again");
-                        spill = None;
-                        let data = reader.read(t.offset + start, *len).await?;
-                        let base_part = base_bytes.clone();
-                        tokio::task::spawn_blocking(move || {
-                            let b = base_part.as_ref().map(|b| &b[s..s + l]);
-                            weightlake_formats::encode(&data, elem, b)
+                let base_part = match (&base_sha, kept_base.take()) {
+                    (None, _) => None,
+                    (Some(_), Some(b)) => Some(b),
+                    (Some(bsha), None) => {
+                        Some(match take_spilled(&mut base_spill, *start, *len).await? {
+                            Some(b) => b,
+                            None => read_range(self.session, bsha, *start..start + len).await?,
                         })
-                        .await
-                        .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?
                     }
                 };
-                let (enc, bytes) = encoded.map_err(|e| {
+                let elem = t.elem_size;
+                let (enc, bytes) = tokio::task::spawn_blocking(move || {
+                    weightlake_formats::encode(&data, elem, base_part.as_deref())
+                })
+                .await
+                .map_err(|e| JobError::Invalid(format!("encoding task failed: {e}")))?
+                .map_err(|e| {
                     JobError::Invalid(format!(
                         "{}: tensor `{}`: {e}",
                         reader.file().file_path,

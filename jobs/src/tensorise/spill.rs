@@ -8,12 +8,15 @@
 //! each part to an unnamed temporary file (in `TMPDIR`), and the second reads
 //! it back from the page cache. Memory stays at one part whatever the tensor's
 //! size. The file disappears when dropped. Any I/O error turns the spill off
-//! and the second pass reads bronze instead: nothing is lost, only time.
+//! and the second pass reads bronze instead: nothing is lost, only time. The same
+//! goes for the base tensor's range that a part is compared and XORed with.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
-use tracing::debug;
+use tracing::{debug, warn};
+
+use crate::{JobError, Result};
 
 /// The spilled bytes of one tensor, written in part order.
 #[derive(Debug)]
@@ -59,6 +62,48 @@ impl Spill {
             ));
         }
         Ok(out)
+    }
+}
+
+/// Append `data` to the spill, if there is one; a failed write turns it off.
+/// Runs on the blocking pool (a write of up to one part).
+pub(crate) fn spill_append(spill: Option<Spill>, data: &[u8]) -> Option<Spill> {
+    let mut spill = spill?;
+    match spill.append(data) {
+        Ok(()) => Some(spill),
+        Err(e) => {
+            warn!(error = %e, "spill write failed; reading the tensor again instead");
+            None
+        }
+    }
+}
+
+/// The part at `offset..offset + len` from the spill in `slot`, read on the
+/// blocking pool; `None` when there is no spill or it failed (then `slot` is
+/// emptied, and the caller reads the part from where it came).
+pub(crate) async fn take_spilled(
+    slot: &mut Option<Spill>,
+    offset: u64,
+    len: u64,
+) -> Result<Option<Vec<u8>>> {
+    let Some(mut spill) = slot.take() else {
+        return Ok(None);
+    };
+    let (spill, read) = tokio::task::spawn_blocking(move || {
+        let read = spill.read(offset, len);
+        (spill, read)
+    })
+    .await
+    .map_err(|e| JobError::Invalid(format!("spill read task failed: {e}")))?;
+    match read {
+        Ok(bytes) => {
+            *slot = Some(spill);
+            Ok(Some(bytes))
+        }
+        Err(e) => {
+            warn!(error = %e, "spill read failed; reading the tensor again instead");
+            Ok(None)
+        }
     }
 }
 
