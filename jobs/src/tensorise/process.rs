@@ -63,6 +63,11 @@ pub(crate) struct FileResult {
     pub tally: FileTally,
 }
 
+/// Bytes of a part handled at a time in pass 1: hashed, summarised, compared
+/// with the base and spilled while in the core's cache (a multiple of every
+/// element size).
+const CACHE_BLOCK: usize = 128 << 10;
+
 const PICKLE_EXT: &[&str] = &[".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"];
 
 fn looks_pickled(path: &str, head: &[u8]) -> bool {
@@ -334,22 +339,31 @@ impl<S: PartSink> Processor<'_, S> {
             let (h, bh, a, dd, bb, data, base_part, sp, bsp) =
                 tokio::task::spawn_blocking(move || {
                     let (mut h, mut bh, mut a) = (hasher, base_hasher, acc);
-                    h.update(&data);
-                    if let Some(a) = a.as_mut() {
-                        a.update(&data);
-                    }
                     let (mut dd, mut bb) = (0.0, 0.0);
-                    if let (Some(k), Some(b)) = (kind, base_part.as_deref()) {
-                        (dd, bb) = l2_diff_sums(k, &data, b);
+                    let (mut sp, mut bsp) = (sp, bsp);
+                    // Block by block, so each block is hashed, summarised and
+                    // spilled while it sits in the core's cache.
+                    for (i, c) in data.chunks(CACHE_BLOCK).enumerate() {
+                        h.update(c);
+                        if let Some(a) = a.as_mut() {
+                            a.update(c);
+                        }
+                        sp = spill_append(sp, c);
+                        let at = i * CACHE_BLOCK;
+                        let Some(b) = base_part.as_deref().and_then(|b| b.get(at..at + c.len()))
+                        else {
+                            continue;
+                        };
+                        if let Some(k) = kind {
+                            let (x, y) = l2_diff_sums(k, c, b);
+                            dd += x;
+                            bb += y;
+                        }
+                        if let Some(bh) = bh.as_mut() {
+                            bh.update(b);
+                        }
+                        bsp = spill_append(bsp, b);
                     }
-                    if let (Some(bh), Some(b)) = (bh.as_mut(), base_part.as_deref()) {
-                        bh.update(b);
-                    }
-                    let sp = spill_append(sp, &data);
-                    let bsp = match base_part.as_deref() {
-                        Some(b) => spill_append(bsp, b),
-                        None => bsp,
-                    };
                     (h, bh, a, dd, bb, data, base_part, sp, bsp)
                 })
                 .await
