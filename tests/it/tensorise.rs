@@ -192,8 +192,14 @@ async fn fine_tune_in_small_parts_matches_whole_tensor_parts() {
                    round(rel_l2_change, 6) FROM silver.tensors WHERE model_id = 'ft' ORDER BY tensor_name";
     let encodings = "SELECT encoding, part_count > 1 AS multi, COUNT(*) AS n \
                      FROM silver.tensor_blobs GROUP BY encoding, part_count > 1 ORDER BY encoding, multi";
+    let no_scratch = tmp.path().join("no-such-dir");
     let mut seen = Vec::new();
-    for (name, part_bytes) in [("one-part", None), ("small-parts", Some(1 << 20))] {
+    for (name, part_bytes, scratch) in [
+        ("one-part", None, None),
+        ("small-parts", Some(1 << 20), None),
+        // No spill file: both the parts and the base's ranges are read again.
+        ("small-parts-no-scratch", Some(1 << 20), Some(&no_scratch)),
+    ] {
         let root = tmp.path().join(name);
         let lake_dir = root.join("lake");
         ingest_dir(&lake_dir, &base, "base").await;
@@ -202,18 +208,24 @@ async fn fine_tune_in_small_parts_matches_whole_tensor_parts() {
         if let Some(bytes) = part_bytes {
             job = job.with_part_bytes(bytes);
         }
+        if let Some(dir) = scratch {
+            job = job.with_scratch_dir(dir);
+        }
         job.await.expect("tensorise");
         assert_verifies(&lake_dir, "ft@main");
         let lake = local_lake(&root);
         seen.push((csv(&lake, changes).await, csv(&lake, encodings).await));
     }
-    let ((one, _), (small, small_parts)) = (&seen[0], &seen[1]);
+    let (one, _) = &seen[0];
     assert!(
         one.contains("embeddings.word_embeddings.weight") && one.contains(",false,"),
         "{one}"
     );
-    assert_eq!(small, one);
-    assert!(small_parts.contains("xor_planes,true,"), "{small_parts}");
+    for (small, small_parts) in &seen[1..] {
+        assert_eq!(small, one);
+        assert!(small_parts.contains("xor_planes,true,"), "{small_parts}");
+    }
+    assert_eq!(seen[1], seen[2]);
 }
 
 /// A tensor bigger than one part (MiniLM's word embeddings are 47 MB, two

@@ -15,6 +15,7 @@ mod spill;
 
 use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +70,7 @@ pub struct TensoriseJob {
     run_id: Option<String>,
     part_bytes: u64,
     commit_bytes: u64,
+    scratch_dir: Option<PathBuf>,
     progress: Arc<dyn Progress>,
 }
 
@@ -98,6 +100,7 @@ impl TensoriseJob {
             run_id: None,
             part_bytes: silver::DEFAULT_PART_BYTES as u64,
             commit_bytes: COMMIT_BYTES,
+            scratch_dir: None,
             progress: Arc::new(NoProgress),
         }
     }
@@ -127,6 +130,16 @@ impl TensoriseJob {
     /// Record this run id.
     pub fn with_run_id(mut self, id: impl Into<String>) -> Self {
         self.run_id = Some(id.into());
+        self
+    }
+
+    /// Local directory for the scratch copy of a tensor bigger than one part
+    /// between its two passes (default: the system's temporary directory,
+    /// `TMPDIR`). It needs room for the largest tensor (twice that against a
+    /// base). Where no file can be made there, the tensor is read again
+    /// instead: slower, nothing lost.
+    pub fn with_scratch_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scratch_dir = Some(dir.into());
         self
     }
 
@@ -353,6 +366,7 @@ impl TensoriseJob {
                 sink: &mut *sink,
                 base: base.map(|b| b.1),
                 part_bytes: self.part_bytes,
+                scratch_dir: self.scratch_dir.as_deref(),
             };
             let mut result = p.file(&mut reader).await?;
             let key = FileKey {

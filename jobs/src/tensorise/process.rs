@@ -6,6 +6,7 @@
 //! whole as a pass-through blob, so the model still rebuilds.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 use tracing::warn;
@@ -82,6 +83,8 @@ pub(crate) struct Processor<'a, S: PartSink> {
     pub sink: &'a mut S,
     pub base: Option<&'a HashMap<String, BaseTensor>>,
     pub part_bytes: u64,
+    /// Where spill files go (`None`: the system's temporary directory).
+    pub scratch_dir: Option<&'a Path>,
 }
 
 fn format_err(path: &str, e: FormatError) -> String {
@@ -322,9 +325,13 @@ impl<S: PartSink> Processor<'_, S> {
         let mut acc = t.float.map(StatsAccumulator::new);
         let (mut d, mut b2) = (0.0, 0.0);
         let (mut kept, mut kept_base) = (None, None);
-        let mut spill = if multi { Spill::create() } else { None };
+        let mut spill = if multi {
+            Spill::create(self.scratch_dir)
+        } else {
+            None
+        };
         let mut base_spill = if multi && base_sha.is_some() {
-            Spill::create()
+            Spill::create(self.scratch_dir)
         } else {
             None
         };

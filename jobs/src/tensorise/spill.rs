@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use tracing::{debug, warn};
 
@@ -26,9 +27,14 @@ pub(crate) struct Spill {
 }
 
 impl Spill {
-    /// A new, empty spill; `None` (logged) when no temporary file can be made.
-    pub fn create() -> Option<Self> {
-        match tempfile::tempfile() {
+    /// A new, empty spill in `dir` (the system's temporary directory when
+    /// `None`); `None` (logged) when no temporary file can be made there.
+    pub fn create(dir: Option<&Path>) -> Option<Self> {
+        let file = match dir {
+            Some(d) => tempfile::tempfile_in(d),
+            None => tempfile::tempfile(),
+        };
+        match file {
             Ok(file) => Some(Self { file, written: 0 }),
             Err(e) => {
                 debug!(error = %e, "no spill file; tensors of several parts are read from bronze twice");
@@ -113,7 +119,7 @@ mod tests {
 
     #[test]
     fn parts_read_back_as_written() {
-        let mut s = Spill::create().expect("temp file");
+        let mut s = Spill::create(None).expect("temp file");
         let a: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
         let b = vec![7u8; 300];
         s.append(&a).expect("append");
