@@ -34,7 +34,7 @@ pub(crate) struct BlobPart {
 
 /// Contents whose every part is committed.
 pub(crate) async fn complete_contents(session: &LakeSession) -> Result<HashSet<String>> {
-    if !session.tables().contains(&silver::TENSOR_BLOBS) {
+    if !session.has_table(silver::TENSOR_BLOBS) {
         return Ok(HashSet::new());
     }
     let batches = session

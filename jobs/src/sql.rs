@@ -20,8 +20,8 @@ use crate::{JobError, Result};
 /// A DataFusion session with the lake's tables registered.
 pub struct LakeSession {
     ctx: SessionContext,
-    tables: Vec<TableName>,
-    /// The snapshot each table was registered with, for [`RowLocator`]s.
+    /// The snapshot each table was registered with (the tables that exist),
+    /// for [`RowLocator`]s.
     snapshots: HashMap<TableName, deltalake::DeltaTable>,
     /// Locators built so far (`None`: the table needs DataFusion scans).
     locators: Mutex<HashMap<TableName, Option<Arc<RowLocator>>>>,
@@ -47,7 +47,6 @@ impl LakeSession {
         let catalog = ctx
             .catalog("datafusion")
             .ok_or_else(|| JobError::Invalid("DataFusion default catalog missing".into()))?;
-        let mut tables = Vec::new();
         let mut snapshots = HashMap::new();
         for name in TableName::ALL {
             let Some(table) = lake.open(*name).await? else {
@@ -61,12 +60,10 @@ impl LakeSession {
                 .map_err(|e| JobError::delta(name, e))?;
             let provider = table.table_provider().await?;
             ctx.register_table(format!("{}.{}", name.layer, name.table), provider)?;
-            tables.push(*name);
             snapshots.insert(*name, table);
         }
         Ok(Self {
             ctx,
-            tables,
             snapshots,
             locators: Mutex::new(HashMap::new()),
         })
@@ -87,9 +84,18 @@ impl LakeSession {
             .clone()
     }
 
-    /// The tables that exist and were registered.
-    pub fn tables(&self) -> &[TableName] {
-        &self.tables
+    /// The tables that exist and were registered, in [`TableName::ALL`] order.
+    pub fn tables(&self) -> Vec<TableName> {
+        TableName::ALL
+            .iter()
+            .filter(|n| self.snapshots.contains_key(*n))
+            .copied()
+            .collect()
+    }
+
+    /// Whether table `name` exists and was registered.
+    pub fn has_table(&self, name: TableName) -> bool {
+        self.snapshots.contains_key(&name)
     }
 
     /// The DataFusion context, for jobs that build plans themselves.
@@ -100,7 +106,7 @@ impl LakeSession {
     /// Plan `sql` into a DataFrame.
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
         self.ctx.sql(sql).await.map_err(|e| {
-            if self.tables.is_empty() {
+            if self.snapshots.is_empty() {
                 JobError::Invalid(format!(
                     "{e} (the lake has no tables yet; run an ingest first)"
                 ))

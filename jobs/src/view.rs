@@ -316,7 +316,7 @@ async fn file_rows(
     revision: &str,
     pins: Option<&BTreeMap<&str, &str>>,
 ) -> Result<Vec<FileRow>> {
-    if !session.tables().contains(&silver::FILES) {
+    if !session.has_table(silver::FILES) {
         return Err(JobError::Invalid(
             "the lake has no silver tables: run tensorise first".into(),
         ));

@@ -137,9 +137,7 @@ pub(crate) async fn drop_verified(
         bytes_freed: 0,
     };
     let session = Arc::new(LakeSession::new(lake).await?);
-    if !session.tables().contains(&bronze::FILES)
-        || !session.tables().contains(&bronze::MODEL_FILES)
-    {
+    if !session.has_table(bronze::FILES) || !session.has_table(bronze::MODEL_FILES) {
         return Ok(report);
     }
     let (old, recent) = candidates(&session, cutoff.timestamp_micros()).await?;
@@ -296,7 +294,7 @@ async fn silver_rows(
     candidates: &[Candidate],
 ) -> Result<HashMap<String, SilverRow>> {
     let mut out = HashMap::new();
-    if candidates.is_empty() || !session.tables().contains(&silver::FILES) {
+    if candidates.is_empty() || !session.has_table(silver::FILES) {
         return Ok(out);
     }
     let ids: Vec<Expr> = candidates
