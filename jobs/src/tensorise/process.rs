@@ -335,6 +335,12 @@ impl<S: PartSink> Processor<'_, S> {
         } else {
             None
         };
+        // Against a base, nothing is spilled while the tensor still equals it:
+        // spilling starts with the part holding the first difference, and pass 2
+        // takes the parts before it from the base. (Identical tensors, common
+        // in fine-tunes, then cost no spill at all.)
+        let mut same = base_sha.is_some();
+        let mut spill_from = if same { None } else { Some(0) };
         for (start, len) in &parts {
             let data = reader.read(t.offset + start, *len).await?;
             let base_part = match &base_sha {
@@ -343,11 +349,12 @@ impl<S: PartSink> Processor<'_, S> {
             };
             let kind = t.float;
             let (sp, bsp) = (spill.take(), base_spill.take());
-            let (h, bh, a, dd, bb, data, base_part, sp, bsp) =
+            let was_same = same;
+            let (h, bh, a, dd, bb, data, base_part, sp, bsp, now_same) =
                 tokio::task::spawn_blocking(move || {
                     let (mut h, mut bh, mut a) = (hasher, base_hasher, acc);
                     let (mut dd, mut bb) = (0.0, 0.0);
-                    let (mut sp, mut bsp) = (sp, bsp);
+                    let (mut sp, mut bsp, mut same) = (sp, bsp, was_same);
                     // Block by block, so each block is hashed, summarised and
                     // spilled while it sits in the core's cache.
                     for (i, c) in data.chunks(CACHE_BLOCK).enumerate() {
@@ -355,27 +362,41 @@ impl<S: PartSink> Processor<'_, S> {
                         if let Some(a) = a.as_mut() {
                             a.update(c);
                         }
-                        sp = spill_append(sp, c);
                         let at = i * CACHE_BLOCK;
-                        let Some(b) = base_part.as_deref().and_then(|b| b.get(at..at + c.len()))
-                        else {
-                            continue;
-                        };
-                        if let Some(k) = kind {
+                        let b = base_part.as_deref().and_then(|b| b.get(at..at + c.len()));
+                        if let (Some(k), Some(b)) = (kind, b) {
                             let (x, y) = l2_diff_sums(k, c, b);
                             dd += x;
                             bb += y;
                         }
-                        if let Some(bh) = bh.as_mut() {
+                        if let (Some(bh), Some(b)) = (bh.as_mut(), b) {
                             bh.update(b);
                         }
-                        bsp = spill_append(bsp, b);
+                        if same {
+                            if b == Some(c) {
+                                continue;
+                            }
+                            // First difference: spill this part from its start.
+                            same = false;
+                            sp = spill_append(sp, &data[..at]);
+                            if let Some(bp) = base_part.as_deref() {
+                                bsp = spill_append(bsp, &bp[..at]);
+                            }
+                        }
+                        sp = spill_append(sp, c);
+                        if let Some(b) = b {
+                            bsp = spill_append(bsp, b);
+                        }
                     }
-                    (h, bh, a, dd, bb, data, base_part, sp, bsp)
+                    (h, bh, a, dd, bb, data, base_part, sp, bsp, same)
                 })
                 .await
                 .map_err(|e| JobError::Invalid(format!("hashing task failed: {e}")))?;
             (hasher, base_hasher, acc, spill, base_spill) = (h, bh, a, sp, bsp);
+            if was_same && !now_same {
+                spill_from = Some(*start);
+            }
+            same = now_same;
             d += dd;
             b2 += bb;
             if !multi {
@@ -407,21 +428,31 @@ impl<S: PartSink> Processor<'_, S> {
             // Pass 2: encode new content part by part.
             let count = parts.len() as i32;
             for (i, (start, len)) in parts.iter().enumerate() {
-                let data = match kept.take() {
-                    Some(d) => d,
-                    None => match take_spilled(&mut spill, *start, *len).await? {
-                        Some(d) => d,
-                        None => reader.read(t.offset + start, *len).await?,
-                    },
-                };
-                let base_part = match (&base_sha, kept_base.take()) {
-                    (None, _) => None,
-                    (Some(_), Some(b)) => Some(b),
-                    (Some(bsha), None) => {
-                        Some(match take_spilled(&mut base_spill, *start, *len).await? {
-                            Some(b) => b,
-                            None => read_range(self.session, bsha, *start..start + len).await?,
-                        })
+                let (data, base_part) = match (kept.take(), &base_sha) {
+                    (Some(d), _) => (d, kept_base.take()),
+                    // Before the first difference the part equals the base's.
+                    (None, Some(bsha)) if spill_from.is_none_or(|f| *start < f) => {
+                        let b = read_range(self.session, bsha, *start..start + len).await?;
+                        (b.clone(), Some(b))
+                    }
+                    (None, base) => {
+                        let at = *start - spill_from.unwrap_or(0);
+                        let data = match take_spilled(&mut spill, at, *len).await? {
+                            Some(d) => d,
+                            None => reader.read(t.offset + start, *len).await?,
+                        };
+                        let base_part = match base {
+                            None => None,
+                            Some(bsha) => {
+                                Some(match take_spilled(&mut base_spill, at, *len).await? {
+                                    Some(b) => b,
+                                    None => {
+                                        read_range(self.session, bsha, *start..start + len).await?
+                                    }
+                                })
+                            }
+                        };
+                        (data, base_part)
                     }
                 };
                 let elem = t.elem_size;
