@@ -84,15 +84,6 @@ impl LakeSession {
             .clone()
     }
 
-    /// The tables that exist and were registered, in [`TableName::ALL`] order.
-    pub fn tables(&self) -> Vec<TableName> {
-        TableName::ALL
-            .iter()
-            .filter(|n| self.snapshots.contains_key(*n))
-            .copied()
-            .collect()
-    }
-
     /// Whether table `name` exists and was registered.
     pub fn has_table(&self, name: TableName) -> bool {
         self.snapshots.contains_key(&name)

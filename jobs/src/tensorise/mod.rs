@@ -7,6 +7,7 @@
 //! are deleted before the file is done again; blob contents count as stored only
 //! when all their parts are.
 
+mod first_pass;
 mod plan;
 mod process;
 mod reader;

@@ -8,16 +8,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tracing::warn;
-use weightlake_formats::stats::{
-    FloatKind, StatsAccumulator, TensorStats, l2_diff_sums, rel_l2_from_sums,
-};
+use weightlake_formats::stats::{FloatKind, StatsAccumulator, TensorStats, rel_l2_from_sums};
 use weightlake_formats::{Encoding, FormatError, gguf, safetensors};
 
+use super::first_pass::FirstPass;
 use super::reader::BronzeReader;
 use super::rows::{SilverFileRow, TensorRow};
-use super::spill::{Spill, spill_append, take_spilled};
+use super::spill::{Spill, take_spilled};
 use crate::blobs::{BlobPart, content_len, read_range};
 use crate::sql::LakeSession;
 use crate::{JobError, Result};
@@ -63,11 +62,6 @@ pub(crate) struct FileResult {
     pub tensors: Vec<TensorRow>,
     pub tally: FileTally,
 }
-
-/// Bytes of a part handled at a time in pass 1: hashed, summarised, compared
-/// with the base and spilled while in the core's cache (a multiple of every
-/// element size).
-const CACHE_BLOCK: usize = 128 << 10;
 
 const PICKLE_EXT: &[&str] = &[".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"];
 
@@ -320,90 +314,39 @@ impl<S: PartSink> Processor<'_, S> {
         let base_sha = self.base_for(t).await?;
         let parts = part_ranges(t.byte_len, self.part_bytes);
         let multi = parts.len() > 1;
-        let mut hasher = Sha256::new();
-        let mut base_hasher = base_sha.as_ref().map(|_| Sha256::new());
-        let mut acc = t.float.map(StatsAccumulator::new);
-        let (mut d, mut b2) = (0.0, 0.0);
+        let spill = |wanted: bool| wanted.then(|| Spill::create(self.scratch_dir)).flatten();
+        let mut pass = FirstPass::new(
+            t.float,
+            base_sha.is_some(),
+            spill(multi),
+            spill(multi && base_sha.is_some()),
+        );
+        // Where the spill starts (parts before it equal the base's).
+        let mut spill_from = if base_sha.is_some() { None } else { Some(0) };
         let (mut kept, mut kept_base) = (None, None);
-        let mut spill = if multi {
-            Spill::create(self.scratch_dir)
-        } else {
-            None
-        };
-        let mut base_spill = if multi && base_sha.is_some() {
-            Spill::create(self.scratch_dir)
-        } else {
-            None
-        };
-        // Against a base, nothing is spilled while the tensor still equals it:
-        // spilling starts with the part holding the first difference, and pass 2
-        // takes the parts before it from the base. (Identical tensors, common
-        // in fine-tunes, then cost no spill at all.)
-        let mut same = base_sha.is_some();
-        let mut spill_from = if same { None } else { Some(0) };
         for (start, len) in &parts {
             let data = reader.read(t.offset + start, *len).await?;
             let base_part = match &base_sha {
                 Some(b) => Some(read_range(self.session, b, *start..start + len).await?),
                 None => None,
             };
-            let kind = t.float;
-            let (sp, bsp) = (spill.take(), base_spill.take());
-            let was_same = same;
-            let (h, bh, a, dd, bb, data, base_part, sp, bsp, now_same) =
-                tokio::task::spawn_blocking(move || {
-                    let (mut h, mut bh, mut a) = (hasher, base_hasher, acc);
-                    let (mut dd, mut bb) = (0.0, 0.0);
-                    let (mut sp, mut bsp, mut same) = (sp, bsp, was_same);
-                    // Block by block, so each block is hashed, summarised and
-                    // spilled while it sits in the core's cache.
-                    for (i, c) in data.chunks(CACHE_BLOCK).enumerate() {
-                        h.update(c);
-                        if let Some(a) = a.as_mut() {
-                            a.update(c);
-                        }
-                        let at = i * CACHE_BLOCK;
-                        let b = base_part.as_deref().and_then(|b| b.get(at..at + c.len()));
-                        if let (Some(k), Some(b)) = (kind, b) {
-                            let (x, y) = l2_diff_sums(k, c, b);
-                            dd += x;
-                            bb += y;
-                        }
-                        if let (Some(bh), Some(b)) = (bh.as_mut(), b) {
-                            bh.update(b);
-                        }
-                        if same {
-                            if b == Some(c) {
-                                continue;
-                            }
-                            // First difference: spill this part from its start.
-                            same = false;
-                            sp = spill_append(sp, &data[..at]);
-                            if let Some(bp) = base_part.as_deref() {
-                                bsp = spill_append(bsp, &bp[..at]);
-                            }
-                        }
-                        sp = spill_append(sp, c);
-                        if let Some(b) = b {
-                            bsp = spill_append(bsp, b);
-                        }
-                    }
-                    (h, bh, a, dd, bb, data, base_part, sp, bsp, same)
-                })
-                .await
-                .map_err(|e| JobError::Invalid(format!("hashing task failed: {e}")))?;
-            (hasher, base_hasher, acc, spill, base_spill) = (h, bh, a, sp, bsp);
-            if was_same && !now_same {
+            let was_same = pass.same;
+            let (p, data, base_part) = tokio::task::spawn_blocking(move || {
+                let mut p = pass;
+                p.part(&data, base_part.as_deref());
+                (p, data, base_part)
+            })
+            .await
+            .map_err(|e| JobError::Invalid(format!("hashing task failed: {e}")))?;
+            pass = p;
+            if was_same && !pass.same {
                 spill_from = Some(*start);
             }
-            same = now_same;
-            d += dd;
-            b2 += bb;
             if !multi {
                 (kept, kept_base) = (Some(data), base_part);
             }
         }
-        if let (Some(bsha), Some(bh)) = (&base_sha, base_hasher) {
+        if let (Some(bsha), Some(bh)) = (&base_sha, pass.base_hasher) {
             let got = hex::encode(bh.finalize());
             if got != *bsha {
                 return Err(JobError::Invalid(format!(
@@ -415,12 +358,16 @@ impl<S: PartSink> Processor<'_, S> {
             // Pass 2 reads the spill; the bronze chunk kept from pass 1 is not needed.
             reader.release();
         }
-        let sha = hex::encode(hasher.finalize());
-        let stats: Option<TensorStats> = acc.map(StatsAccumulator::finish);
+        let sha = hex::encode(pass.hasher.finalize());
+        let stats: Option<TensorStats> = pass.stats.map(StatsAccumulator::finish);
         let (rel, identical) = match &base_sha {
-            Some(bsha) => (rel_l2_from_sums(d, b2), Some(*bsha == sha)),
+            Some(bsha) => (
+                rel_l2_from_sums(pass.diff_sq, pass.base_sq),
+                Some(*bsha == sha),
+            ),
             None => (None, None),
         };
+        let (mut spill, mut base_spill) = (pass.spill, pass.base_spill);
         if self.sink.has(&sha) {
             tally.dedup_hits += 1;
         } else {

@@ -5,7 +5,8 @@
 //! has been read, so a tensor of several parts is read twice: once to hash it,
 //! once to encode it. Reading bronze again decompresses every chunk again
 //! (zstd on weights runs at ~0.7 GB/s here); the first pass therefore appends
-//! each part to an unnamed temporary file (in `TMPDIR`), and the second reads
+//! each part to an unnamed temporary file (in the job's scratch directory,
+//! `TMPDIR` by default), and the second reads
 //! it back from the page cache. Memory stays at one part whatever the tensor's
 //! size. The file disappears when dropped. Any I/O error turns the spill off
 //! and the second pass reads bronze instead: nothing is lost, only time. The same
