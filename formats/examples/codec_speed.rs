@@ -1,4 +1,5 @@
-//! Measures `codec::encode` / `codec::decode` throughput and compression ratio.
+//! Measures `codec::encode` / `codec::decode` throughput and compression ratio,
+//! and the speed of tensor statistics.
 //!
 //! Run with `cargo run --release -p weightlake-formats --example codec_speed`.
 //! Data: 64 MiB of BF16 drawn from normal(0, 0.02) (tiny LCG + Box-Muller, no
@@ -11,6 +12,7 @@
 
 use std::time::Instant;
 
+use weightlake_formats::stats::{FloatKind, StatsAccumulator};
 use weightlake_formats::{Encoding, codec, safetensors};
 
 /// CPU nanoseconds of this thread, if Linux exposes them.
@@ -89,6 +91,23 @@ fn measure(label: &str, tensors: &[(Vec<u8>, Option<Vec<u8>>)], elem_size: usize
     );
 }
 
+/// Tensor statistics over BF16 `data` (best of five), printing their speed.
+fn measure_stats(label: &str, data: &[u8]) {
+    let best = (0..5)
+        .map(|_| {
+            let (t, c) = (Instant::now(), cpu_ns());
+            let mut acc = StatsAccumulator::new(FloatKind::BF16);
+            acc.update(data);
+            std::hint::black_box(acc.finish());
+            secs(t, c)
+        })
+        .fold(f64::INFINITY, f64::min);
+    println!(
+        "{label}: statistics {:.2} GB/s",
+        data.len() as f64 / best / 1e9
+    );
+}
+
 /// Seconds since the start marks: CPU time when available, else wall time.
 fn secs(t: Instant, c: Option<u64>) -> f64 {
     match (c, cpu_ns()) {
@@ -107,6 +126,7 @@ fn main() {
         .flat_map(|_| bf16_bits(rng.next(0.02) as f32).to_le_bytes())
         .collect();
     measure("bf16 normal(0,0.02) 64MiB", &[(bf16.clone(), None)], 2);
+    measure_stats("bf16 normal(0,0.02) 64MiB", &bf16);
 
     let mut tuned = bf16.clone();
     for i in (0..n).step_by(100) {
