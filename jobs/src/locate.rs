@@ -273,7 +273,7 @@ impl RowLocator {
 
 /// `meta` with binary columns read as `BinaryView`: each value then points
 /// into its decoded page instead of being copied out of it. Blobs are most of
-/// the bytes a lookup reads (a sixth of `verify`'s CPU was that copy).
+/// the bytes a lookup reads (that copy was 6.6 % of `verify`'s CPU).
 fn with_binary_views(
     meta: ArrowReaderMetadata,
     options: ArrowReaderOptions,
