@@ -54,7 +54,7 @@ fn to_bf16(f32_bytes: &[u8]) -> Vec<u8> {
 /// it differs from in a few bytes (a sparse fine-tune).
 fn arb_case() -> impl Strategy<Value = (Vec<u8>, usize, Option<Vec<u8>>)> {
     (
-        prop_oneof![Just(1usize), Just(2), Just(4), Just(8)],
+        prop_oneof![Just(1usize), Just(2), Just(3), Just(4), Just(8)],
         0usize..2048,
         0u8..3,
     )

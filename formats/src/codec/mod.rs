@@ -334,10 +334,8 @@ impl Compressor {
                 Ok((out, None))
             }
             Encoding::BytePlanes | Encoding::XorBytePlanes => {
-                let xor = enc == Encoding::XorBytePlanes;
-                let split = planes::split(data, base.filter(|_| xor), elem_size);
-                let (out, r) =
-                    planes::encode_frame(&split, elem_size, xor, ratios, &mut self.plane);
+                let base = base.filter(|_| enc == Encoding::XorBytePlanes);
+                let (out, r) = planes::encode_frame(data, base, elem_size, ratios, &mut self.plane);
                 Ok((out, Some(r)))
             }
         }

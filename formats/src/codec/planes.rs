@@ -43,51 +43,84 @@ enum Method {
 /// Per-plane compressibility measured on a sample: stored / plane bytes.
 pub(crate) type PlaneRatios = Vec<f64>;
 
-/// Splits `data` (XORed with `base` when given) into planes, plane-major:
-/// the result holds plane 0, then plane 1, ... each `data.len() / elem_size`
-/// long. `base`, when given, has the length of `data`.
-pub(crate) fn split(data: &[u8], base: Option<&[u8]>, elem_size: usize) -> Vec<u8> {
-    if let Some(b) = base {
-        let x: Vec<u8> = data.iter().zip(b).map(|(d, b)| d ^ b).collect();
-        return split(&x, None, elem_size);
+/// Appends plane `k` of `data` (XORed with `base` when given) to `out`:
+/// byte `k` of every `es`-byte little-endian element. `base`, when given, has
+/// the length of `data`.
+///
+/// The plane is written straight into `out` (no plane-major copy of the whole
+/// input, no zero-fill): the loops extend from exact-size iterators over
+/// whole elements, which LLVM vectorizes.
+pub(crate) fn extend_plane(
+    out: &mut Vec<u8>,
+    data: &[u8],
+    base: Option<&[u8]>,
+    es: usize,
+    k: usize,
+) {
+    match (es, base) {
+        (2, None) => extend_plane_of::<2>(out, data, k),
+        (2, Some(b)) => extend_xor_plane_of::<2>(out, data, b, k),
+        (4, None) => extend_plane_of::<4>(out, data, k),
+        (4, Some(b)) => extend_xor_plane_of::<4>(out, data, b, k),
+        (8, None) => extend_plane_of::<8>(out, data, k),
+        (8, Some(b)) => extend_xor_plane_of::<8>(out, data, b, k),
+        (_, None) => out.extend(data.iter().skip(k).step_by(es.max(1))),
+        (_, Some(b)) => out.extend(
+            data.iter()
+                .zip(b)
+                .map(|(d, b)| d ^ b)
+                .skip(k)
+                .step_by(es.max(1)),
+        ),
     }
-    let es = elem_size.max(1);
-    let n = data.len() / es;
-    let mut out = vec![0u8; data.len()];
-    // The shapes of these loops (whole-element loads, shifts, zips) let LLVM vectorize them.
-    match es {
-        2 => {
-            let (p0, p1) = out.split_at_mut(n);
-            let (elems, _) = data.as_chunks::<2>();
-            for ((e, a), b) in elems.iter().zip(p0).zip(p1) {
-                let v = u16::from_le_bytes(*e);
-                *a = v as u8;
-                *b = (v >> 8) as u8;
-            }
-        }
-        4 => {
-            let (p01, p23) = out.split_at_mut(2 * n);
-            let (p0, p1) = p01.split_at_mut(n);
-            let (p2, p3) = p23.split_at_mut(n);
-            let (elems, _) = data.as_chunks::<4>();
-            for ((((e, a), b), c), d) in elems.iter().zip(p0).zip(p1).zip(p2).zip(p3) {
-                let v = u32::from_le_bytes(*e);
-                *a = v as u8;
-                *b = (v >> 8) as u8;
-                *c = (v >> 16) as u8;
-                *d = (v >> 24) as u8;
-            }
-        }
-        _ => {
-            for (k, plane) in out.chunks_exact_mut(n.max(1)).enumerate() {
-                let src = data.iter().skip(k).step_by(es);
-                for (d, &s) in plane.iter_mut().zip(src) {
-                    *d = s;
-                }
-            }
-        }
+}
+
+/// [`extend_plane`] for `ES`-byte elements without a base.
+fn extend_plane_of<const ES: usize>(out: &mut Vec<u8>, data: &[u8], k: usize) {
+    let (elems, _) = data.as_chunks::<ES>();
+    let shift = 8 * k as u32;
+    match ES {
+        2 => out.extend(elems.iter().map(|e| (u16_of(e) >> shift) as u8)),
+        4 => out.extend(elems.iter().map(|e| (u32_of(e) >> shift) as u8)),
+        _ => out.extend(elems.iter().map(|e| (u64_of(e) >> shift) as u8)),
     }
-    out
+}
+
+/// [`extend_plane`] for `ES`-byte elements XORed with a base.
+fn extend_xor_plane_of<const ES: usize>(out: &mut Vec<u8>, data: &[u8], base: &[u8], k: usize) {
+    let (elems, _) = data.as_chunks::<ES>();
+    let (bases, _) = base.as_chunks::<ES>();
+    let shift = 8 * k as u32;
+    let pairs = elems.iter().zip(bases);
+    match ES {
+        2 => out.extend(pairs.map(|(e, b)| ((u16_of(e) ^ u16_of(b)) >> shift) as u8)),
+        4 => out.extend(pairs.map(|(e, b)| ((u32_of(e) ^ u32_of(b)) >> shift) as u8)),
+        _ => out.extend(pairs.map(|(e, b)| ((u64_of(e) ^ u64_of(b)) >> shift) as u8)),
+    }
+}
+
+/// The first two bytes of `e` as a little-endian u16 (zero-padded).
+fn u16_of<const ES: usize>(e: &[u8; ES]) -> u16 {
+    let mut b = [0u8; 2];
+    let n = ES.min(2);
+    b[..n].copy_from_slice(&e[..n]);
+    u16::from_le_bytes(b)
+}
+
+/// The first four bytes of `e` as a little-endian u32 (zero-padded).
+fn u32_of<const ES: usize>(e: &[u8; ES]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = ES.min(4);
+    b[..n].copy_from_slice(&e[..n]);
+    u32::from_le_bytes(b)
+}
+
+/// The first eight bytes of `e` as a little-endian u64 (zero-padded).
+fn u64_of<const ES: usize>(e: &[u8; ES]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = ES.min(8);
+    b[..n].copy_from_slice(&e[..n]);
+    u64::from_le_bytes(b)
 }
 
 /// Elements interleaved per step of [`merge`]: the step's output fits in L1.
@@ -141,51 +174,86 @@ fn merge(planes: &[&[u8]], n: usize) -> Vec<u8> {
     out
 }
 
-/// Encodes plane-major `planes` as a frame. With `ratios` from a sample, planes
-/// whose sample did not shrink enough are stored raw without trying zstd.
-/// Returns the frame and each plane's stored/raw ratio.
+/// Encodes `data` (elements of `elem_size` bytes, XORed with `base` when
+/// given) as a frame. With `ratios` from a sample, planes whose sample did not
+/// shrink enough are stored raw without trying zstd. Returns the frame and
+/// each plane's stored/raw ratio.
+///
+/// Planes that may compress are extracted and compressed first (one plane
+/// buffer at a time); then the frame is assembled in order, raw planes
+/// extracted straight into it. No plane-major copy of the whole input is made.
 pub(crate) fn encode_frame(
-    planes: &[u8],
+    data: &[u8],
+    base: Option<&[u8]>,
     elem_size: usize,
-    xor: bool,
     ratios: Option<&[f64]>,
     cz: &mut zstd::bulk::Compressor<'_>,
 ) -> (Vec<u8>, PlaneRatios) {
-    let n = planes.len() / elem_size.max(1);
-    let table_len = FIXED_HEADER + TABLE_ENTRY * elem_size;
-    let mut out = Vec::with_capacity(table_len + planes.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[VERSION, elem_size as u8, if xor { FLAG_XOR } else { 0 }, 0]);
-    out.extend_from_slice(&(n as u64).to_le_bytes());
-    out.resize(table_len, 0);
-    let mut measured = Vec::with_capacity(elem_size);
-    for (k, plane) in planes.chunks_exact(n.max(1)).take(elem_size).enumerate() {
-        let start = out.len();
+    let es = elem_size.max(1);
+    let n = data.len() / es;
+    let base = base.filter(|b| b.len() == data.len());
+    let xor = base.is_some();
+    // Pass 1: planes stored other than raw (constant, or zstd that saves enough).
+    let mut packed: Vec<Option<(Method, Vec<u8>)>> = Vec::with_capacity(es);
+    let mut plane = Vec::new();
+    for k in 0..es {
         let skip_zstd = ratios
             .and_then(|r| r.get(k))
             .is_some_and(|&r| r * MIN_SAVING_DIV as f64 >= (MIN_SAVING_DIV - 1) as f64);
-        let method = match plane.first() {
-            Some(&b0) if plane.iter().all(|&b| b == b0) => {
-                out.push(b0);
-                Method::Const
-            }
-            _ if skip_zstd || plane.is_empty() => Method::Raw,
-            _ => {
-                if try_zstd_into(&mut out, plane, cz) {
-                    Method::Zstd
-                } else {
-                    Method::Raw
+        packed.push(if n == 0 {
+            None
+        } else if skip_zstd {
+            // Constant planes are rare and stop the check at their first
+            // differing byte, so checking costs next to nothing.
+            let first = plane_byte(data, base, es, k, 0);
+            let constant = (1..n).all(|i| plane_byte(data, base, es, k, i) == first);
+            constant.then(|| (Method::Const, vec![first]))
+        } else {
+            plane.clear();
+            plane.reserve_exact(n);
+            extend_plane(&mut plane, data, base, es, k);
+            match plane.first() {
+                Some(&b0) if plane.iter().all(|&b| b == b0) => Some((Method::Const, vec![b0])),
+                _ => {
+                    let mut z = Vec::new();
+                    try_zstd_into(&mut z, &plane, cz).then_some((Method::Zstd, z))
                 }
             }
+        });
+    }
+    drop(plane);
+
+    // Pass 2: the frame, in plane order.
+    let table_len = FIXED_HEADER + TABLE_ENTRY * es;
+    let stored_total: usize = packed
+        .iter()
+        .map(|p| p.as_ref().map_or(n, |(_, b)| b.len()))
+        .sum();
+    let mut out = Vec::with_capacity(table_len + stored_total);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[VERSION, es as u8, if xor { FLAG_XOR } else { 0 }, 0]);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    out.resize(table_len, 0);
+    let mut measured = Vec::with_capacity(es);
+    for (k, p) in packed.into_iter().enumerate() {
+        let start = out.len();
+        let method = match p {
+            Some((method, bytes)) => {
+                out.extend_from_slice(&bytes);
+                method
+            }
+            None => {
+                if n > 0 {
+                    extend_plane(&mut out, data, base, es, k);
+                }
+                Method::Raw
+            }
         };
-        if method == Method::Raw {
-            out.extend_from_slice(plane);
-        }
         let stored = out.len() - start;
-        measured.push(if plane.is_empty() {
+        measured.push(if n == 0 {
             1.0
         } else {
-            stored as f64 / plane.len() as f64
+            stored as f64 / n as f64
         });
         let entry = FIXED_HEADER + TABLE_ENTRY * k;
         if let Some(slot) = out.get_mut(entry..entry + TABLE_ENTRY) {
@@ -194,6 +262,13 @@ pub(crate) fn encode_frame(
         }
     }
     (out, measured)
+}
+
+/// Byte `k` of element `i` of `data` (XORed with `base` when given).
+fn plane_byte(data: &[u8], base: Option<&[u8]>, es: usize, k: usize, i: usize) -> u8 {
+    let at = i * es + k;
+    let d = data.get(at).copied().unwrap_or(0);
+    d ^ base.and_then(|b| b.get(at)).copied().unwrap_or(0)
 }
 
 /// Appends zstd(plane) to `out` if it saves more than 2%; leaves `out`
