@@ -316,3 +316,38 @@ fn real_minilm_weights_round_trip() {
     );
     assert!(total.1 < total.0 && total.3 < total.2);
 }
+
+#[test]
+fn equal_to_base_frame_is_what_encode_writes() {
+    let f32s: Vec<u8> = normals(1 << 18, 0.02, 7)
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    for (data, es) in [
+        (f32s.clone(), 4),
+        (to_bf16(&f32s), 2),
+        (f32s[..24].to_vec(), 8),
+    ] {
+        let frame = codec::encode_equal_to_base(data.len(), es).expect("frame");
+        // encode writes the frame whenever it is smaller than the data
+        let expected = if frame.len() < data.len() {
+            (Encoding::XorBytePlanes, frame.clone())
+        } else {
+            (Encoding::Raw, data.clone())
+        };
+        assert_eq!(
+            encode(&data, es, Some(&data)).expect("encode"),
+            expected,
+            "elem_size {es}"
+        );
+        let back = decode(Encoding::XorBytePlanes, &frame, es, Some(&data), data.len());
+        assert_eq!(back.as_deref(), Ok(data.as_slice()));
+    }
+    let empty = codec::encode_equal_to_base(0, 2).expect("empty frame");
+    assert_eq!(
+        decode(Encoding::XorBytePlanes, &empty, 2, Some(&[]), 0),
+        Ok(Vec::new())
+    );
+    assert!(codec::encode_equal_to_base(3, 2).is_err());
+    assert!(codec::encode_equal_to_base(18, 9).is_err());
+}

@@ -78,15 +78,26 @@ pub(crate) fn blob_row(part: BlobPart, run_id: &str) -> Result<RecordBatch> {
 
 /// Where one stored part of a content sits, without its bytes.
 #[derive(Debug, Clone)]
-struct PartMeta {
+pub(crate) struct PartMeta {
     part_index: i32,
     part_count: i32,
     raw_offset: u64,
     raw_len: u64,
 }
 
-/// The parts of `sha` in order, checked to cover the content without gaps.
-async fn content_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>> {
+/// The parts of `sha` in order, checked to cover the content without gaps;
+/// looked up once per session.
+async fn content_parts(session: &LakeSession, sha: &str) -> Result<Arc<[PartMeta]>> {
+    if let Some(parts) = session.part_list(sha) {
+        return Ok(parts);
+    }
+    let parts: Arc<[PartMeta]> = lookup_parts(session, sha).await?.into();
+    session.remember_part_list(sha, parts.clone());
+    Ok(parts)
+}
+
+/// [`content_parts`] read from `silver.tensor_blobs`.
+async fn lookup_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>> {
     const COLUMNS: [&str; 4] = ["part_index", "part_count", "raw_offset", "raw_len"];
     let keys = [("content_sha256", Key::Str(sha))];
     let batches = lookup(session, silver::TENSOR_BLOBS, &keys, &COLUMNS).await?;
@@ -222,11 +233,12 @@ impl<'a> ContentParts<'a> {
             )));
         }
         let parts: Vec<PartMeta> = all
-            .into_iter()
+            .iter()
             .filter(|p| {
                 p.raw_offset < range.end && p.raw_offset + p.raw_len > range.start
                     || (p.raw_len == 0 && range.is_empty())
             })
+            .cloned()
             .collect();
         Ok(Self {
             session,

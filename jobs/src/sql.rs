@@ -13,6 +13,7 @@ use deltalake::datafusion::catalog::MemorySchemaProvider;
 use deltalake::datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use weightlake_schemas::TableName;
 
+use crate::blobs::PartMeta;
 use crate::lake::Lake;
 use crate::locate::RowLocator;
 use crate::{JobError, Result};
@@ -25,6 +26,10 @@ pub struct LakeSession {
     snapshots: HashMap<TableName, deltalake::DeltaTable>,
     /// Locators built so far (`None`: the table needs DataFusion scans).
     locators: Mutex<HashMap<TableName, Option<Arc<RowLocator>>>>,
+    /// Part lists of contents read so far, complete ones only: a stored
+    /// content never changes, so each is looked up once per session (a
+    /// fine-tune reads its base range by range).
+    part_lists: Mutex<HashMap<String, Arc<[PartMeta]>>>,
 }
 
 /// How `weightlake sql` prints results.
@@ -66,6 +71,7 @@ impl LakeSession {
             ctx,
             snapshots,
             locators: Mutex::new(HashMap::new()),
+            part_lists: Mutex::new(HashMap::new()),
         })
     }
 
@@ -82,6 +88,18 @@ impl LakeSession {
                     .map(Arc::new)
             })
             .clone()
+    }
+
+    /// The remembered part list of content `sha`, if it was read before.
+    pub(crate) fn part_list(&self, sha: &str) -> Option<Arc<[PartMeta]>> {
+        self.part_lists.lock().ok()?.get(sha).cloned()
+    }
+
+    /// Remember the complete part list of content `sha`.
+    pub(crate) fn remember_part_list(&self, sha: &str, parts: Arc<[PartMeta]>) {
+        if let Ok(mut lists) = self.part_lists.lock() {
+            lists.insert(sha.to_string(), parts);
+        }
     }
 
     /// Whether table `name` exists and was registered.

@@ -180,6 +180,23 @@ pub fn encode_as(
         .0)
 }
 
+/// The [`Encoding::XorBytePlanes`] frame of `len` bytes equal to their base:
+/// every plane the constant 0, built without reading either side. [`encode`]
+/// returns this frame for such data whenever it is smaller than the data
+/// (about 100 bytes; tinier data is stored raw). Same argument rules as
+/// [`encode_as`].
+pub fn encode_equal_to_base(len: usize, elem_size: usize) -> Result<Vec<u8>, FormatError> {
+    check_elems(len, elem_size)?;
+    if elem_size > MAX_ELEM_SIZE {
+        return Err(FormatError::BadElemSize {
+            what: Encoding::XorBytePlanes.as_str(),
+            elem_size,
+            supported: "1 to 8 bytes",
+        });
+    }
+    Ok(planes::zero_xor_frame(len / elem_size, elem_size))
+}
+
 /// Decodes `encoded` back into exactly `expected_len` bytes.
 ///
 /// `elem_size` must match the one used to encode (plane encodings check it

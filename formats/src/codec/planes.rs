@@ -264,6 +264,31 @@ pub(crate) fn encode_frame(
     (out, measured)
 }
 
+/// The XOR frame of `n` elements of `es` bytes equal to their base: every
+/// plane the constant 0 (raw and empty when `n` is 0, as [`encode_frame`]
+/// writes it).
+pub(crate) fn zero_xor_frame(n: usize, es: usize) -> Vec<u8> {
+    let es = es.max(1);
+    let table_len = FIXED_HEADER + TABLE_ENTRY * es;
+    let mut out = Vec::with_capacity(table_len + es);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[VERSION, es as u8, FLAG_XOR, 0]);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
+    let (method, stored) = if n == 0 {
+        (Method::Raw, 0u64)
+    } else {
+        (Method::Const, 1)
+    };
+    for _ in 0..es {
+        out.push(method as u8);
+        out.extend_from_slice(&stored.to_le_bytes());
+    }
+    if n > 0 {
+        out.resize(table_len + es, 0);
+    }
+    out
+}
+
 /// Byte `k` of element `i` of `data` (XORed with `base` when given).
 fn plane_byte(data: &[u8], base: Option<&[u8]>, es: usize, k: usize, i: usize) -> u8 {
     let at = i * es + k;

@@ -375,10 +375,32 @@ impl<S: PartSink> Processor<'_, S> {
             // Pass 2: encode new content part by part.
             let count = parts.len() as i32;
             for (i, (start, len)) in parts.iter().enumerate() {
+                let elem = t.elem_size;
+                // Before the first difference the part equals the base's: its
+                // XOR frame is all zero planes, written without reading either.
+                let equal_to_base =
+                    kept.is_none() && base_sha.is_some() && spill_from.is_none_or(|f| *start < f);
+                if equal_to_base
+                    && let Some(frame) =
+                        weightlake_formats::codec::encode_equal_to_base(*len as usize, elem)
+                            .ok()
+                            .filter(|f| (f.len() as u64) < *len)
+                {
+                    tally.bytes_stored += frame.len() as u64;
+                    let at = PartAt {
+                        index: i,
+                        count,
+                        start: *start,
+                        len: *len,
+                        elem,
+                    };
+                    let part = at.blob(&sha, Encoding::XorBytePlanes, &base_sha, frame);
+                    self.sink.put(part).await?;
+                    continue;
+                }
                 let (data, base_part) = match (kept.take(), &base_sha) {
                     (Some(d), _) => (d, kept_base.take()),
-                    // Before the first difference the part equals the base's.
-                    (None, Some(bsha)) if spill_from.is_none_or(|f| *start < f) => {
+                    (None, Some(bsha)) if equal_to_base => {
                         let b = read_range(self.session, bsha, *start..start + len).await?;
                         (b.clone(), Some(b))
                     }
@@ -402,7 +424,6 @@ impl<S: PartSink> Processor<'_, S> {
                         (data, base_part)
                     }
                 };
-                let elem = t.elem_size;
                 let (enc, bytes) = tokio::task::spawn_blocking(move || {
                     weightlake_formats::encode(&data, elem, base_part.as_deref())
                 })
@@ -416,23 +437,14 @@ impl<S: PartSink> Processor<'_, S> {
                     ))
                 })?;
                 tally.bytes_stored += bytes.len() as u64;
-                self.sink
-                    .put(BlobPart {
-                        content_sha256: sha.clone(),
-                        part_index: i as i32,
-                        part_count: count,
-                        raw_offset: *start as i64,
-                        raw_len: *len as i64,
-                        elem_size: elem as i32,
-                        base_sha256: if enc == Encoding::XorBytePlanes {
-                            base_sha.clone()
-                        } else {
-                            None
-                        },
-                        encoding: enc,
-                        data: bytes,
-                    })
-                    .await?;
+                let at = PartAt {
+                    index: i,
+                    count,
+                    start: *start,
+                    len: *len,
+                    elem,
+                };
+                self.sink.put(at.blob(&sha, enc, &base_sha, bytes)).await?;
             }
         }
         Ok(TensorRow {
@@ -485,6 +497,38 @@ impl<S: PartSink> Processor<'_, S> {
                 .await?;
         }
         Ok(tally)
+    }
+}
+
+/// Where one part of a content sits, for its `silver.tensor_blobs` row.
+struct PartAt {
+    index: usize,
+    count: i32,
+    start: u64,
+    len: u64,
+    elem: usize,
+}
+
+impl PartAt {
+    /// The part's row: `bytes` encoded as `enc` (against `base_sha` when XOR).
+    fn blob(
+        &self,
+        sha: &str,
+        enc: Encoding,
+        base_sha: &Option<String>,
+        bytes: Vec<u8>,
+    ) -> BlobPart {
+        BlobPart {
+            content_sha256: sha.to_string(),
+            part_index: self.index as i32,
+            part_count: self.count,
+            raw_offset: self.start as i64,
+            raw_len: self.len as i64,
+            elem_size: self.elem as i32,
+            base_sha256: base_sha.clone().filter(|_| enc.needs_base()),
+            encoding: enc,
+            data: bytes,
+        }
     }
 }
 
