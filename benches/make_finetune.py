@@ -5,6 +5,11 @@
         of normal(0, 0.02); OUT_DIR/ft/model.safetensors: the same with the low
         1-2 mantissa bits of 30 % of its elements flipped.
 
+    python benches/make_finetune.py emb-tail OUT_DIR
+        The same base; the fine-tune changes only the last 4096 rows (new
+        tokens trained, the rest frozen), so its first 15 of 16 parts equal
+        the base's.
+
     python benches/make_finetune.py perturb SRC DST NAME...
         DST: a copy of the safetensors file SRC with tensors NAME... changed the
         same way (BF16 only).
@@ -24,7 +29,7 @@ def flip_low_bits(u, rng):
     u[mask] ^= rng.integers(1, 4, int(mask.sum())).astype(np.uint16)
 
 
-def emb(out):
+def emb(out, tail_rows=None):
     rows, cols = 65536, 4096
     nb = rows * cols * 2
     rng = np.random.default_rng(7)
@@ -36,7 +41,10 @@ def emb(out):
     b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
     del u
     for name in ("base", "ft"):
-        if name == "ft":
+        if name == "ft" and tail_rows:
+            tail = b[(rows - tail_rows) * cols:]
+            flip_low_bits(tail, rng)
+        elif name == "ft":
             flip_low_bits(b, rng)
         os.makedirs(os.path.join(out, name), exist_ok=True)
         with open(os.path.join(out, name, "model.safetensors"), "wb") as f:
@@ -64,6 +72,8 @@ def perturb(src, dst, names):
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "emb":
         emb(sys.argv[2])
+    elif len(sys.argv) >= 3 and sys.argv[1] == "emb-tail":
+        emb(sys.argv[2], tail_rows=4096)
     elif len(sys.argv) >= 5 and sys.argv[1] == "perturb":
         perturb(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
