@@ -376,6 +376,13 @@ impl<S: PartSink> Processor<'_, S> {
             let count = parts.len() as i32;
             for (i, (start, len)) in parts.iter().enumerate() {
                 let elem = t.elem_size;
+                let at = PartAt {
+                    index: i,
+                    count,
+                    start: *start,
+                    len: *len,
+                    elem,
+                };
                 // Before the first difference the part equals the base's: its
                 // XOR frame is all zero planes, written without reading either.
                 let equal_to_base =
@@ -387,13 +394,6 @@ impl<S: PartSink> Processor<'_, S> {
                             .filter(|f| (f.len() as u64) < *len)
                 {
                     tally.bytes_stored += frame.len() as u64;
-                    let at = PartAt {
-                        index: i,
-                        count,
-                        start: *start,
-                        len: *len,
-                        elem,
-                    };
                     let part = at.blob(&sha, Encoding::XorBytePlanes, &base_sha, frame);
                     self.sink.put(part).await?;
                     continue;
@@ -437,13 +437,6 @@ impl<S: PartSink> Processor<'_, S> {
                     ))
                 })?;
                 tally.bytes_stored += bytes.len() as u64;
-                let at = PartAt {
-                    index: i,
-                    count,
-                    start: *start,
-                    len: *len,
-                    elem,
-                };
                 self.sink.put(at.blob(&sha, enc, &base_sha, bytes)).await?;
             }
         }
