@@ -26,6 +26,7 @@ mod append;
 mod blobs;
 mod error;
 pub mod export;
+mod file_ranges;
 pub mod gold;
 pub mod ingest;
 pub mod lake;

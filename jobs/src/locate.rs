@@ -26,17 +26,15 @@ use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::{
     ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, RowFilter,
 };
-use deltalake::parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
-use deltalake::parquet::errors::ParquetError;
-use deltalake::parquet::file::metadata::{
-    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader, RowGroupMetaData,
-};
+use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use deltalake::parquet::file::metadata::{PageIndexPolicy, RowGroupMetaData};
 use deltalake::parquet::file::statistics::Statistics;
-use futures::future::BoxFuture;
-use futures::{FutureExt, TryStreamExt};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 
+use crate::file_ranges::FileRanges;
 use crate::sql::{LakeSession, int_value, string_value};
 use crate::{JobError, Result};
 use weightlake_schemas::TableName;
@@ -125,6 +123,8 @@ struct DataFile {
 /// Finds rows of one table snapshot by key columns.
 pub(crate) struct RowLocator {
     store: Arc<dyn ObjectStore>,
+    /// The table's root as a local file system, when it is on local disk.
+    local: Option<LocalFileSystem>,
     files: Vec<DataFile>,
     footers: Mutex<HashMap<Path, ArrowReaderMetadata>>,
     /// Bytes fetched from the store so far (footers and data).
@@ -168,8 +168,14 @@ impl RowLocator {
                 max,
             });
         }
+        let url = table.table_url();
+        let local = (url.scheme() == "file")
+            .then(|| url.to_file_path().ok())
+            .flatten()
+            .and_then(|root| LocalFileSystem::new_with_prefix(root).ok());
         Some(Self {
             store: table.object_store(),
+            local,
             files,
             footers: Mutex::new(HashMap::new()),
             fetched: Arc::new(AtomicU64::new(0)),
@@ -217,7 +223,7 @@ impl RowLocator {
                     .map(|row| Some(row_matches(&batch, row, &keys)))
                     .collect::<BooleanArray>())
             });
-            let reader = FileReader::new(&self.store, file, &self.fetched);
+            let reader = self.ranges(file);
             let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, meta)
                 .with_row_groups(row_groups)
                 .with_projection(mask)
@@ -243,6 +249,12 @@ impl RowLocator {
         Ok(found)
     }
 
+    /// Byte ranges of `file` for the Parquet reader.
+    fn ranges(&self, file: &DataFile) -> FileRanges {
+        let local = self.local.as_ref();
+        FileRanges::new(&self.store, local, &file.path, file.size, &self.fetched)
+    }
+
     /// Bytes read from the store by this locator so far.
     pub fn bytes_fetched(&self) -> u64 {
         self.fetched.load(Ordering::Relaxed)
@@ -258,7 +270,7 @@ impl RowLocator {
         {
             return Ok(m);
         }
-        let mut reader = FileReader::new(&self.store, file, &self.fetched);
+        let mut reader = self.ranges(file);
         let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
         let meta = ArrowReaderMetadata::load_async(&mut reader, options.clone())
             .await
@@ -296,72 +308,6 @@ fn with_binary_views(
         .collect();
     let views = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
     ArrowReaderMetadata::try_new(meta.metadata().clone(), options.with_schema(views))
-}
-
-/// Byte ranges of one data file of known size, for the Parquet reader.
-struct FileReader {
-    store: Arc<dyn ObjectStore>,
-    path: Path,
-    size: u64,
-    fetched: Arc<AtomicU64>,
-}
-
-impl FileReader {
-    fn new(store: &Arc<dyn ObjectStore>, file: &DataFile, fetched: &Arc<AtomicU64>) -> Self {
-        Self {
-            store: store.clone(),
-            path: file.path.clone(),
-            size: file.size,
-            fetched: fetched.clone(),
-        }
-    }
-}
-
-impl AsyncFileReader for FileReader {
-    fn get_bytes(
-        &mut self,
-        range: std::ops::Range<u64>,
-    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<bytes::Bytes>> {
-        self.fetched
-            .fetch_add(range.end - range.start, Ordering::Relaxed);
-        async move {
-            self.store
-                .get_range(&self.path, range)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn get_byte_ranges(
-        &mut self,
-        ranges: Vec<std::ops::Range<u64>>,
-    ) -> BoxFuture<'_, deltalake::parquet::errors::Result<Vec<bytes::Bytes>>> {
-        let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-        self.fetched.fetch_add(n, Ordering::Relaxed);
-        async move {
-            self.store
-                .get_ranges(&self.path, &ranges)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        }
-        .boxed()
-    }
-
-    fn get_metadata<'a>(
-        &'a mut self,
-        options: Option<&'a ArrowReaderOptions>,
-    ) -> BoxFuture<'a, deltalake::parquet::errors::Result<Arc<ParquetMetaData>>> {
-        async move {
-            let size = self.size;
-            let metadata = ParquetMetaDataReader::new()
-                .with_arrow_reader_options(options)
-                .load_and_finish(self, size)
-                .await?;
-            Ok(Arc::new(metadata))
-        }
-        .boxed()
-    }
 }
 
 fn parquet_err(path: &Path, e: impl std::fmt::Display) -> JobError {
