@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use deltalake::arrow::array::{
     ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
 };
@@ -145,7 +146,7 @@ fn decode_part<'a>(
     sha: &'a str,
     part: &'a PartMeta,
     depth: usize,
-) -> BoxFuture<'a, Result<Vec<u8>>> {
+) -> BoxFuture<'a, Result<Bytes>> {
     Box::pin(async move {
         if depth > 8 {
             return Err(JobError::Invalid(format!(
@@ -195,20 +196,29 @@ fn decode_part<'a>(
     })
 }
 
-/// Bytes `range` of content `sha`, decoded part by part.
+/// Bytes `range` of content `sha`, decoded part by part (no copy when the
+/// range lies in one part).
 fn read_range_at_depth<'a>(
     session: &'a LakeSession,
     sha: &'a str,
     range: Range<u64>,
     depth: usize,
-) -> BoxFuture<'a, Result<Vec<u8>>> {
+) -> BoxFuture<'a, Result<Bytes>> {
     Box::pin(async move {
-        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        let len = (range.end - range.start) as usize;
         let mut parts = ContentParts::open(session, sha, range).await?;
+        let Some(first) = parts.next_at_depth(depth).await? else {
+            return Ok(Bytes::new());
+        };
+        if first.len() == len {
+            return Ok(first);
+        }
+        let mut out = Vec::with_capacity(len);
+        out.extend_from_slice(&first);
         while let Some(bytes) = parts.next_at_depth(depth).await? {
             out.extend_from_slice(&bytes);
         }
-        Ok(out)
+        Ok(Bytes::from(out))
     })
 }
 
@@ -249,21 +259,18 @@ impl<'a> ContentParts<'a> {
     }
 
     /// The next piece of the range, or `None` at its end.
-    pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
         self.next_at_depth(0).await
     }
 
-    async fn next_at_depth(&mut self, depth: usize) -> Result<Option<Vec<u8>>> {
+    async fn next_at_depth(&mut self, depth: usize) -> Result<Option<Bytes>> {
         let Some(p) = self.parts.next() else {
             return Ok(None);
         };
-        let mut raw = decode_part(self.session, &self.sha, &p, depth).await?;
+        let raw = decode_part(self.session, &self.sha, &p, depth).await?;
         let from = self.range.start.saturating_sub(p.raw_offset) as usize;
         let to = (self.range.end.min(p.raw_offset + p.raw_len) - p.raw_offset) as usize;
-        if from > 0 || to < raw.len() {
-            raw = raw[from..to].to_vec();
-        }
-        Ok(Some(raw))
+        Ok(Some(raw.slice(from..to)))
     }
 }
 
@@ -279,6 +286,6 @@ pub(crate) async fn read_range(
     session: &LakeSession,
     sha: &str,
     range: Range<u64>,
-) -> Result<Vec<u8>> {
+) -> Result<Bytes> {
     read_range_at_depth(session, sha, range, 0).await
 }

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+use bytes::Bytes;
 use deltalake::datafusion::prelude::{col, lit};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -158,7 +159,7 @@ pub struct FileReader<'a> {
 
 impl FileReader<'_> {
     /// The next piece, or `None` at the end of the range.
-    pub async fn next(&mut self) -> Result<Option<Vec<u8>>> {
+    pub async fn next(&mut self) -> Result<Option<Bytes>> {
         loop {
             if let Some(parts) = self.current.as_mut() {
                 if let Some(bytes) = parts.next().await? {
@@ -168,7 +169,7 @@ impl FileReader<'_> {
             }
             match self.segments.next() {
                 None => return Ok(None),
-                Some(Segment::Inline(b)) => return Ok(Some(b)),
+                Some(Segment::Inline(b)) => return Ok(Some(Bytes::from(b))),
                 Some(Segment::Content { sha256, range }) => {
                     self.current = Some(ContentParts::open(self.session, &sha256, range).await?);
                 }

@@ -208,7 +208,6 @@ fn stream_file(r: &Resolved, file: &str, range: Range<u64>, verify: bool) -> Bod
                 if let Some(h) = hasher.as_mut() {
                     h.update(&bytes);
                 }
-                let bytes = Bytes::from(bytes);
                 let mut at = 0;
                 while at < bytes.len() {
                     let end = (at + FRAME).min(bytes.len());

@@ -13,6 +13,8 @@ mod planes;
 use std::fmt;
 use std::str::FromStr;
 
+use bytes::Bytes;
+
 pub use planes::MAX_ELEM_SIZE;
 
 use crate::FormatError;
@@ -202,14 +204,16 @@ pub fn encode_equal_to_base(len: usize, elem_size: usize) -> Result<Vec<u8>, For
 /// `elem_size` must match the one used to encode (plane encodings check it
 /// against the frame); `base` is required for [`Encoding::XorBytePlanes`].
 /// Output is capped at `expected_len`: truncated or oversized frames and
-/// decompression bombs are errors.
+/// decompression bombs are errors. The bytes are returned as [`Bytes`]:
+/// byte-plane frames of 2- and 4-byte elements decode straight into the
+/// buffer they own, and slices of them are free.
 pub fn decode(
     encoding: Encoding,
     encoded: &[u8],
     elem_size: usize,
     base: Option<&[u8]>,
     expected_len: usize,
-) -> Result<Vec<u8>, FormatError> {
+) -> Result<Bytes, FormatError> {
     let what = encoding.as_str();
     match encoding {
         Encoding::Raw => {
@@ -220,7 +224,7 @@ pub fn decode(
                     actual: encoded.len(),
                 });
             }
-            Ok(encoded.to_vec())
+            Ok(Bytes::copy_from_slice(encoded))
         }
         Encoding::Zstd => {
             let mut out = Vec::with_capacity(expected_len);
@@ -234,9 +238,9 @@ pub fn decode(
                     actual: got,
                 });
             }
-            Ok(out)
+            Ok(Bytes::from(out))
         }
-        Encoding::BytePlanes => planes::decode_frame(encoded, elem_size, false, expected_len, what),
+        Encoding::BytePlanes => planes::decode_frame(encoded, elem_size, None, expected_len, what),
         Encoding::XorBytePlanes => {
             let base = base.ok_or(FormatError::MissingBase { encoding: what })?;
             if base.len() != expected_len {
@@ -245,9 +249,7 @@ pub fn decode(
                     base_len: base.len(),
                 });
             }
-            let mut out = planes::decode_frame(encoded, elem_size, true, expected_len, what)?;
-            out.iter_mut().zip(base).for_each(|(o, b)| *o ^= b);
-            Ok(out)
+            planes::decode_frame(encoded, elem_size, Some(base), expected_len, what)
         }
     }
 }

@@ -15,6 +15,8 @@
 
 use std::io::Cursor;
 
+use bytes::Bytes;
+
 use crate::FormatError;
 
 /// Frame magic.
@@ -123,15 +125,69 @@ fn u64_of<const ES: usize>(e: &[u8; ES]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Elements interleaved per step of [`merge`]: the step's output fits in L1.
+/// Elements interleaved per step of [`merge_bytes`]: the step's output fits in L1.
 const MERGE_STEP: usize = 4096;
 
-/// Inverse of [`split`] without the XOR: interleaves `planes` (one slice of
-/// `n` bytes per byte position) into `n` elements.
+/// Inverse of the plane split: interleaves `planes` (one slice of `n` bytes
+/// per byte position) into `n` elements, XORed with `base` (same length as
+/// the output) when given.
 ///
-/// Each step interleaves into a small stack buffer and appends it, so the
-/// output is written once (no zero-fill of a buffer that is then overwritten).
-fn merge(planes: &[&[u8]], n: usize) -> Vec<u8> {
+/// 2- and 4-byte elements are collected as native-endian integers built from
+/// their bytes in order, so the integers' memory is the output: written once,
+/// straight into the buffer the result owns (no zero-fill, no copy).
+fn merge(planes: &[&[u8]], n: usize, base: Option<&[u8]>) -> Bytes {
+    let base = base.filter(|b| b.len() == n * planes.len());
+    match (planes, base) {
+        ([p0, p1], None) => {
+            let elems = p0[..n].iter().zip(&p1[..n]);
+            elems_bytes(elems.map(|(&a, &b)| u16::from_ne_bytes([a, b])).collect())
+        }
+        ([p0, p1], Some(base)) => {
+            let (bases, _) = base.as_chunks::<2>();
+            let elems = p0[..n].iter().zip(&p1[..n]).zip(bases);
+            let v = elems.map(|((&a, &b), e)| u16::from_ne_bytes([a, b]) ^ u16::from_ne_bytes(*e));
+            elems_bytes(v.collect())
+        }
+        ([p0, p1, p2, p3], None) => {
+            let elems = p0[..n].iter().zip(&p1[..n]).zip(&p2[..n]).zip(&p3[..n]);
+            let v = elems.map(|(((&a, &b), &c), &d)| u32::from_ne_bytes([a, b, c, d]));
+            elems_bytes(v.collect())
+        }
+        ([p0, p1, p2, p3], Some(base)) => {
+            let (bases, _) = base.as_chunks::<4>();
+            let elems = p0[..n].iter().zip(&p1[..n]).zip(&p2[..n]).zip(&p3[..n]);
+            let v = elems.zip(bases).map(|((((&a, &b), &c), &d), e)| {
+                u32::from_ne_bytes([a, b, c, d]) ^ u32::from_ne_bytes(*e)
+            });
+            elems_bytes(v.collect())
+        }
+        _ => {
+            let mut out = merge_bytes(planes, n);
+            if let Some(base) = base {
+                out.iter_mut().zip(base).for_each(|(o, b)| *o ^= b);
+            }
+            Bytes::from(out)
+        }
+    }
+}
+
+/// Integers whose memory is a run of bytes (see [`merge`]).
+struct ElemBytes<T>(Vec<T>);
+
+impl<T: bytemuck::Pod> AsRef<[u8]> for ElemBytes<T> {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+/// The bytes of `elems`, without a copy.
+fn elems_bytes<T: bytemuck::Pod + Send + Sync>(elems: Vec<T>) -> Bytes {
+    Bytes::from_owner(ElemBytes(elems))
+}
+
+/// [`merge`] for any element size: each step interleaves into a small stack
+/// buffer and appends it, so the output is written once (no zero-fill).
+fn merge_bytes(planes: &[&[u8]], n: usize) -> Vec<u8> {
     let es = planes.len().max(1);
     let mut out = Vec::with_capacity(n * es);
     let mut step = [0u8; MERGE_STEP * MAX_ELEM_SIZE];
@@ -139,33 +195,9 @@ fn merge(planes: &[&[u8]], n: usize) -> Vec<u8> {
     while at < n {
         let m = MERGE_STEP.min(n - at);
         let buf = &mut step[..m * es];
-        // The shapes of these loops (whole-element stores, zips) let LLVM vectorize them.
-        match planes {
-            [p0, p1] => {
-                let (elems, _) = buf.as_chunks_mut::<2>();
-                for ((e, &a), &b) in elems.iter_mut().zip(&p0[at..at + m]).zip(&p1[at..at + m]) {
-                    *e = (u16::from(a) | u16::from(b) << 8).to_le_bytes();
-                }
-            }
-            [p0, p1, p2, p3] => {
-                let (elems, _) = buf.as_chunks_mut::<4>();
-                let quads = p0[at..at + m]
-                    .iter()
-                    .zip(&p1[at..at + m])
-                    .zip(&p2[at..at + m])
-                    .zip(&p3[at..at + m]);
-                for (e, (((&a, &b), &c), &d)) in elems.iter_mut().zip(quads) {
-                    let v =
-                        u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16 | u32::from(d) << 24;
-                    *e = v.to_le_bytes();
-                }
-            }
-            _ => {
-                for (k, plane) in planes.iter().enumerate() {
-                    for (dst, &src) in buf.iter_mut().skip(k).step_by(es).zip(&plane[at..at + m]) {
-                        *dst = src;
-                    }
-                }
+        for (k, plane) in planes.iter().enumerate() {
+            for (dst, &src) in buf.iter_mut().skip(k).step_by(es).zip(&plane[at..at + m]) {
+                *dst = src;
             }
         }
         out.extend_from_slice(buf);
@@ -319,15 +351,17 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
-/// Decodes a frame into the original elements (still XORed with the base when
-/// `xor`), checking every field against `elem_size`, `xor` and `expected_len`.
+/// Decodes a frame into the original elements (XORed back with `base`, of
+/// `expected_len` bytes, for an XOR frame), checking every field against
+/// `elem_size`, whether a base is given, and `expected_len`.
 pub(crate) fn decode_frame(
     encoded: &[u8],
     elem_size: usize,
-    xor: bool,
+    base: Option<&[u8]>,
     expected_len: usize,
     what: &'static str,
-) -> Result<Vec<u8>, FormatError> {
+) -> Result<Bytes, FormatError> {
+    let xor = base.is_some();
     let bad = |reason: String| FormatError::CorruptFrame {
         encoding: what,
         reason,
@@ -446,9 +480,9 @@ pub(crate) fn decode_frame(
         .map(|(o, p)| o.as_deref().unwrap_or(p))
         .collect();
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok(Bytes::new());
     }
-    Ok(merge(&planes, n))
+    Ok(merge(&planes, n, base))
 }
 
 /// Maps a zstd decompression error.

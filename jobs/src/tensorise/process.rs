@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use bytes::Bytes;
 use sha2::Digest;
 use tracing::warn;
 use weightlake_formats::stats::{FloatKind, StatsAccumulator, TensorStats, rel_l2_from_sums};
@@ -399,7 +400,7 @@ impl<S: PartSink> Processor<'_, S> {
                     continue;
                 }
                 let (data, base_part) = match (kept.take(), &base_sha) {
-                    (Some(d), _) => (d, kept_base.take()),
+                    (Some(d), _) => (Bytes::from(d), kept_base.take()),
                     (None, Some(bsha)) if equal_to_base => {
                         let b = read_range(self.session, bsha, *start..start + len).await?;
                         (b.clone(), Some(b))
@@ -407,14 +408,14 @@ impl<S: PartSink> Processor<'_, S> {
                     (None, base) => {
                         let at = *start - spill_from.unwrap_or(0);
                         let data = match take_spilled(&mut spill, at, *len).await? {
-                            Some(d) => d,
-                            None => reader.read(t.offset + start, *len).await?,
+                            Some(d) => Bytes::from(d),
+                            None => Bytes::from(reader.read(t.offset + start, *len).await?),
                         };
                         let base_part = match base {
                             None => None,
                             Some(bsha) => {
                                 Some(match take_spilled(&mut base_spill, at, *len).await? {
-                                    Some(b) => b,
+                                    Some(b) => Bytes::from(b),
                                     None => {
                                         read_range(self.session, bsha, *start..start + len).await?
                                     }
