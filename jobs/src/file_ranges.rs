@@ -75,32 +75,42 @@ impl FileRanges {
     }
 }
 
-/// `ranges` of local file `path`, each read into a buffer of exactly its
-/// length without zero-filling it first; a range past the end is an error.
+/// `ranges` of local file `path`, each read with [`read_exact_at`]; a range
+/// past the end is an error naming the file.
 fn read_local(path: &std::path::Path, ranges: &[Range<u64>]) -> std::io::Result<Vec<Bytes>> {
     let mut file = std::fs::File::open(path)?;
     ranges
         .iter()
         .map(|r| {
-            let len = r.end.saturating_sub(r.start);
-            file.seek(SeekFrom::Start(r.start))?;
-            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            (&mut file).take(len).read_to_end(&mut buf)?;
-            if buf.len() as u64 != len {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "{}: range {}..{} ends past the file's {} bytes",
-                        path.display(),
-                        r.start,
-                        r.end,
-                        r.start + buf.len() as u64
-                    ),
-                ));
-            }
-            Ok(Bytes::from(buf))
+            read_exact_at(&mut file, r.start, r.end.saturating_sub(r.start))
+                .map(Bytes::from)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
         })
         .collect()
+}
+
+/// `len` bytes at `offset` of `file`, read into a buffer of exactly that
+/// capacity without zero-filling it first; fewer bytes than `len` is an
+/// `UnexpectedEof` error.
+pub(crate) fn read_exact_at(
+    file: &mut std::fs::File,
+    offset: u64,
+    len: u64,
+) -> std::io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(len).read_to_end(&mut buf)?;
+    if buf.len() as u64 != len {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "range {offset}..{} ends past the file's {} bytes",
+                offset + len,
+                offset + buf.len() as u64
+            ),
+        ));
+    }
+    Ok(buf)
 }
 
 impl AsyncFileReader for FileRanges {

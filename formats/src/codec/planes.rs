@@ -262,9 +262,7 @@ pub(crate) fn encode_frame(
         .map(|p| p.as_ref().map_or(n, |(_, b)| b.len()))
         .sum();
     let mut out = Vec::with_capacity(table_len + stored_total);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[VERSION, es as u8, if xor { FLAG_XOR } else { 0 }, 0]);
-    out.extend_from_slice(&(n as u64).to_le_bytes());
+    push_fixed_header(&mut out, es, xor, n);
     out.resize(table_len, 0);
     let mut measured = Vec::with_capacity(es);
     for (k, p) in packed.into_iter().enumerate() {
@@ -303,9 +301,7 @@ pub(crate) fn zero_xor_frame(n: usize, es: usize) -> Vec<u8> {
     let es = es.max(1);
     let table_len = FIXED_HEADER + TABLE_ENTRY * es;
     let mut out = Vec::with_capacity(table_len + es);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[VERSION, es as u8, FLAG_XOR, 0]);
-    out.extend_from_slice(&(n as u64).to_le_bytes());
+    push_fixed_header(&mut out, es, true, n);
     let (method, stored) = if n == 0 {
         (Method::Raw, 0u64)
     } else {
@@ -319,6 +315,14 @@ pub(crate) fn zero_xor_frame(n: usize, es: usize) -> Vec<u8> {
         out.resize(table_len + es, 0);
     }
     out
+}
+
+/// Appends the frame's fixed header: magic, version, element size, flags,
+/// element count.
+fn push_fixed_header(out: &mut Vec<u8>, es: usize, xor: bool, n: usize) {
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[VERSION, es as u8, if xor { FLAG_XOR } else { 0 }, 0]);
+    out.extend_from_slice(&(n as u64).to_le_bytes());
 }
 
 /// Byte `k` of element `i` of `data` (XORed with `base` when given).

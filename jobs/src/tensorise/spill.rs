@@ -13,11 +13,12 @@
 //! goes for the base tensor's range that a part is compared and XORed with.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use tracing::{debug, warn};
 
+use crate::file_ranges::read_exact_at;
 use crate::{JobError, Result};
 
 /// The spilled bytes of one tensor, written in part order.
@@ -59,16 +60,7 @@ impl Spill {
                 "read past the spilled bytes",
             ));
         }
-        self.file.seek(SeekFrom::Start(offset))?;
-        let mut out = Vec::with_capacity(len as usize);
-        (&mut self.file).take(len).read_to_end(&mut out)?;
-        if out.len() as u64 != len {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "spill file shorter than written",
-            ));
-        }
-        Ok(out)
+        read_exact_at(&mut self.file, offset, len)
     }
 }
 
