@@ -91,12 +91,12 @@ fn measure(label: &str, tensors: &[(Vec<u8>, Option<Vec<u8>>)], elem_size: usize
     );
 }
 
-/// Tensor statistics over BF16 `data` (best of five), printing their speed.
-fn measure_stats(label: &str, data: &[u8]) {
+/// Tensor statistics over `data` of `kind` (best of five), printing their speed.
+fn measure_stats(label: &str, kind: FloatKind, data: &[u8]) {
     let best = (0..5)
         .map(|_| {
             let (t, c) = (Instant::now(), cpu_ns());
-            let mut acc = StatsAccumulator::new(FloatKind::BF16);
+            let mut acc = StatsAccumulator::new(kind);
             acc.update(data);
             std::hint::black_box(acc.finish());
             secs(t, c)
@@ -106,6 +106,18 @@ fn measure_stats(label: &str, data: &[u8]) {
         "{label}: statistics {:.2} GB/s",
         data.len() as f64 / best / 1e9
     );
+}
+
+/// The F16 bits of a BF16 value, mantissa truncated and values below F16's
+/// normal range flushed to zero (enough for weights of normal(0, 0.02)).
+fn f16_bits_truncated(b: u16) -> u16 {
+    let sign = b & 0x8000;
+    let exp = i32::from((b >> 7) & 0xff) - 127 + 15;
+    match exp {
+        e if e <= 0 => sign,
+        e if e >= 31 => sign | 0x7c00,
+        e => sign | ((e as u16) << 10) | ((b & 0x7f) << 3),
+    }
 }
 
 /// Seconds since the start marks: CPU time when available, else wall time.
@@ -126,7 +138,17 @@ fn main() {
         .flat_map(|_| bf16_bits(rng.next(0.02) as f32).to_le_bytes())
         .collect();
     measure("bf16 normal(0,0.02) 64MiB", &[(bf16.clone(), None)], 2);
-    measure_stats("bf16 normal(0,0.02) 64MiB", &bf16);
+    measure_stats("bf16 normal(0,0.02) 64MiB", FloatKind::BF16, &bf16);
+    let f16: Vec<u8> = bf16
+        .chunks_exact(2)
+        .flat_map(|e| f16_bits_truncated(u16::from_le_bytes([e[0], e[1]])).to_le_bytes())
+        .collect();
+    measure_stats("the same as f16", FloatKind::F16, &f16);
+    let f32s: Vec<u8> = bf16
+        .chunks_exact(2)
+        .flat_map(|e| [0, 0, e[0], e[1]])
+        .collect();
+    measure_stats("the same as f32", FloatKind::F32, &f32s);
 
     let mut tuned = bf16.clone();
     for i in (0..n).step_by(100) {
