@@ -91,15 +91,15 @@ pub fn load_str_with(
     }
     let text = interpolate::interpolate(yaml, origin, &params)?;
     let spec: spec::PipelineSpec = yaml_serde::from_str(&text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
+        let message = e.to_string();
+        let (line, column) = duplicate_position(&text, &message)
+            .or_else(|| e.location().map(|l| (l.line(), l.column())))
             .unwrap_or((0, 0));
         PipelineError::Spec(vec![SpecError {
             file: origin.to_string(),
             line,
             column,
-            message: with_suggestion(&e.to_string()),
+            message: readable(&with_suggestion(&message)),
         }])
     })?;
     let cost = cost::resolve(&spec, yaml, origin);
@@ -132,6 +132,62 @@ pub fn load_file_with(
 }
 
 /// Add " (did you mean `x`?)" to serde's "unknown field `y`, expected one of …".
+/// Where the second of a repeated name is (`stages: \`a\` appears twice`):
+/// the parser only knows the map's start.
+fn duplicate_position(raw: &str, msg: &str) -> Option<(usize, usize)> {
+    let (section, rest) = msg.split_once(": `")?;
+    let (name, tail) = rest.split_once('`')?;
+    if !tail.starts_with(" appears twice") {
+        return None;
+    }
+    let mut path: Vec<&str> = section.split('.').collect();
+    path.push(name);
+    let (first, _) = validate::locate_path(raw, &path);
+    if first == 0 {
+        return None;
+    }
+    let after = raw.lines().skip(first).collect::<Vec<_>>().join("\n");
+    match validate::locate_path(&after, &[name]) {
+        (0, _) => None,
+        (line, column) => Some((first + line, column)),
+    }
+}
+
+/// A YAML error as the user should read it: without the " at line L column C"
+/// that the `file:line:column:` prefix already says, and with YAML words for
+/// the Rust types serde names.
+fn readable(msg: &str) -> String {
+    let msg = match msg.rfind(" at line ") {
+        Some(at)
+            if msg[at + 9..]
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            &msg[..at]
+        }
+        _ => msg,
+    };
+    [
+        ("expected usize", "expected a whole number ≥ 0"),
+        ("expected u64", "expected a whole number ≥ 0"),
+        ("expected u32", "expected a whole number ≥ 0"),
+        ("expected u16", "expected a whole number ≥ 0"),
+        ("expected u8", "expected a whole number ≥ 0"),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        (
+            "expected struct PipelineSpec",
+            "expected a mapping of pipeline settings",
+        ),
+        (
+            "data did not match any variant of untagged enum Raw",
+            "expected a whole number or text such as `16MiB` or `30s`",
+        ),
+    ]
+    .iter()
+    .fold(msg.to_string(), |m, (rust, yaml)| m.replace(rust, yaml))
+}
+
 fn with_suggestion(msg: &str) -> String {
     let grab = |s: &str| s.split('`').nth(1).map(str::to_string);
     let Some(rest) = msg

@@ -50,11 +50,15 @@ pub(crate) fn deserialize_number_or_text<'de, D: Deserializer<'de>, T>(
     #[serde(untagged)]
     enum Raw {
         N(u64),
+        Negative(i64),
         S(String),
     }
     match Option::<Raw>::deserialize(d)? {
         None => Ok(None),
         Some(Raw::N(n)) => Ok(Some(from_number(n))),
+        Some(Raw::Negative(n)) => Err(serde::de::Error::custom(format!(
+            "must not be negative, got {n}"
+        ))),
         Some(Raw::S(s)) => parse(&s).map(Some).map_err(serde::de::Error::custom),
     }
 }

@@ -35,10 +35,11 @@ pub struct PipelineSpec {
     /// S3/GCS settings for the lake and object-store sources.
     #[serde(default)]
     pub storage: StorageConfig,
-    /// Named sources that stages refer to.
-    #[serde(default)]
+    /// Named sources that stages refer to (each name once).
+    #[serde(default, deserialize_with = "unique_keys")]
     pub sources: BTreeMap<String, SourceSpec>,
-    /// Named stages; run in dependency order.
+    /// Named stages; run in dependency order (each name once).
+    #[serde(deserialize_with = "unique_keys")]
     pub stages: BTreeMap<String, StageSpec>,
     /// Pipeline parameters and their defaults: `${name}` anywhere in the file
     /// is replaced by the value (`--param name=value` overrides the default).
@@ -178,6 +179,39 @@ impl RunIf {
     }
 }
 
+/// A map whose names must differ: YAML itself lets a repeated key silently
+/// replace the first (a copied stage would vanish).
+fn unique_keys<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, V>, D::Error> {
+    struct Unique<V>(std::marker::PhantomData<V>);
+    impl<'de, V: Deserialize<'de>> serde::de::Visitor<'de> for Unique<V> {
+        type Value = BTreeMap<String, V>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a mapping of names")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                if out.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "`{name}` appears twice (the second would replace the first)"
+                    )));
+                }
+                let value = map.next_value()?;
+                out.insert(name, value);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Unique(std::marker::PhantomData))
+}
+
 /// Parameter defaults: YAML scalars (strings, numbers, booleans) as text.
 fn deserialize_parameters<'de, D: Deserializer<'de>>(
     d: D,
@@ -190,7 +224,7 @@ fn deserialize_parameters<'de, D: Deserializer<'de>>(
         F(f64),
         S(String),
     }
-    let raw = BTreeMap::<String, Scalar>::deserialize(d)?;
+    let raw: BTreeMap<String, Scalar> = unique_keys(d)?;
     Ok(raw
         .into_iter()
         .map(|(k, v)| {

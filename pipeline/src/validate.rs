@@ -474,6 +474,41 @@ mod tests {
     }
 
     #[test]
+    fn repeated_stage_and_source_names_are_errors() {
+        let yaml =
+            format!("{BASE}  a: {{ job: ingest, sources: [s] }}\n  a: {{ job: tensorise }}\n");
+        let err = load_str(&yaml, "t.yaml")
+            .expect_err("two stages `a`")
+            .to_string();
+        assert!(err.starts_with("t.yaml:7:"), "{err}");
+        assert!(err.contains("`a` appears twice"), "{err}");
+        assert!(!err.contains(" at line "), "location said twice: {err}");
+        let yaml = "name: t\nlake: ./l\nsources:\n  s: { local: { path: ./m } }\n  s: { local: { path: ./n } }\nstages:\n  a: { job: ingest, sources: [s] }\n";
+        let err = load_str(yaml, "t.yaml")
+            .expect_err("two sources `s`")
+            .to_string();
+        assert!(err.contains("`s` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_name_yaml_types() {
+        let err = load_str(
+            &format!("{BASE}  a: {{ job: ingest, sources: [s], parallelism: lots }}\n"),
+            "t.yaml",
+        )
+        .expect_err("not a number")
+        .to_string();
+        assert!(err.contains("expected a whole number"), "{err}");
+        let err = load_str(
+            &format!("{BASE}  a: {{ job: ingest, sources: [s], chunk_size: -5 }}\n"),
+            "t.yaml",
+        )
+        .expect_err("negative")
+        .to_string();
+        assert!(err.contains("must not be negative"), "{err}");
+    }
+
+    #[test]
     fn bad_sizes_and_jobs_are_rejected() {
         let err = load_str(
             &format!("{BASE}  a: {{ job: ingest, sources: [s], chunk_size: 12 parsecs }}\n"),

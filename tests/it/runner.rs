@@ -147,6 +147,10 @@ async fn shards_split_a_stage_and_parameters_override_defaults() {
         })
         .sum();
     assert_eq!(ingested, 3, "each file once across the shards: {t}");
+    // A task must split the stage as its `shards:` says.
+    let odd = run(&["task", "ingest", "--pipeline", &p, "--shard", "0/2"]);
+    assert_eq!(odd.status.code(), Some(2), "{}", text(&odd));
+    assert!(text(&odd).contains("shards: 3"), "{}", text(&odd));
     let original = std::fs::read(tiny().join("model.safetensors")).expect("model");
     assert_eq!(
         read_back(&local_lake(tmp.path()), "tiny2", "model.safetensors").await,

@@ -148,6 +148,7 @@ pub async fn run_task(
     if !spec.stages.contains_key(name) {
         return Err(no_stage(p, name));
     }
+    super::check_shard(p, name, opts.shard)?;
     // A task cannot see its run's other tasks, but it can see the day.
     if let (Some(_), Some(day)) = (
         p.cost(),

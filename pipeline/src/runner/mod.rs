@@ -356,11 +356,37 @@ pub(crate) fn no_stage(p: &ValidatedPipeline, name: &str) -> PipelineError {
         file: p.origin().to_string(),
         line: 0,
         column: 0,
-        message: format!(
-            "no stage `{name}`{}",
-            crate::validate::suggest(name, p.spec().stages.keys())
-        ),
+        message: match crate::validate::suggest(name, p.spec().stages.keys()) {
+            hint if hint.is_empty() => {
+                format!("no stage `{name}` (stages: {})", p.order().join(", "))
+            }
+            hint => format!("no stage `{name}`{hint}"),
+        },
     }])
+}
+
+/// `--shard i/N` must split a stage declared with `shards: N` the same way its
+/// other tasks do; a different N would leave items to no task or to two.
+pub(crate) fn check_shard(
+    p: &ValidatedPipeline,
+    name: &str,
+    shard: Shard,
+) -> Result<(), PipelineError> {
+    let declared = p.spec().stages.get(name).and_then(|s| s.shards);
+    match declared {
+        Some(n) if shard != Shard::ALL && shard.count != n => {
+            Err(PipelineError::Spec(vec![crate::SpecError {
+                file: p.origin().to_string(),
+                line: 0,
+                column: 0,
+                message: format!(
+                    "stage `{name}` has `shards: {n}`; --shard {shard} must be one of 0/{n} to {}/{n}",
+                    n - 1
+                ),
+            }]))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn not_run(name: &str, outcome: Outcome) -> StageResult {
