@@ -325,14 +325,18 @@ pub struct ValidateArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
+    /// An ASCII table.
     Table,
+    /// CSV with a header row (also when there are no rows).
     Csv,
+    /// One JSON object per line (NDJSON), NULLs included as `null`.
     Json,
 }
 
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// The query, e.g. "SELECT file_path, file_size FROM bronze.files".
+    /// The query, e.g. "SELECT file_path, file_size FROM bronze.files". Read
+    /// only: SELECT, WITH, EXPLAIN, SHOW and DESCRIBE.
     pub query: String,
     #[command(flatten)]
     pub lake: LakeArgs,
@@ -420,7 +424,7 @@ pub struct GoldArgs {
     #[command(flatten)]
     pub lake: LakeArgs,
     /// Read gold as of this gold.models table version (time travel).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub as_of: Option<i64>,
     #[command(flatten)]
     pub mlflow: MlflowArgs,

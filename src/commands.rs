@@ -165,7 +165,10 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Sql(a) => {
             let lake = open_lake(&a.lake)?;
             let session = LakeSession::new(&lake).await.map_err(classify_job)?;
-            let batches = session.query(&a.query).await.map_err(classify_job)?;
+            let batches = session
+                .query_with_columns(&a.query)
+                .await
+                .map_err(classify_job)?;
             let format = match a.format {
                 Format::Table => OutputFormat::Table,
                 Format::Csv => OutputFormat::Csv,
@@ -243,9 +246,15 @@ pub(crate) fn open_lake(a: &LakeArgs) -> Result<Lake, CliError> {
 
 fn download_config(t: &TransferArgs) -> Result<DownloadConfig, CliError> {
     let chunk_size = parse_size(&t.chunk_size).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
-    if chunk_size == 0 || t.parallelism == 0 {
+    if !weightlake_connectors::http::CHUNK_SIZES.contains(&chunk_size) {
         return Err(bad_input(anyhow::anyhow!(
-            "--chunk-size and --parallelism must be positive"
+            "--chunk-size must be between 1KiB and 1GiB, got {}",
+            t.chunk_size
+        )));
+    }
+    if t.parallelism == 0 {
+        return Err(bad_input(anyhow::anyhow!(
+            "--parallelism must be at least 1"
         )));
     }
     Ok(DownloadConfig {

@@ -150,10 +150,13 @@ pub async fn models(a: ModelsArgs) -> Result<(), CliError> {
         } => {
             let lake = open_lake(&gold.lake)?;
             let mlflow = mlflow_client(gold.mlflow.tracking_uri.as_deref())?;
-            set_alias(&lake, &name, &alias, None, mlflow.as_ref())
+            let was = set_alias(&lake, &name, &alias, None, mlflow.as_ref())
                 .await
                 .map_err(classify_job)?;
-            println!("{name}@{alias} removed");
+            match was {
+                Some(v) => println!("{name}@{alias} removed (it pointed at version {v})"),
+                None => println!("{name}@{alias} was not set; nothing to remove"),
+            }
             Ok(())
         }
         ModelsCommand::Sync { name, gold } => {

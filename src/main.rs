@@ -9,6 +9,7 @@ mod pipelines;
 mod progress;
 mod runs;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -38,10 +39,24 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {:#}", e.error);
+            eprintln!("error: {}", error_text(&e.error));
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text
+/// is already shown (many errors repeat their source's message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn init_logging(quiet: bool) {
@@ -58,6 +73,8 @@ fn init_logging(quiet: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal, not in captured logs (Databricks tasks).
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
 }

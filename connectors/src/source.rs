@@ -449,12 +449,16 @@ async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSour
 
 async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<ResolvedSource> {
     let path = std::path::Path::new(&l.path);
-    let meta = tokio::fs::metadata(path)
-        .await
-        .map_err(|source| ConnectorError::Io {
-            path: l.path.clone(),
-            source,
-        })?;
+    let meta = tokio::fs::metadata(path).await.map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            ConnectorError::invalid("source", &l.path, "no such file or directory")
+        } else {
+            ConnectorError::Io {
+                path: l.path.clone(),
+                source,
+            }
+        }
+    })?;
     let abs = std::path::absolute(path).map_err(|source| ConnectorError::Io {
         path: l.path.clone(),
         source,

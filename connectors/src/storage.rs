@@ -99,6 +99,14 @@ impl StorageConfig {
             let dir = url.to_file_path().map_err(|_| {
                 ConnectorError::invalid("location", url.as_str(), "not a local path")
             })?;
+            if !dir.is_dir() {
+                let reason = if dir.exists() {
+                    "not a directory"
+                } else {
+                    "no such directory"
+                };
+                return Err(ConnectorError::invalid("location", url.as_str(), reason));
+            }
             let fs =
                 object_store::local::LocalFileSystem::new_with_prefix(&dir).map_err(|source| {
                     ConnectorError::ObjectStore {

@@ -40,10 +40,16 @@ impl Lake {
     /// A lake at `location` (`file://…`, a path, `s3://bucket/prefix`, `gs://…`).
     pub fn new(location: &str, storage: StorageConfig) -> Result<Self> {
         register_object_store_handlers();
-        Ok(Self {
-            root: parse_location(location)?,
-            storage,
-        })
+        let root = parse_location(location)?;
+        if let Ok(p) = root.to_file_path()
+            && p.exists()
+            && !p.is_dir()
+        {
+            return Err(JobError::Invalid(format!(
+                "lake {location} is a file, not a directory"
+            )));
+        }
+        Ok(Self { root, storage })
     }
 
     /// The root URL.
@@ -104,11 +110,27 @@ impl Lake {
     pub async fn open_version(&self, table: TableName, version: i64) -> Result<DeltaTable> {
         let v = u64::try_from(version)
             .map_err(|_| JobError::Invalid(format!("negative table version {version}")))?;
-        self.builder(table)?
-            .with_version(v)
-            .load()
-            .await
-            .map_err(|e| JobError::delta(table, e))
+        match self.builder(table)?.with_version(v).load().await {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                // Say what exists instead of the log reader's complaint.
+                let latest = self
+                    .open(table)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|t| t.version());
+                match latest {
+                    None => Err(JobError::Invalid(format!(
+                        "{table} does not exist yet, so it has no version {version}"
+                    ))),
+                    Some(l) if v > l => Err(JobError::Invalid(format!(
+                        "{table} has versions 0 to {l}; version {version} is past the latest"
+                    ))),
+                    Some(_) => Err(JobError::delta(table, e)),
+                }
+            }
+        }
     }
 
     /// Open `table`, creating it with `schema` (and `properties`) if it does not exist.

@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::datafusion::catalog::MemorySchemaProvider;
-use deltalake::datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use deltalake::datafusion::error::DataFusionError;
+use deltalake::datafusion::prelude::{DataFrame, SQLOptions, SessionConfig, SessionContext};
 use weightlake_schemas::TableName;
 
 use crate::blobs::PartMeta;
@@ -112,22 +113,56 @@ impl LakeSession {
         &self.ctx
     }
 
-    /// Plan `sql` into a DataFrame.
+    /// Plan `sql` into a DataFrame. SQL only reads the lake: statements that
+    /// would write (INSERT, COPY), define tables or views (CREATE, DROP) or
+    /// change the session (SET) are refused as bad input, so a mistyped
+    /// statement cannot add rows to the tables whose commits mean "complete".
     pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
-        self.ctx.sql(sql).await.map_err(|e| {
-            if self.snapshots.is_empty() {
-                JobError::Invalid(format!(
-                    "{e} (the lake has no tables yet; run an ingest first)"
-                ))
-            } else {
-                JobError::Query(e)
-            }
-        })
+        let plan = self
+            .ctx
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .map_err(|e| {
+                if self.snapshots.is_empty() {
+                    JobError::Invalid(format!(
+                        "{e} (the lake has no tables yet; run an ingest first)"
+                    ))
+                } else {
+                    JobError::Query(e)
+                }
+            })?;
+        let read_only = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        if let Err(e) = read_only.verify_plan(&plan) {
+            let what = match e.find_root() {
+                DataFusionError::Plan(m) => m.clone(),
+                other => other.to_string(),
+            };
+            return Err(JobError::Invalid(format!(
+                "SQL over the lake only reads (SELECT, WITH, EXPLAIN, SHOW, DESCRIBE): {what}"
+            )));
+        }
+        Ok(self.ctx.execute_logical_plan(plan).await?)
     }
 
     /// Run `sql` and collect the result.
     pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>> {
         Ok(self.sql(sql).await?.collect().await?)
+    }
+
+    /// Run `sql` for printing: an empty result is one empty batch, so it
+    /// still shows its columns (the table's header, the CSV header row).
+    pub async fn query_with_columns(&self, sql: &str) -> Result<Vec<RecordBatch>> {
+        let frame = self.sql(sql).await?;
+        let schema = Arc::new(frame.schema().as_arrow().clone());
+        let mut batches = frame.collect().await?;
+        if batches.is_empty() {
+            batches.push(RecordBatch::new_empty(schema));
+        }
+        Ok(batches)
     }
 }
 
@@ -142,6 +177,20 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
             Ok(deltalake::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
         }
         OutputFormat::Csv => {
+            if let Some(f) = batches.first().and_then(|b| {
+                b.schema()
+                    .fields()
+                    .iter()
+                    .find(|f| f.data_type().is_nested())
+                    .cloned()
+            }) {
+                return Err(JobError::Invalid(format!(
+                    "CSV cannot hold column `{}` ({}); select it as text \
+                     (for a list: `array_to_string({0}, ',')`) or use --format json or table",
+                    f.name(),
+                    f.data_type()
+                )));
+            }
             let mut out = Vec::new();
             {
                 let mut w = deltalake::arrow::csv::WriterBuilder::new()
@@ -156,7 +205,10 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
         OutputFormat::Json => {
             let mut out = Vec::new();
             {
-                let mut w = deltalake::arrow::json::LineDelimitedWriter::new(&mut out);
+                // NULLs as `"key": null`, so every line has every column.
+                let mut w = deltalake::arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, deltalake::arrow::json::writer::LineDelimited>(&mut out);
                 for b in &batches {
                     w.write(b)?;
                 }

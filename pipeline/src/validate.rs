@@ -193,7 +193,7 @@ pub fn validate(
                 }
                 if stage
                     .chunk_size
-                    .is_some_and(|c| !(1 << 10..=1 << 30).contains(&c))
+                    .is_some_and(|c| !weightlake_connectors::http::CHUNK_SIZES.contains(&c))
                 {
                     errs.key(
                         "chunk_size",

@@ -27,11 +27,34 @@ fn help_lists_commands_and_bad_args_exit_2() {
         "12 parsecs",
     ]);
     assert_eq!(bad_size.status.code(), Some(2), "{}", text(&bad_size));
-    let missing = run(&["ingest", "/nonexistent/dir", "--lake", "/tmp/wl-never"]);
-    assert_ne!(missing.status.code(), Some(0));
+    let tiny_chunks = run(&["ingest", "x", "--lake", "/tmp/l", "--chunk-size", "1"]);
+    assert_eq!(tiny_chunks.status.code(), Some(2), "{}", text(&tiny_chunks));
     assert!(
-        text(&missing).contains("/nonexistent/dir"),
+        text(&tiny_chunks).contains("1KiB"),
         "{}",
-        text(&missing)
+        text(&tiny_chunks)
     );
+    // A source that does not exist is bad input, said once.
+    for missing in ["/nonexistent/dir", "file:///nonexistent/dir/"] {
+        let out = run(&["ingest", missing, "--lake", "/tmp/wl-never"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let t = text(&out);
+        assert!(
+            t.contains("/nonexistent/dir") && t.contains("no such"),
+            "{t}"
+        );
+        assert_eq!(t.matches("no such").count(), 1, "{t}");
+    }
+    // A lake that is a file is bad input wherever it is used.
+    let file = tempfile::NamedTempFile::new().expect("tmp file");
+    let lake = file.path().to_str().expect("utf8");
+    for args in [
+        vec!["sql", "--lake", lake, "SELECT 1"],
+        vec!["models", "list", "--lake", lake],
+        vec!["ingest", "/nonexistent/dir", "--lake", lake],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("not a directory"), "{}", text(&out));
+    }
 }

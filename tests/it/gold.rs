@@ -141,7 +141,7 @@ async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
         &moved_at.to_string(),
     ]);
     assert!(then.contains("version:     2"), "as of {moved_at}: {then}");
-    ok(&[
+    let rm = [
         "models",
         "alias",
         "rm",
@@ -149,9 +149,21 @@ async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
         "candidate",
         "--lake",
         &lake,
-    ]);
+    ];
+    let removed = ok(&rm);
+    assert!(
+        removed.contains("removed (it pointed at version 2)"),
+        "{removed}"
+    );
     let out = cli(&["models", "show", "minilm@candidate", "--lake", &lake]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Removing it again changes nothing, and says so.
+    let again = ok(&rm);
+    assert!(again.contains("was not set"), "{again}");
+    // Time travel past the latest version is bad input that says what exists.
+    let past = cli(&["models", "list", "--lake", &lake, "--as-of", "999"]);
+    assert_eq!(past.status.code(), Some(2), "{}", text(&past));
+    assert!(text(&past).contains("past the latest"), "{}", text(&past));
     let list = ok(&["models", "list", "--lake", &lake]);
     assert!(
         list.contains("minilm:1") && list.contains("@champion") && list.contains("minilm:2"),

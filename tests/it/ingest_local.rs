@@ -87,7 +87,7 @@ async fn local_dir_is_ingested_byte_for_byte_and_reingest_is_a_noop() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sql_prints_table_csv_and_json_and_hides_blobs() {
+async fn sql_prints_table_csv_and_json_hides_blobs_and_only_reads() {
     let tmp = tempfile::tempdir().expect("tmp");
     let model = tmp.path().join("m");
     write_tree(&model, &[("a.bin", &random_bytes(1000, 2))]);
@@ -142,6 +142,55 @@ async fn sql_prints_table_csv_and_json_and_hides_blobs() {
     let bad = run(&["sql", "--lake", lake_arg, "SELECT nope FROM bronze.files"]);
     assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
     assert!(text(&bad).contains("nope"), "{}", text(&bad));
+    // The cause is said once, not once per wrapping error.
+    assert_eq!(
+        text(&bad).matches("Valid fields").count(),
+        1,
+        "{}",
+        text(&bad)
+    );
+
+    // Empty results keep their header; JSON lines carry NULLs as null.
+    let sql = |format: &str, q: &str| run(&["sql", "--lake", lake_arg, "--format", format, q]);
+    let empty = sql(
+        "csv",
+        "SELECT file_path, file_size FROM bronze.files WHERE file_size < 0",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&empty.stdout).trim(),
+        "file_path,file_size"
+    );
+    let json = sql(
+        "json",
+        "SELECT file_size, CAST(NULL AS VARCHAR) AS note FROM bronze.files",
+    );
+    let v: serde_json::Value = serde_json::from_slice(json.stdout.trim_ascii()).expect("json line");
+    assert!(v.get("note").is_some_and(serde_json::Value::is_null), "{v}");
+    let nested = sql("csv", "SELECT make_array(1, 2) AS dims");
+    assert_eq!(nested.status.code(), Some(2), "{}", text(&nested));
+    assert!(text(&nested).contains("`dims`"), "{}", text(&nested));
+
+    // SQL only reads: writes, table definitions and COPY are bad input and
+    // change nothing.
+    let copy_to = lake.parent().expect("tmp").join("copied.csv");
+    for statement in [
+        "INSERT INTO bronze.files SELECT * FROM bronze.files".to_string(),
+        format!("COPY (SELECT 1) TO '{}'", copy_to.display()),
+        "CREATE TABLE t AS SELECT 1".to_string(),
+        "DROP TABLE bronze.files".to_string(),
+    ] {
+        let refused = run(&["sql", "--lake", lake_arg, &statement]);
+        assert_eq!(
+            refused.status.code(),
+            Some(2),
+            "{statement}: {}",
+            text(&refused)
+        );
+        assert!(text(&refused).contains("only reads"), "{}", text(&refused));
+    }
+    assert!(!copy_to.exists());
+    let rows = sql("csv", "SELECT count(*) AS n FROM bronze.files");
+    assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "n\n1");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,9 @@ pub use range::{ChunkBuffer, RangeSink};
 
 use crate::{ConnectorError, Result};
 
+/// The chunk sizes a download (and a bronze row) may use: 1 KiB to 1 GiB.
+pub const CHUNK_SIZES: std::ops::RangeInclusive<u64> = 1 << 10..=1 << 30;
+
 /// Downloader settings, shared by every source that reads over HTTP.
 #[derive(Debug, Clone)]
 pub struct DownloadConfig {

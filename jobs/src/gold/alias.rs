@@ -20,7 +20,9 @@ use crate::lake::Lake;
 use crate::{JobError, Result};
 
 /// Point `alias` of `name` at the version `target` means (`NAME:3`, `NAME@other`,
-/// `NAME`), or remove it (`target = None`). Returns the version it now points at.
+/// `NAME`), or remove it (`target = None`). Returns the version it now points
+/// at; when removing, the version it pointed at (`None`: it was not set, and
+/// gold is left as it was).
 pub async fn set_alias(
     lake: &Lake,
     name: &str,
@@ -73,10 +75,7 @@ pub async fn set_alias(
         let mlflow_version = v.and_then(|v| v.mlflow_version.clone());
         if append_if_unchanged(table, &[ev]).await?.is_some() {
             info!(name, alias, ?version, event, "alias updated");
-            done = Some((
-                if target.is_some() { version } else { None },
-                mlflow_version,
-            ));
+            done = Some((version, mlflow_version));
             break;
         }
     }
@@ -86,7 +85,8 @@ pub async fn set_alias(
         ))
     })?;
     if let Some(client) = mlflow {
-        let result = match (now, &mlflow_version) {
+        let pointed = if target.is_some() { now } else { None };
+        let result = match (pointed, &mlflow_version) {
             (Some(_), Some(mv)) => sync_registry_alias(client, name, alias, Some(mv)).await,
             (Some(v), None) => Err(JobError::Invalid(format!(
                 "version {v} was promoted without MLflow; nothing to point the registry alias at"
