@@ -399,6 +399,11 @@ pub struct PromoteArgs {
     /// Track the promotion in MLflow but do not register a version.
     #[arg(long)]
     pub no_register: bool,
+    /// Promote even if tensorise quarantined files of the model (they failed
+    /// to parse and are stored only whole): the built-in `files_parsed` gate
+    /// then warns instead of failing.
+    #[arg(long)]
+    pub allow_quarantined: bool,
     #[command(flatten)]
     pub mlflow: MlflowArgs,
 }

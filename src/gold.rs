@@ -55,6 +55,7 @@ pub async fn promote(a: PromoteArgs) -> Result<(), CliError> {
         .with_gates(gates)
         .with_metrics(metrics)
         .with_mlflow(mlflow)
+        .with_allow_quarantined(a.allow_quarantined)
         .await
         .map_err(classify_job)?;
     for g in &report.gates {

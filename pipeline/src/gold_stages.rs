@@ -32,7 +32,7 @@ pub(crate) fn check(spec: &PipelineSpec, name: &str, stage: &StageSpec, errs: &m
     let raw = errs.raw;
     let at = |key: &str| locate_path(raw, &["stages", name, key]);
     let job = stage.job.as_str();
-    let misplaced: [(&str, bool, &[JobKind]); 7] = [
+    let misplaced: [(&str, bool, &[JobKind]); 8] = [
         (
             "model",
             stage.model.is_some(),
@@ -43,6 +43,11 @@ pub(crate) fn check(spec: &PipelineSpec, name: &str, stage: &StageSpec, errs: &m
         ("gates", !stage.gates.is_empty(), &[JobKind::Promote]),
         ("metrics", !stage.metrics.is_empty(), &[JobKind::Promote]),
         ("mlflow", stage.mlflow.is_some(), &[JobKind::Promote]),
+        (
+            "allow_quarantined",
+            stage.allow_quarantined,
+            &[JobKind::Promote],
+        ),
         ("to", stage.to.is_some(), &[JobKind::Export]),
     ];
     for (key, set, jobs) in misplaced {
@@ -307,7 +312,8 @@ pub(crate) async fn promote(
         .with_alias(stage.alias.clone())
         .with_gates(gates)
         .with_metrics(stage.metrics.clone())
-        .with_mlflow(promote_mlflow(spec, stage).map_err(JobError::Invalid)?);
+        .with_mlflow(promote_mlflow(spec, stage).map_err(JobError::Invalid)?)
+        .with_allow_quarantined(stage.allow_quarantined);
     if let Some(id) = run_id {
         job = job.with_run_id(id);
     }

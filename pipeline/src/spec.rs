@@ -438,8 +438,13 @@ pub struct StageSpec {
     /// (promote) Quality gates, in order.
     #[serde(default)]
     pub gates: Vec<GateSpec>,
-    /// (promote) Metrics for the gates: name -> number.
+    /// (promote) Promote even if tensorise quarantined files of the model
+    /// (they failed to parse and are stored only whole); the built-in
+    /// `files_parsed` gate then warns instead of failing. Default false.
     #[serde(default)]
+    pub allow_quarantined: bool,
+    /// (promote) Metrics for the gates: name -> number.
+    #[serde(default, deserialize_with = "unique_keys")]
     pub metrics: BTreeMap<String, f64>,
     /// (promote) MLflow tracking and registry.
     #[serde(default)]

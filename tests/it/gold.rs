@@ -272,6 +272,61 @@ async fn bad_gates_are_bad_input_and_promote_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn models_with_quarantined_files_are_not_promoted_unless_allowed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A model whose weights file is cut in half: tensorise quarantines it.
+    let model = tmp.path().join("cut");
+    let whole = std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/models/tiny/model.safetensors"),
+    )
+    .expect("tiny model");
+    write_tree(
+        &model,
+        &[
+            ("model.safetensors", &whole[..whole.len() / 2]),
+            ("config.json", b"{}"),
+        ],
+    );
+    let lake = tmp.path().join("lake");
+    let lake = lake.to_str().expect("utf8");
+    ok(&[
+        "ingest",
+        model.to_str().expect("utf8"),
+        "--lake",
+        lake,
+        "-q",
+    ]);
+    ok(&["tensorise", "--lake", lake, "-q"]);
+
+    let refused = cli(&["promote", "cut@main", "--lake", lake, "--name", "cut"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("files_parsed") && text(&refused).contains("model.safetensors"),
+        "{}",
+        text(&refused)
+    );
+    let state = GoldState::load(&local_lake(tmp.path()), None)
+        .await
+        .expect("gold");
+    assert!(state.versions.is_empty(), "nothing promoted");
+
+    let out = ok(&[
+        "promote",
+        "cut@main",
+        "--lake",
+        lake,
+        "--name",
+        "cut",
+        "--allow-quarantined",
+    ]);
+    assert!(
+        out.contains("files_parsed") && out.contains("warn") && out.contains("cut:1"),
+        "{out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn concurrent_promotions_get_distinct_versions() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (lake_path, _, _, _) = base_and_finetune_lake(tmp.path());

@@ -23,11 +23,11 @@ use weightlake_connectors::mlflow::MlflowClient;
 use weightlake_schemas::gold;
 
 use super::alias::sync_registry_alias;
-use super::gates::{Gate, GateResult, evaluate};
+use super::gates::{Gate, GateAction, GateResult, evaluate};
 use super::{CAS_ATTEMPTS, Event, GoldState, append_if_unchanged, check_name, open_table};
 use crate::lake::Lake;
 use crate::sql::LakeSession;
-use crate::view::ModelView;
+use crate::view::{Manifest, ModelView};
 use crate::{JobError, Result};
 
 /// Tag on MLflow model versions: the sha256 of the gold manifest.
@@ -99,6 +99,7 @@ pub struct PromoteJob {
     metrics: BTreeMap<String, f64>,
     mlflow: Option<MlflowOptions>,
     run_id: Option<String>,
+    allow_quarantined: bool,
 }
 
 impl PromoteJob {
@@ -119,6 +120,7 @@ impl PromoteJob {
             metrics: BTreeMap::new(),
             mlflow: None,
             run_id: None,
+            allow_quarantined: false,
         }
     }
 
@@ -143,6 +145,14 @@ impl PromoteJob {
     /// Track, read metrics from and register with MLflow.
     pub fn with_mlflow(mut self, mlflow: Option<MlflowOptions>) -> Self {
         self.mlflow = mlflow;
+        self
+    }
+
+    /// Promote even when files of the model were quarantined by tensorise
+    /// (they failed to parse and are kept only as whole files): the built-in
+    /// `files_parsed` gate then warns instead of failing.
+    pub fn with_allow_quarantined(mut self, allow: bool) -> Self {
+        self.allow_quarantined = allow;
         self
     }
 
@@ -187,7 +197,10 @@ impl PromoteJob {
             info!(run = %r, metrics = metrics.len(), "metrics from MLflow");
         }
         metrics.extend(self.metrics.clone());
-        let gates = evaluate(&session, &manifest, &metrics, &self.gates).await?;
+        let mut gates = evaluate(&session, &manifest, &metrics, &self.gates).await?;
+        if let Some(g) = files_parsed(&manifest, self.allow_quarantined) {
+            gates.insert(0, g);
+        }
         for g in &gates {
             if g.passed {
                 info!(gate = %g.name, detail = %g.detail, "gate passed");
@@ -377,7 +390,7 @@ impl PromoteJob {
 }
 
 /// The base model recorded on the model's tensors, if any.
-async fn base_model_of(session: &LakeSession, m: &crate::view::Manifest) -> Result<Option<String>> {
+async fn base_model_of(session: &LakeSession, m: &Manifest) -> Result<Option<String>> {
     let Some(f) = m.files.iter().find(|f| !f.tensors.is_empty()) else {
         return Ok(None);
     };
@@ -402,4 +415,29 @@ async fn base_model_of(session: &LakeSession, m: &crate::view::Manifest) -> Resu
         .find(|b| b.num_rows() > 0)
         .and_then(|b| crate::sql::string_value(b.column(0).as_ref(), 0))
         .map(str::to_string))
+}
+
+/// The built-in gate over files tensorise quarantined (they failed to parse):
+/// none when every file parsed; else failing, or warning when allowed.
+fn files_parsed(manifest: &Manifest, allow: bool) -> Option<GateResult> {
+    let bad: Vec<&str> = manifest
+        .files
+        .iter()
+        .filter(|f| f.format == "quarantined")
+        .map(|f| f.path.as_str())
+        .collect();
+    if bad.is_empty() {
+        return None;
+    }
+    Some(GateResult {
+        name: "files_parsed".into(),
+        action: if allow {
+            GateAction::Warn
+        } else {
+            GateAction::Fail
+        },
+        expr: "every file parsed (allow_quarantined: true keeps quarantined files)".into(),
+        passed: false,
+        detail: format!("quarantined by tensorise: {}", bad.join(", ")),
+    })
 }
