@@ -301,6 +301,11 @@ fn print_tensorise(stage: &str, r: &TensoriseReport) {
         r.elapsed.as_secs_f64(),
         r.run_id
     );
+    if let Some((matched, of)) = r.base_matches {
+        println!(
+            "  {matched} of {of} tensors matched the base (same name, dtype and shape) and were compared with it"
+        );
+    }
     for (path, err) in &r.files_quarantined {
         println!("  quarantined {path}: {err}");
     }

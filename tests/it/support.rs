@@ -211,7 +211,7 @@ pub fn base_and_finetune_lake(root: &Path) -> (String, PathBuf, PathBuf, serde_j
             "-q",
         ]);
     }
-    run_ok(&[
+    let out = run_ok(&[
         "tensorise",
         "--lake",
         &lake,
@@ -219,6 +219,16 @@ pub fn base_and_finetune_lake(root: &Path) -> (String, PathBuf, PathBuf, serde_j
         "base@main",
         "-q",
     ]);
+    // Every tensor of the fine-tune has its like in the base, and says so.
+    let line = out
+        .lines()
+        .find(|l| l.contains("tensors matched the base"))
+        .unwrap_or_else(|| panic!("no base summary: {out}"));
+    let n: Vec<usize> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(n.len() == 2 && n[0] == n[1] && n[0] > 0, "{line}");
     (lake, base, ft, info)
 }
 

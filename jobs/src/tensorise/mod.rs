@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use deltalake::datafusion::prelude::{col, lit};
 use futures::future::BoxFuture;
-use tracing::info;
+use tracing::{info, warn};
 use weightlake_schemas::{bronze, silver};
 
 pub use plan::TensorisePlan;
@@ -53,6 +53,9 @@ pub struct TensoriseReport {
     pub tensors: usize,
     /// Tensors (and pass-through files) whose content was already stored.
     pub dedup_hits: usize,
+    /// With a base model: tensors of the other models, and how many of them
+    /// matched a base tensor (same name, dtype and shape) and were compared.
+    pub base_matches: Option<(usize, usize)>,
     /// Bytes of the files read.
     pub bytes_in: u64,
     /// Bytes written to `silver.tensor_blobs.data`.
@@ -347,6 +350,14 @@ impl TensoriseJob {
             }
         }
         sink.finish().await?;
+        if let (Some((m, r)), Some((0, of))) = (&self.base_model, report.base_matches)
+            && of > 0
+        {
+            warn!(
+                base = %format!("{m}@{r}"),
+                "none of {of} tensors matched a base tensor (same name, dtype and shape): nothing was compared or XOR-encoded"
+            );
+        }
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -392,6 +403,15 @@ impl TensoriseJob {
                 report
                     .files_quarantined
                     .push((f.file_path.clone(), e.clone()));
+            }
+            if base.is_some() {
+                let (matched, of) = report.base_matches.get_or_insert((0, 0));
+                *of += result.tensors.len();
+                *matched += result
+                    .tensors
+                    .iter()
+                    .filter(|t| t.identical_to_base.is_some())
+                    .count();
             }
             report.files_tensorised += 1;
             report.tensors += result.tally.tensors;
