@@ -11,14 +11,14 @@ use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as StorePath;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
-use tracing::info;
+use tracing::{info, warn};
 use url::Url;
 use weightlake_connectors::storage::parse_location;
 
@@ -124,20 +124,50 @@ impl ExportJob {
                         JobError::Invalid(format!("cannot create {}: {e}", p.display()))
                     })?;
                 }
+                // A directory where a local file should go would fail only at
+                // its final rename, after the file (and others, in flight
+                // beside it) were staged: refuse before writing anything.
+                if let Ok(dir) = url.to_file_path()
+                    && let Some(p) = view
+                        .files
+                        .keys()
+                        .map(|path| dir.join(path))
+                        .find(|p| p.is_dir())
+                {
+                    return Err(JobError::Invalid(format!(
+                        "{} is a directory where an exported file goes; remove it or export elsewhere",
+                        p.display()
+                    )));
+                }
                 let (store, prefix) = self.lake.storage().object_store(&url)?;
                 Some((store, prefix, url))
             }
             None => None,
         };
         let dest = Arc::new(dest);
-        let results: Vec<(String, String, u64)> = futures::stream::iter(view.files.into_values())
-            .map(|f| {
-                let (session, dest) = (session.clone(), dest.clone());
-                async move { rebuild(&session, &f, dest.as_ref().as_ref()).await }
-            })
-            .buffer_unordered(self.concurrency)
-            .try_collect()
-            .await?;
+        // Every file runs to its end, so a failed one does not drop the
+        // uploads beside it half-staged (each aborts its own on failure).
+        let outcomes: Vec<Result<(String, String, u64)>> =
+            futures::stream::iter(view.files.into_values())
+                .map(|f| {
+                    let (session, dest) = (session.clone(), dest.clone());
+                    async move { rebuild(&session, &f, dest.as_ref().as_ref()).await }
+                })
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+        let mut results = Vec::with_capacity(outcomes.len());
+        let mut first_error = None;
+        for outcome in outcomes {
+            match outcome {
+                Ok(r) => results.push(r),
+                Err(e) if first_error.is_none() => first_error = Some(e),
+                Err(e) => warn!(error = %e, "export of another file failed too"),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
         let mut report = ExportReport {
             elapsed: started.elapsed(),
             ..Default::default()

@@ -115,17 +115,38 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
         "{pickles}"
     );
 
-    // Rebuild everything and compare with the originals.
+    // Rebuild everything and compare with the originals. A directory in the
+    // way of a file is bad input, found before anything is written.
     let dest = tmp.path().join("export");
-    let out = run(&[
-        "export",
-        "minilm@main",
-        "--lake",
-        lake_dir.to_str().expect("utf8"),
-        "--to",
-        dest.to_str().expect("utf8"),
-        "-q",
-    ]);
+    let export = || {
+        run(&[
+            "export",
+            "minilm@main",
+            "--lake",
+            lake_dir.to_str().expect("utf8"),
+            "--to",
+            dest.to_str().expect("utf8"),
+            "-q",
+        ])
+    };
+    std::fs::create_dir_all(dest.join("model.safetensors")).expect("mkdir");
+    let blocked = export();
+    assert_eq!(blocked.status.code(), Some(2), "{}", text(&blocked));
+    assert!(
+        text(&blocked).contains("is a directory"),
+        "{}",
+        text(&blocked)
+    );
+    let names: Vec<String> = std::fs::read_dir(&dest)
+        .expect("dest")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains('#')),
+        "staged leftovers: {names:?}"
+    );
+    std::fs::remove_dir(dest.join("model.safetensors")).expect("rmdir");
+    let out = export();
     assert!(out.status.success(), "{}", text(&out));
     for entry in walk(&src) {
         let rel = entry.strip_prefix(&src).expect("prefix");
