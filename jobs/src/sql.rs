@@ -124,7 +124,9 @@ impl LakeSession {
             .create_logical_plan(sql)
             .await
             .map_err(|e| {
-                if self.snapshots.is_empty() {
+                if let Some(missing) = self.missing_table(&e) {
+                    JobError::Invalid(missing)
+                } else if self.snapshots.is_empty() {
                     JobError::Invalid(format!(
                         "{e} (the lake has no tables yet; run an ingest first)"
                     ))
@@ -146,6 +148,25 @@ impl LakeSession {
             )));
         }
         Ok(self.ctx.execute_logical_plan(plan).await?)
+    }
+
+    /// For a query naming one of the lake's tables that is not there yet,
+    /// what would create it.
+    fn missing_table(&self, e: &DataFusionError) -> Option<String> {
+        let text = e.to_string();
+        let name = TableName::ALL.iter().find(|n| {
+            !self.snapshots.contains_key(n) && text.contains(&format!("{}.{}'", n.layer, n.table))
+        })?;
+        let by = match name.layer {
+            "bronze" => "an ingest",
+            "silver" => "tensorise",
+            "gold" => "the first promotion",
+            _ => "the first pipeline run",
+        };
+        Some(format!(
+            "{}.{} does not exist in this lake yet; {by} creates it",
+            name.layer, name.table
+        ))
     }
 
     /// Run `sql` and collect the result.

@@ -170,6 +170,15 @@ async fn sql_prints_table_csv_and_json_hides_blobs_and_only_reads() {
     assert_eq!(nested.status.code(), Some(2), "{}", text(&nested));
     assert!(text(&nested).contains("`dims`"), "{}", text(&nested));
 
+    // A lake table not created yet is named, with what creates it.
+    let no_gold = run(&["sql", "--lake", lake_arg, "SELECT * FROM gold.models"]);
+    assert_eq!(no_gold.status.code(), Some(2), "{}", text(&no_gold));
+    assert!(
+        text(&no_gold).contains("gold.models does not exist in this lake yet"),
+        "{}",
+        text(&no_gold)
+    );
+
     // SQL only reads: writes, table definitions and COPY are bad input and
     // change nothing.
     let copy_to = lake.parent().expect("tmp").join("copied.csv");
