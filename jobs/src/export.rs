@@ -244,7 +244,16 @@ impl ExportJob {
     /// Returns the job and a label saying which it picked.
     pub async fn for_reference(lake: Lake, reference: &str) -> Result<(Self, String)> {
         let state = crate::gold::GoldState::load(&lake, None).await?;
-        if let Ok(r) = reference.parse::<crate::gold::GoldRef>()
+        let parsed = reference.parse::<crate::gold::GoldRef>();
+        // A gold name with a broken version or alias is that mistake, not a
+        // silver MODEL@REVISION to look for.
+        let name = reference.split(['@', ':']).next().unwrap_or_default();
+        if let Err(e) = &parsed
+            && state.versions.contains_key(name)
+        {
+            return Err(JobError::Invalid(e.to_string()));
+        }
+        if let Ok(r) = parsed
             && state.versions.contains_key(&r.name)
         {
             let v = state.resolve(&r)?;

@@ -200,9 +200,15 @@ impl ModelView {
     pub async fn latest(session: &LakeSession, model_id: &str, revision: &str) -> Result<Self> {
         let rows = file_rows(session, model_id, revision, None).await?;
         if rows.is_empty() {
-            return Err(JobError::Invalid(format!(
-                "no files of {model_id}@{revision} in silver"
-            )));
+            let others = revisions_of(session, model_id).await.unwrap_or_default();
+            return Err(JobError::Invalid(if others.is_empty() {
+                format!("no files of {model_id}@{revision} in silver")
+            } else {
+                format!(
+                    "no files of {model_id}@{revision} in silver ({model_id} has: {})",
+                    others.join(", ")
+                )
+            }));
         }
         Self::assemble(session, model_id, revision, rows).await
     }
@@ -311,6 +317,25 @@ impl ModelView {
 }
 
 /// Silver file rows of a model revision: the newest per path, or the pinned runs.
+/// The revisions of `model_id` in `silver.files`, sorted.
+async fn revisions_of(session: &LakeSession, model_id: &str) -> Result<Vec<String>> {
+    let batches = session
+        .context()
+        .table(silver::FILES.to_string())
+        .await?
+        .filter(col("model_id").eq(lit(model_id.to_string())))?
+        .select_columns(&["revision"])?
+        .distinct()?
+        .sort(vec![col("revision").sort(true, true)])?
+        .collect()
+        .await?;
+    Ok(batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).filter_map(move |r| string_value(b.column(0).as_ref(), r)))
+        .map(str::to_string)
+        .collect())
+}
+
 async fn file_rows(
     session: &LakeSession,
     model_id: &str,

@@ -170,6 +170,19 @@ async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
         "{list}"
     );
 
+    // References that cannot be right say why, whichever layer they aim at.
+    for (reference, says) in [
+        ("minilm:0", "positive number"),
+        ("minilm:", "positive number"),
+        ("base@main@x", "expected MODEL@REVISION"),
+        ("base@main ", "spaces"),
+        ("base@nope", "base has: main"),
+    ] {
+        let out = cli(&["verify", reference, "--lake", &lake]);
+        assert_eq!(out.status.code(), Some(2), "{reference}: {}", text(&out));
+        assert!(text(&out).contains(says), "{reference}: {}", text(&out));
+    }
+
     // Exports of gold versions are the promoted files, bit for bit.
     let out1 = tmp.path().join("out1");
     let out2 = tmp.path().join("out2");

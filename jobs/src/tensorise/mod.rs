@@ -85,9 +85,14 @@ pub fn parse_model_ref(s: &str) -> Result<(String, String)> {
         Some((m, r)) => (m, r),
         None => (s, "main"),
     };
-    if m.is_empty() || r.is_empty() {
+    if m.is_empty() || r.is_empty() || m.contains('@') {
         return Err(JobError::Invalid(format!(
             "invalid model reference `{s}`: expected MODEL@REVISION"
+        )));
+    }
+    if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(JobError::Invalid(format!(
+            "invalid model reference `{s}`: spaces and control characters are not allowed"
         )));
     }
     Ok((m.to_string(), r.to_string()))
