@@ -59,12 +59,16 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
     let tmp = tempfile::tempdir().expect("tmp");
     let lake_dir = tmp.path().join("lake");
     ingest_dir(&lake_dir, &src, "minilm").await;
-    let out = run(&[
-        "tensorise",
-        "--lake",
-        lake_dir.to_str().expect("utf8"),
-        "-q",
-    ]);
+    let lake_arg = lake_dir.to_str().expect("utf8");
+    // A model that is not in bronze is a mistake to point out, not 0 files.
+    let typo = run(&["tensorise", "--lake", lake_arg, "--model-id", "minlm", "-q"]);
+    assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
+    assert!(
+        text(&typo).contains("models there: minilm"),
+        "{}",
+        text(&typo)
+    );
+    let out = run(&["tensorise", "--lake", lake_arg, "-q"]);
     assert!(out.status.success(), "{}", text(&out));
     let lake = local_lake(tmp.path());
 

@@ -282,6 +282,19 @@ impl TensoriseJob {
         let session = Arc::new(LakeSession::new(&self.lake).await?);
 
         let candidates = bronze_files(&session, self.model_id.as_deref()).await?;
+        if let (Some(m), true) = (&self.model_id, candidates.is_empty()) {
+            let known = bronze_files(&session, None).await?;
+            let models: std::collections::BTreeSet<&str> =
+                known.iter().map(|f| f.model_id.as_str()).collect();
+            return Err(JobError::Invalid(format!(
+                "no complete files of model `{m}` in bronze (models there: {})",
+                if models.is_empty() {
+                    "none".to_string()
+                } else {
+                    models.into_iter().collect::<Vec<_>>().join(", ")
+                }
+            )));
+        }
         let done = silver_uploads(&session).await?;
         let mut todo = Vec::new();
         for f in candidates {
