@@ -196,6 +196,13 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let url = url::Url::parse(&a.url)
                 .with_context(|| format!("URL `{}`", a.url))
                 .map_err(bad_input)?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(bad_input(anyhow::anyhow!(
+                    "URL `{}`: download takes http(s) URLs; `ingest` reads {}:// sources",
+                    a.url,
+                    url.scheme()
+                )));
+            }
             let client = HttpClient::new(download_config(&a.transfer)?).map_err(job_failed)?;
             let target = HttpTarget {
                 url,

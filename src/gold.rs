@@ -36,7 +36,12 @@ pub async fn promote(a: PromoteArgs) -> Result<(), CliError> {
             .trim()
             .parse()
             .map_err(|_| bad_input(anyhow::anyhow!("metric `{kv}`: `{v}` is not a number")))?;
-        metrics.insert(k.trim().to_string(), v);
+        if metrics.insert(k.trim().to_string(), v).is_some() {
+            return Err(bad_input(anyhow::anyhow!(
+                "metric `{}` is given twice",
+                k.trim()
+            )));
+        }
     }
     let mlflow = mlflow_client(a.mlflow.tracking_uri.as_deref())?.map(|client| {
         let mut o = MlflowOptions::new(client);

@@ -231,6 +231,12 @@ pub fn databricks_export(a: DatabricksExportArgs) -> Result<(), CliError> {
         ..ExportOptions::new(format, runner)
     };
     let text = databricks::export(&p, &opts).map_err(|e| code(e.into()))?;
+    for place in databricks::cluster_local_paths(&p) {
+        eprintln!(
+            "warning: {place} is a local path: on Databricks it is the cluster's own disk \
+             (use s3://, gs://, /Volumes/… or /dbfs/…)"
+        );
+    }
     match a.output {
         Some(path) => std::fs::write(&path, text).map_err(|e| CliError {
             error: anyhow::anyhow!("{}: {e}", path.display()),

@@ -35,6 +35,8 @@ pub mod tasks;
 
 use std::path::Path;
 
+use weightlake_connectors::source::SourceSpec;
+
 use crate::ValidatedPipeline;
 use crate::notifications::{NotificationsSpec, RunEvent};
 use model::{
@@ -99,6 +101,39 @@ pub enum ExportError {
     /// YAML encoding failed.
     #[error("encoding the bundle as YAML: {0}")]
     Yaml(#[from] yaml_serde::Error),
+}
+
+/// Locations of the pipeline that a Databricks cluster would read as its own
+/// local disk: the lake, sources and export destinations given as local
+/// paths (other than `/Volumes/…` and `/dbfs/…`, which every node sees).
+/// Each entry says which setting and what it holds.
+pub fn cluster_local_paths(p: &ValidatedPipeline) -> Vec<String> {
+    let spec = p.spec();
+    let local = |s: &str| !s.contains("://") || s.starts_with("file://");
+    let shared = |s: &str| {
+        let path = s.strip_prefix("file://").unwrap_or(s);
+        path.starts_with("/Volumes/") || path.starts_with("/dbfs/")
+    };
+    let mut found = Vec::new();
+    let mut check = |what: String, value: &str| {
+        if local(value) && !shared(value) {
+            found.push(format!("{what} `{value}`"));
+        }
+    };
+    check("lake".into(), &spec.lake);
+    for (name, source) in &spec.sources {
+        match source {
+            SourceSpec::Local(l) => check(format!("source `{name}`"), &l.path),
+            SourceSpec::ObjectStore(o) => check(format!("source `{name}`"), &o.url),
+            _ => {}
+        }
+    }
+    for (name, stage) in &spec.stages {
+        if let Some(to) = &stage.to {
+            check(format!("stage `{name}` to:"), to);
+        }
+    }
+    found
 }
 
 /// Emit the pipeline as `opts.format`.

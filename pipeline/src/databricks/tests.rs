@@ -129,3 +129,23 @@ fn bundle_has_variables_job_and_targets() {
     assert_eq!(v["targets"]["dev"]["default"].as_bool(), Some(true));
     assert_eq!(v["targets"]["prod"]["mode"].as_str(), Some("production"));
 }
+
+#[test]
+fn local_paths_that_a_cluster_would_not_share_are_named() {
+    let p = load_str(YAML, "/x/nightly.yaml").expect("valid");
+    assert_eq!(cluster_local_paths(&p), ["source `m` `./m`"]);
+    let shared = YAML
+        .replace("lake: s3://lake", "lake: /Volumes/main/weights/lake")
+        .replace("path: ./m", "path: /dbfs/models/m");
+    let p = load_str(&shared, "/x/nightly.yaml").expect("valid");
+    assert!(cluster_local_paths(&p).is_empty());
+    let p = load_str(
+        &YAML.replace("lake: s3://lake", "lake: ./lake"),
+        "/x/n.yaml",
+    )
+    .expect("valid");
+    assert_eq!(
+        cluster_local_paths(&p),
+        ["lake `./lake`", "source `m` `./m`"]
+    );
+}
