@@ -423,7 +423,16 @@ pub struct ModelsArgs {
     pub command: ModelsCommand,
 }
 
-/// Options every `models` subcommand takes.
+/// Options of the `models` subcommands that change gold (no time travel).
+#[derive(Debug, Args)]
+pub struct GoldWriteArgs {
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub mlflow: MlflowArgs,
+}
+
+/// Options of the `models` subcommands that read gold.
 #[derive(Debug, Args)]
 pub struct GoldArgs {
     #[command(flatten)]
@@ -459,7 +468,7 @@ pub enum ModelsCommand {
         /// The gold model name.
         name: String,
         #[command(flatten)]
-        gold: GoldArgs,
+        gold: GoldWriteArgs,
     },
 }
 
@@ -474,7 +483,7 @@ pub enum AliasCommand {
         /// The version.
         to: String,
         #[command(flatten)]
-        gold: GoldArgs,
+        gold: GoldWriteArgs,
     },
     /// Remove NAME@ALIAS.
     Rm {
@@ -483,7 +492,7 @@ pub enum AliasCommand {
         /// The alias.
         alias: String,
         #[command(flatten)]
-        gold: GoldArgs,
+        gold: GoldWriteArgs,
     },
 }
 

@@ -154,11 +154,20 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Databricks(DatabricksCommand::Export(a)) => crate::pipelines::databricks_export(a),
         Command::Validate(a) => {
             let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
+            // Stages of one wave may run at once: `a, b -> c`.
+            let waves = weightlake_pipeline::plan::waves(&p);
+            let mut by_wave: Vec<Vec<&str>> = Vec::new();
+            for name in p.order() {
+                let w = waves.get(name).copied().unwrap_or(1);
+                by_wave.resize(by_wave.len().max(w), Vec::new());
+                by_wave[w - 1].push(name);
+            }
+            let dag: Vec<String> = by_wave.iter().map(|w| w.join(", ")).collect();
             println!(
                 "{}: ok ({} stages: {})",
                 a.pipeline.display(),
                 p.order().len(),
-                p.order().join(" -> ")
+                dag.join(" -> ")
             );
             Ok(())
         }

@@ -75,8 +75,16 @@ impl JobError {
             Self::Invalid(_) => true,
             Self::Connector(c) => c.is_bad_input(),
             Self::Query(e) => {
+                use deltalake::arrow::error::ArrowError as A;
                 use deltalake::datafusion::error::DataFusionError as E;
-                matches!(e.find_root(), E::Plan(_) | E::SQL(..) | E::SchemaError(..))
+                match e.find_root() {
+                    E::Plan(_) | E::SQL(..) | E::SchemaError(..) | E::NotImplemented(_) => true,
+                    // Values the query itself got wrong (1/0, a bad cast).
+                    E::ArrowError(a, _) => {
+                        matches!(**a, A::DivideByZero | A::CastError(_) | A::ParseError(_))
+                    }
+                    _ => false,
+                }
             }
             _ => false,
         }

@@ -166,6 +166,10 @@ async fn sql_prints_table_csv_and_json_hides_blobs_and_only_reads() {
     );
     let v: serde_json::Value = serde_json::from_slice(json.stdout.trim_ascii()).expect("json line");
     assert!(v.get("note").is_some_and(serde_json::Value::is_null), "{v}");
+    for wrong in ["SELECT 1; SELECT 2", "SELECT 1/0"] {
+        let out = run(&["sql", "--lake", lake_arg, wrong]);
+        assert_eq!(out.status.code(), Some(2), "{wrong}: {}", text(&out));
+    }
     let nested = sql("csv", "SELECT make_array(1, 2) AS dims");
     assert_eq!(nested.status.code(), Some(2), "{}", text(&nested));
     assert!(text(&nested).contains("`dims`"), "{}", text(&nested));

@@ -17,6 +17,19 @@ async fn quickstart_runs_end_to_end_and_is_idempotent() {
         .output()
         .expect("validate");
     assert!(out.status.success(), "{}", text(&out));
+    // Stages that may run at once are shown as one step of the DAG.
+    let medallion = run(&[
+        "validate",
+        repo_root()
+            .join("examples/medallion.yaml")
+            .to_str()
+            .expect("utf8"),
+    ]);
+    assert!(
+        text(&medallion).contains("ingest_base, ingest_tuned -> tensorise"),
+        "{}",
+        text(&medallion)
+    );
     // The quickstart's paths are relative to the repository root.
     let yaml = std::fs::read_to_string(&spec)
         .expect("read")
