@@ -35,6 +35,7 @@ mod interpolate;
 pub mod ledger;
 mod maintain_stage;
 pub mod notifications;
+mod parse_errors;
 pub mod plan;
 pub mod runner;
 pub mod size;
@@ -95,12 +96,15 @@ pub fn load_str_with(
         let (line, column) = duplicate_position(&text, &message)
             .or_else(|| e.location().map(|l| (l.line(), l.column())))
             .unwrap_or((0, 0));
-        PipelineError::Spec(vec![SpecError {
+        let first = SpecError {
             file: origin.to_string(),
             line,
             column,
             message: readable(&with_suggestion(&message)),
-        }])
+        };
+        PipelineError::Spec(parse_errors::all_parse_errors(&text, origin, first, |m| {
+            readable(&with_suggestion(m))
+        }))
     })?;
     let cost = cost::resolve(&spec, yaml, origin);
     let p = validate::validate(spec, yaml, origin);
