@@ -61,12 +61,14 @@ fn error_text(e: &anyhow::Error) -> String {
 
 fn init_logging(quiet: bool) {
     // deltalake logs lost commit races at ERROR/WARN although they are expected
-    // with concurrent writers and handled (retried, or re-read and recomputed);
-    // a commit that really fails reaches the user as this command's error.
+    // with concurrent writers and handled (retried, or re-read and recomputed:
+    // two stages creating the same table at once print "exceeded maximum
+    // commit attempts" on every fresh lake); a commit that really fails
+    // reaches the user as this command's error.
     let default = if quiet {
         "error,deltalake_core::kernel::transaction=off"
     } else {
-        "warn,deltalake_core::kernel::transaction=error"
+        "warn,deltalake_core::kernel::transaction=off"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
