@@ -124,6 +124,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 report.elapsed.as_secs_f64(),
                 a.to
             );
+            crate::pipelines::warn_other_files(&a.to, &report);
             Ok(())
         }
         Command::Verify(a) => {

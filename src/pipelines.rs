@@ -170,6 +170,26 @@ pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
 }
 
 /// One line for an export stage.
+/// Warn that the destination also holds files that are not the model's
+/// (left from an earlier export, or someone else's): a trainer reading the
+/// directory would see them too.
+pub(crate) fn warn_other_files(to: &str, r: &ExportReport) {
+    if r.others_count == 0 {
+        return;
+    }
+    let more = r.others_count.saturating_sub(r.others.len());
+    eprintln!(
+        "warning: {to} also holds {} file(s) that are not part of this model, left as they are: {}{}",
+        r.others_count,
+        r.others.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+}
+
 pub(crate) fn print_export(stage: &str, r: &ExportReport) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     println!(
@@ -179,6 +199,7 @@ pub(crate) fn print_export(stage: &str, r: &ExportReport) {
         secs,
         r.bytes as f64 / secs / 1e6
     );
+    warn_other_files(&format!("the destination of `{stage}`"), r);
 }
 
 /// `weightlake plan`: the DAG, then (unless `--offline`) what each stage

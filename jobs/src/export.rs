@@ -38,7 +38,18 @@ pub struct ExportReport {
     pub elapsed: Duration,
     /// `(file_path, sha256)` of every file.
     pub checked: Vec<(String, String)>,
+    /// Files already in the destination that are not files of this model
+    /// (left as they are; at most [`OTHERS_SHOWN`] named), and how many.
+    pub others: Vec<String>,
+    /// How many such files the destination holds (listing at most
+    /// [`OTHERS_LISTED`] entries).
+    pub others_count: usize,
 }
+
+/// Names of unrelated destination files an [`ExportReport`] keeps.
+pub const OTHERS_SHOWN: usize = 10;
+/// Destination entries an export lists when looking for unrelated files.
+pub const OTHERS_LISTED: usize = 10_000;
 
 /// Which rows to rebuild.
 #[derive(Debug, Clone)]
@@ -139,11 +150,15 @@ impl ExportJob {
                         p.display()
                     )));
                 }
+                if let Ok(dir) = url.to_file_path() {
+                    remove_staged_leftovers(&dir, view.files.keys());
+                }
                 let (store, prefix) = self.lake.storage().object_store(&url)?;
                 Some((store, prefix, url))
             }
             None => None,
         };
+        let ours: std::collections::BTreeSet<String> = view.files.keys().cloned().collect();
         let dest = Arc::new(dest);
         // Every file runs to its end, so a failed one does not drop the
         // uploads beside it half-staged (each aborts its own on failure).
@@ -168,10 +183,11 @@ impl ExportJob {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let mut report = ExportReport {
-            elapsed: started.elapsed(),
-            ..Default::default()
-        };
+        let mut report = ExportReport::default();
+        if let Some(d) = dest.as_ref() {
+            (report.others, report.others_count) = others_in(d, &ours).await;
+        }
+        report.elapsed = started.elapsed();
         for (path, sha, n) in results {
             report.files += 1;
             report.bytes += n;
@@ -180,6 +196,63 @@ impl ExportJob {
         report.checked.sort();
         Ok(report)
     }
+}
+
+/// Remove object_store's staging files (`NAME#N`) that an interrupted export
+/// left beside the files of this one (a local multipart upload stages into
+/// `NAME#N` and renames it at the end; a killed process leaves it).
+fn remove_staged_leftovers<'a>(dir: &std::path::Path, paths: impl Iterator<Item = &'a String>) {
+    for path in paths {
+        let target = dir.join(path);
+        let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            continue;
+        };
+        let stem = format!("{}#", name.to_string_lossy());
+        for e in entries.flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let staged = n
+                .strip_prefix(&stem)
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
+            if staged && std::fs::remove_file(e.path()).is_ok() {
+                info!(file = %e.path().display(), "removed a partial file left by an interrupted export");
+            }
+        }
+    }
+}
+
+/// Files under the destination that are not among `ours` (the first
+/// [`OTHERS_SHOWN`], sorted) and how many, from at most [`OTHERS_LISTED`]
+/// listed entries. A listing that fails counts as none.
+async fn others_in(
+    dest: &Destination,
+    ours: &std::collections::BTreeSet<String>,
+) -> (Vec<String>, usize) {
+    let (store, prefix, _) = dest;
+    let base = prefix.as_ref().trim_end_matches('/');
+    let listed: Vec<_> = store
+        .list(Some(prefix))
+        .take(OTHERS_LISTED)
+        .filter_map(|m| async move { m.ok() })
+        .collect()
+        .await;
+    let mut others: Vec<String> = listed
+        .iter()
+        .map(|m| {
+            let key = m.location.as_ref();
+            key.strip_prefix(base)
+                .unwrap_or(key)
+                .trim_start_matches('/')
+                .to_string()
+        })
+        .filter(|rel| !ours.contains(rel))
+        .collect();
+    others.sort();
+    let count = others.len();
+    others.truncate(OTHERS_SHOWN);
+    (others, count)
 }
 
 /// Rebuild one file, hashing as it goes; upload it when `dest` is set. Fails

@@ -150,8 +150,19 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
         "staged leftovers: {names:?}"
     );
     std::fs::remove_dir(dest.join("model.safetensors")).expect("rmdir");
+    // A partial file an interrupted export left is removed; a file that is
+    // not the model's is kept, and named.
+    std::fs::write(dest.join("model.safetensors#3"), b"partial").expect("write");
+    std::fs::write(dest.join("notes.txt"), b"mine").expect("write");
     let out = export();
     assert!(out.status.success(), "{}", text(&out));
+    assert!(!dest.join("model.safetensors#3").exists());
+    assert!(dest.join("notes.txt").exists());
+    assert!(
+        text(&out).contains("also holds 1 file(s)") && text(&out).contains("notes.txt"),
+        "{}",
+        text(&out)
+    );
     for entry in walk(&src) {
         let rel = entry.strip_prefix(&src).expect("prefix");
         let rebuilt =
