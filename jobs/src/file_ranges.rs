@@ -30,8 +30,16 @@ pub(crate) struct FileRanges {
     /// The file on local disk, when the table is.
     local: Option<PathBuf>,
     size: u64,
-    /// Bytes requested so far, shared with the locator.
-    fetched: Arc<AtomicU64>,
+    /// What was read so far, shared with the locator.
+    stats: Arc<ReadStats>,
+}
+
+/// Reads made through [`FileRanges`]: bytes, and calls (each call fetches
+/// its ranges at once: one round trip to an object store).
+#[derive(Debug, Default)]
+pub(crate) struct ReadStats {
+    pub bytes: AtomicU64,
+    pub calls: AtomicU64,
 }
 
 impl FileRanges {
@@ -42,21 +50,22 @@ impl FileRanges {
         local: Option<&LocalFileSystem>,
         path: &Path,
         size: u64,
-        fetched: &Arc<AtomicU64>,
+        stats: &Arc<ReadStats>,
     ) -> Self {
         Self {
             store: store.clone(),
             path: path.clone(),
             local: local.and_then(|fs| fs.path_to_filesystem(path).ok()),
             size,
-            fetched: fetched.clone(),
+            stats: stats.clone(),
         }
     }
 
     /// `ranges` of the file, in order.
     async fn ranges(&self, ranges: Vec<Range<u64>>) -> Result<Vec<Bytes>, ParquetError> {
         let n: u64 = ranges.iter().map(|r| r.end - r.start).sum();
-        self.fetched.fetch_add(n, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(n, Ordering::Relaxed);
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let external = |e: Box<dyn std::error::Error + Send + Sync>| ParquetError::External(e);
         match &self.local {
             Some(file) => {

@@ -178,7 +178,7 @@ impl RowLocator {
         keys: &[(&str, Key<'_>)],
         columns: &[&str],
     ) -> Result<Vec<RecordBatch>> {
-        let start = self.bytes_fetched();
+        let (start, start_reads) = (self.bytes_fetched(), self.reads());
         let mut admitted = Vec::new();
         for (fi, file) in self.files.iter().enumerate() {
             if !file_admits(file, keys) {
@@ -244,6 +244,7 @@ impl RowLocator {
             ?keys,
             rows = found.iter().map(RecordBatch::num_rows).sum::<usize>(),
             fetched = self.bytes_fetched() - start,
+            reads = self.reads() - start_reads,
             "point lookup"
         );
         Ok(found)
