@@ -15,7 +15,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use weightlake_schemas::silver;
 
-use crate::blobs::ContentParts;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+
+use crate::blobs::{ContentParts, read_range};
 use crate::sql::{LakeSession, binary_value, int_value, string_value};
 use crate::{JobError, Result};
 
@@ -141,19 +144,52 @@ impl ViewFile {
 
     /// A reader of bytes `range` of the file, one content part at a time.
     pub fn reader<'a>(&self, session: &'a LakeSession, range: Range<u64>) -> FileReader<'a> {
+        let pieces = futures::stream::iter(self.segments(range))
+            .map(move |segment| -> BoxFuture<'a, Result<Piece>> {
+                match segment {
+                    Segment::Inline(b) => Box::pin(async move { Ok(Piece::Bytes(Bytes::from(b))) }),
+                    Segment::Content { sha256, range }
+                        if range.end - range.start <= PREFETCH_BYTES =>
+                    {
+                        Box::pin(async move {
+                            Ok(Piece::Bytes(read_range(session, &sha256, range).await?))
+                        })
+                    }
+                    Segment::Content { sha256, range } => {
+                        Box::pin(async move { Ok(Piece::Large { sha256, range }) })
+                    }
+                }
+            })
+            .buffered(PREFETCH_SEGMENTS)
+            .boxed();
         FileReader {
             session,
-            segments: self.segments(range).into_iter(),
+            pieces,
             current: None,
         }
     }
 }
 
+/// Segments a [`FileReader`] fetches ahead, so that small tensors' round
+/// trips to an object store overlap instead of adding up.
+const PREFETCH_SEGMENTS: usize = 8;
+/// Contents up to this size are fetched ahead whole; larger ones stream part
+/// by part when their turn comes (memory stays at about
+/// `PREFETCH_SEGMENTS × PREFETCH_BYTES` plus one part).
+const PREFETCH_BYTES: u64 = 4 << 20;
+
+/// What a [`FileReader`] yields next: bytes, or a large content to stream.
+enum Piece {
+    Bytes(Bytes),
+    Large { sha256: String, range: Range<u64> },
+}
+
 /// Reads a range of a file piece by piece: inline bytes, then decoded content
-/// parts. Memory stays at one content part.
+/// parts, with the next small contents fetched ahead (see
+/// [`PREFETCH_SEGMENTS`]).
 pub struct FileReader<'a> {
     session: &'a LakeSession,
-    segments: std::vec::IntoIter<Segment>,
+    pieces: BoxStream<'a, Result<Piece>>,
     current: Option<ContentParts<'a>>,
 }
 
@@ -167,10 +203,10 @@ impl FileReader<'_> {
                 }
                 self.current = None;
             }
-            match self.segments.next() {
+            match self.pieces.next().await.transpose()? {
                 None => return Ok(None),
-                Some(Segment::Inline(b)) => return Ok(Some(Bytes::from(b))),
-                Some(Segment::Content { sha256, range }) => {
+                Some(Piece::Bytes(b)) => return Ok(Some(b)),
+                Some(Piece::Large { sha256, range }) => {
                     self.current = Some(ContentParts::open(self.session, &sha256, range).await?);
                 }
             }
