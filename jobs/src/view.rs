@@ -353,8 +353,12 @@ impl ModelView {
 }
 
 /// Silver file rows of a model revision: the newest per path, or the pinned runs.
-/// The revisions of `model_id` in `silver.files`, sorted.
-async fn revisions_of(session: &LakeSession, model_id: &str) -> Result<Vec<String>> {
+/// The revisions of `model_id` in `silver.files`, sorted (none when the
+/// lake has no silver tables).
+pub async fn revisions_of(session: &LakeSession, model_id: &str) -> Result<Vec<String>> {
+    if !session.has_table(silver::FILES) {
+        return Ok(Vec::new());
+    }
     let batches = session
         .context()
         .table(silver::FILES.to_string())

@@ -94,6 +94,15 @@ impl Catalog {
         Ok(view)
     }
 
+    /// Whether `repo` names a gold model or a silver model (at any revision).
+    pub async fn knows(&self, repo: &str) -> Result<bool> {
+        let (session, gold) = self.snapshot().await?;
+        Ok(gold.versions.contains_key(repo)
+            || !weightlake_jobs::view::revisions_of(&session, repo)
+                .await?
+                .is_empty())
+    }
+
     /// `repo` at `revision`, or `None` when there is no such model or revision.
     pub async fn resolve(&self, repo: &str, revision: &str) -> Result<Option<Resolved>> {
         let (session, gold) = self.snapshot().await?;

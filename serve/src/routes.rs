@@ -76,7 +76,7 @@ async fn route(catalog: &Catalog, req: &Request<Incoming>) -> Result<Response<Bo
         };
         return match catalog.resolve(&repo, &rev).await? {
             Some(r) => Ok(model_info(&repo, &r)),
-            None => Ok(not_found(&format!("{repo}@{rev} not found"))),
+            None => unresolved(catalog, &repo, &rev).await,
         };
     }
     let Some((repo, rest)) = raw.trim_start_matches('/').split_once("/resolve/") else {
@@ -85,11 +85,14 @@ async fn route(catalog: &Catalog, req: &Request<Incoming>) -> Result<Response<Bo
     let Some((rev, file)) = rest.split_once('/') else {
         return Ok(not_found("no file path"));
     };
-    let (Some(repo), Some(rev), Some(file)) = (decode(repo), decode(rev), decode(file)) else {
+    let (Some(repo), Some(rev)) = (decode(repo), decode(rev)) else {
         return Ok(not_found("bad path"));
     };
+    let Some(file) = decode(file) else {
+        return Ok(entry_not_found("bad file path"));
+    };
     let Some(r) = catalog.resolve(&repo, &rev).await? else {
-        return Ok(not_found(&format!("{repo}@{rev} not found")));
+        return unresolved(catalog, &repo, &rev).await;
     };
     let Some(f) = r.view.files.get(&file) else {
         return Ok(entry_not_found(&format!(
@@ -308,6 +311,21 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 
 fn not_found(message: &str) -> Response<Body> {
     error(StatusCode::NOT_FOUND, "RepoNotFound", message)
+}
+
+/// The hub's answer for `repo@rev` that does not resolve: `RevisionNotFound`
+/// when the repository exists (clients such as `huggingface_hub` raise
+/// `RevisionNotFoundError`, not "repository not found, log in").
+async fn unresolved(catalog: &Catalog, repo: &str, rev: &str) -> Result<Response<Body>, JobError> {
+    Ok(if catalog.knows(repo).await? {
+        error(
+            StatusCode::NOT_FOUND,
+            "RevisionNotFound",
+            &format!("{repo} has no revision {rev}"),
+        )
+    } else {
+        not_found(&format!("{repo}@{rev} not found"))
+    })
 }
 
 fn entry_not_found(message: &str) -> Response<Body> {

@@ -168,13 +168,25 @@ async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
         .expect("get");
     assert_eq!(past.status(), 416);
 
-    for bad in [
-        "/minilm/resolve/champion/nope.bin",
-        "/minilm/resolve/champion/..%2F..%2Fgold%2Fmodels%2F_delta_log%2F00000000000000000000.json",
-        "/minilm/resolve/champion/../../etc/passwd",
-        "/minilm/resolve/no-such-alias/config.json",
-        "/nobody/resolve/main/config.json",
-        "/api/models/nobody/revision/main",
+    // 404s carry the hub's error codes, which clients turn into exceptions.
+    for (bad, code) in [
+        ("/minilm/resolve/champion/nope.bin", "EntryNotFound"),
+        (
+            "/minilm/resolve/champion/..%2F..%2Fgold%2Fmodels%2F_delta_log%2F00000000000000000000.json",
+            "EntryNotFound",
+        ),
+        // The client normalises this one to /minilm/etc/passwd: no route.
+        ("/minilm/resolve/champion/../../etc/passwd", "RepoNotFound"),
+        (
+            "/minilm/resolve/no-such-alias/config.json",
+            "RevisionNotFound",
+        ),
+        (
+            "/api/models/minilm/revision/no-such-alias",
+            "RevisionNotFound",
+        ),
+        ("/nobody/resolve/main/config.json", "RepoNotFound"),
+        ("/api/models/nobody/revision/main", "RepoNotFound"),
     ] {
         let r = http
             .get(format!("{}{bad}", server.url))
@@ -182,6 +194,11 @@ async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
             .await
             .expect("get");
         assert_eq!(r.status(), 404, "{bad}");
+        let got = r
+            .headers()
+            .get("x-error-code")
+            .and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(code), "{bad}");
     }
     let r = http.post(&url).send().await.expect("post");
     assert_eq!(r.status(), 405);
