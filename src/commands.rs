@@ -60,7 +60,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Ingest(a) => {
-            let lake = open_lake(&a.lake)?;
+            let lake = create_lake(&a.lake)?;
             let sources = a
                 .sources
                 .iter()
@@ -253,7 +253,23 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
     }
 }
 
+/// The lake a command reads or changes: a local lake must exist (a typo in
+/// `--lake` should not look like an empty lake, nor pass `maintain` as done).
 pub(crate) fn open_lake(a: &LakeArgs) -> Result<Lake, CliError> {
+    let lake = create_lake(a)?;
+    if let Ok(path) = lake.root().to_file_path()
+        && !path.exists()
+    {
+        return Err(bad_input(anyhow::anyhow!(
+            "lake {} does not exist (ingest creates one)",
+            a.lake
+        )));
+    }
+    Ok(lake)
+}
+
+/// The lake `ingest` writes into, created on first use.
+fn create_lake(a: &LakeArgs) -> Result<Lake, CliError> {
     let storage = StorageConfig {
         endpoint: a.endpoint.clone(),
         ..Default::default()

@@ -146,6 +146,21 @@ pub fn validate(
     if let Err(e) = weightlake_connectors::storage::parse_location(&spec.lake) {
         errs.key("lake", e.to_string());
     }
+    if spec.storage.allow_http == Some(false)
+        && let Some(endpoint) = spec
+            .storage
+            .endpoint
+            .as_deref()
+            .filter(|e| e.starts_with("http://"))
+    {
+        errs.at(
+            locate_path(raw, &["storage", "allow_http"]),
+            format!(
+                "storage.allow_http is false but the endpoint `{endpoint}` is plain http: \
+                 use https:// or allow_http: true"
+            ),
+        );
+    }
     if spec.stages.is_empty() {
         errs.key("stages", "a pipeline needs at least one stage".into());
     }
@@ -488,6 +503,18 @@ mod tests {
             .expect_err("two sources `s`")
             .to_string();
         assert!(err.contains("`s` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn plain_http_endpoint_with_http_disallowed_is_an_error() {
+        let yaml = format!(
+            "storage: {{ endpoint: 'http://127.0.0.1:9000', allow_http: false }}\n{BASE}  a: {{ job: ingest, sources: [s] }}\n"
+        );
+        let err = load_str(&yaml, "t.yaml").expect_err("http").to_string();
+        assert!(
+            err.starts_with("t.yaml:1:") && err.contains("allow_http is false"),
+            "{err}"
+        );
     }
 
     #[test]

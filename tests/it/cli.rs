@@ -45,6 +45,17 @@ fn help_lists_commands_and_bad_args_exit_2() {
         );
         assert_eq!(t.matches("no such").count(), 1, "{t}");
     }
+    // A local lake that does not exist is bad input for every command but
+    // ingest (a typo in a cron job's --lake must not pass as done).
+    for args in [
+        vec!["maintain", "--lake", "/tmp/wl-never-made"],
+        vec!["verify", "m@main", "--lake", "/tmp/wl-never-made"],
+        vec!["runs", "list", "--lake", "/tmp/wl-never-made"],
+    ] {
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    }
     // A lake that is a file is bad input wherever it is used.
     let file = tempfile::NamedTempFile::new().expect("tmp file");
     let lake = file.path().to_str().expect("utf8");
