@@ -14,7 +14,12 @@ use crate::progress::reporter;
 
 fn code(e: PipelineError) -> CliError {
     CliError {
-        code: if e.is_bad_input() { 2 } else { 1 },
+        code: match &e {
+            // 128 + SIGINT, as a shell reports a process Ctrl-C stopped.
+            PipelineError::Interrupted { .. } => 130,
+            e if e.is_bad_input() => 2,
+            _ => 1,
+        },
         error: e.into(),
     }
 }
@@ -43,6 +48,7 @@ pub async fn run_pipeline(a: RunArgs, quiet: bool) -> Result<(), CliError> {
         only: a.only,
         from: a.from,
         progress: reporter(quiet),
+        stop_on_signals: true,
         ..Default::default()
     };
     let report = run(&p, &opts).await.map_err(code)?;

@@ -80,6 +80,17 @@ pub enum PipelineError {
     /// The Databricks export failed.
     #[error(transparent)]
     Export(#[from] crate::databricks::ExportError),
+    /// The run was stopped by a signal (Ctrl-C, SIGTERM) and recorded as
+    /// cancelled.
+    #[error(
+        "run {run_id} interrupted by {signal}; rerun it (jobs resume) or continue with --from STAGE"
+    )]
+    Interrupted {
+        /// The run id.
+        run_id: String,
+        /// Which signal.
+        signal: &'static str,
+    },
 }
 
 impl PipelineError {
@@ -91,7 +102,8 @@ impl PipelineError {
             Self::Timeout { .. }
             | Self::Cancelled { .. }
             | Self::OverBudget { .. }
-            | Self::Export(_) => false,
+            | Self::Export(_)
+            | Self::Interrupted { .. } => false,
         }
     }
 }

@@ -31,8 +31,11 @@ pub enum AttemptStatus {
     Skipped,
     /// Not run: `run_if` did not hold after an upstream failure.
     UpstreamFailed,
-    /// Cancelled by the budget: stopped while running, or never started.
+    /// Cancelled by the budget (stopped while running, or never started), or
+    /// a run stopped by a signal.
     Cancelled,
+    /// A run marker: the run has started and not ended.
+    Running,
 }
 
 impl AttemptStatus {
@@ -45,6 +48,7 @@ impl AttemptStatus {
             Self::Skipped => system::SKIPPED,
             Self::UpstreamFailed => system::UPSTREAM_FAILED,
             Self::Cancelled => system::CANCELLED,
+            Self::Running => system::RUNNING,
         }
     }
 }
@@ -118,6 +122,16 @@ impl Attempt {
     pub fn with_error(mut self, error: impl Into<String>) -> Self {
         self.error = Some(error.into());
         self
+    }
+
+    /// A marker of the whole run (stage [`system::RUN_STAGE`]): `Running`
+    /// when it starts, how it ended when it ends.
+    pub fn run_marker(status: AttemptStatus, started: SystemTime) -> Self {
+        Self {
+            elapsed: started.elapsed().unwrap_or_default(),
+            started,
+            ..Self::not_run(system::RUN_STAGE, status)
+        }
     }
 
     /// A stage that did not run.
@@ -274,15 +288,22 @@ pub struct RunSummary {
     pub bytes: i64,
     /// Cost estimate of every attempt, when prices were configured.
     pub cost_usd: Option<f64>,
+    /// The status of the run's last marker (`weightlake run` writes them;
+    /// `weightlake task` runs have none).
+    pub marker: Option<String>,
 }
 
 impl RunSummary {
-    /// `failed` when a stage failed, else `succeeded`.
+    /// `incomplete` when the run started and never ended (still running, or
+    /// its process died), `cancelled` when it was stopped, `failed` when a
+    /// stage failed, else `succeeded`.
     pub fn status(&self) -> &'static str {
-        if self.stages_failed > 0 {
-            system::FAILED
-        } else {
-            system::SUCCEEDED
+        match self.marker.as_deref() {
+            Some(system::RUNNING) => "incomplete",
+            Some(system::CANCELLED) => system::CANCELLED,
+            _ if self.stages_failed > 0 => system::FAILED,
+            Some(system::FAILED) => system::FAILED,
+            _ => system::SUCCEEDED,
         }
     }
 }
@@ -293,7 +314,18 @@ pub fn summarize(records: &[RunRecord]) -> Vec<RunSummary> {
     // run -> stage -> shard -> last attempt
     let mut runs: BTreeMap<&str, BTreeMap<&str, BTreeMap<Option<&str>, &RunRecord>>> =
         BTreeMap::new();
+    let mut markers: BTreeMap<&str, &RunRecord> = BTreeMap::new();
     for r in records {
+        if r.stage == system::RUN_STAGE {
+            let last = markers.entry(&r.run_id).or_insert(r);
+            if (r.ended_at, r.status != system::RUNNING)
+                > (last.ended_at, last.status != system::RUNNING)
+            {
+                *last = r;
+            }
+            runs.entry(&r.run_id).or_default();
+            continue;
+        }
         let last = runs
             .entry(&r.run_id)
             .or_default()
@@ -319,6 +351,7 @@ pub fn summarize(records: &[RunRecord]) -> Vec<RunSummary> {
                 stages_not_run: 0,
                 bytes: 0,
                 cost_usd: None,
+                marker: markers.get(run_id).map(|m| m.status.clone()),
             };
             for r in rows {
                 s.pipeline.clone_from(&r.pipeline);

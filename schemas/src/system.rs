@@ -33,6 +33,13 @@ pub const CANCELLED: &str = "cancelled";
 pub const SKIPPED: &str = "skipped";
 /// Status: not run, its `run_if` did not hold after an upstream failure.
 pub const UPSTREAM_FAILED: &str = "upstream_failed";
+/// Status of a run marker written when a pipeline run starts; a run whose
+/// last marker still says so has not ended, or its process died.
+pub const RUNNING: &str = "running";
+/// The `stage` of a pipeline run's markers: one row when `weightlake run`
+/// starts (`running`), one when it ends (`succeeded`, `failed` or
+/// `cancelled`, also on Ctrl-C or SIGTERM).
+pub const RUN_STAGE: &str = "(run)";
 
 /// Arrow schema of `_system.runs`.
 pub fn runs_schema() -> SchemaRef {

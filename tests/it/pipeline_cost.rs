@@ -49,8 +49,10 @@ async fn every_attempt_is_priced_and_plan_shows_what_a_run_would_do() {
 
     let out = run_ok(&["run", &p, "-q"]);
     assert!(out.contains("cost estimate: $0.0"), "{out}");
-    let rows = read(&local_lake(tmp.path())).await.expect("ledger");
-    assert_eq!(rows.len(), 2, "{rows:?}");
+    let all = read(&local_lake(tmp.path())).await.expect("ledger");
+    // One row per attempt, besides the run's start and end markers.
+    let rows: Vec<_> = all.iter().filter(|r| r.stage != "(run)").collect();
+    assert_eq!((rows.len(), all.len()), (2, 4), "{all:?}");
     // c4a-standard-4: $0.1796 an hour; Cloud Storage $0.020 per GB-month.
     let ingest = rows.iter().find(|r| r.stage == "ingest").expect("ingest");
     let want = ingest.duration_ms as f64 / 3.6e6 * 0.1796 + ingest.bytes as f64 / 1e9 * 0.020;
@@ -161,7 +163,68 @@ async fn a_run_that_reaches_its_budget_is_cancelled_while_it_runs() {
     let spent = rows.iter().filter_map(|r| r.cost_usd).sum::<f64>();
     assert!((5.0..8.0).contains(&spent), "recorded cost {spent}");
     let list = run_ok(&["runs", "list", "--lake", &lake]);
-    assert!(list.contains("failed     stages 0 ok, 2 failed"), "{list}");
+    assert!(list.contains("cancelled  stages 0 ok, 2 failed"), "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_run_is_recorded_as_cancelled_and_a_killed_one_as_incomplete() {
+    let server = HttpFixture::start().await.expect("server");
+    server.add_file("slow.bin", random_bytes(2_000_000, 9));
+    server.set_throttle(Throttle {
+        bytes_per_sec: 100_000,
+        latency: Duration::ZERO,
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake").to_string_lossy().into_owned();
+    let yaml = format!(
+        "name: stopped\nlake: {lake}\nsources:\n  slow: {{ url: {{ url: {} }} }}\n\
+         stages:\n  ingest: {{ job: ingest, sources: [slow], model_id: slow, parallelism: 1 }}\n  tensorise: {{ job: tensorise, depends_on: [ingest] }}\n",
+        server.url("slow.bin")
+    );
+    let p = tmp.path().join("p.yaml");
+    std::fs::write(&p, yaml).expect("write");
+    // Start a run, let it get going, then stop it with `signal`.
+    let stop = |signal: &str| {
+        let child = bin()
+            .args(["run", p.to_str().expect("utf8"), "-q", "--run-id"])
+            .arg(format!("run-{signal}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(2500));
+        let killed = std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(killed.success());
+        child.wait_with_output().expect("wait")
+    };
+    let interrupted = stop("-INT");
+    assert_eq!(
+        interrupted.status.code(),
+        Some(130),
+        "{}",
+        text(&interrupted)
+    );
+    assert!(
+        text(&interrupted).contains("interrupted by Ctrl-C"),
+        "{}",
+        text(&interrupted)
+    );
+    let killed = stop("-KILL");
+    assert_eq!(killed.status.code(), None, "killed by the signal");
+    let list = run_ok(&["runs", "list", "--lake", &lake]);
+    let line = |id: &str| {
+        list.lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("run--INT").contains("cancelled"), "{list}");
+    assert!(line("run--KILL").contains("incomplete"), "{list}");
+    let show = run_ok(&["runs", "show", "run--INT", "--lake", &lake]);
+    assert!(show.contains("interrupted by Ctrl-C"), "{show}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

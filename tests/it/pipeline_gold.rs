@@ -111,9 +111,23 @@ async fn ingest_tensorise_promote_export_pipeline_with_ledger_and_idempotent_rer
         &lake,
         "--format",
         "csv",
-        "SELECT COUNT(*) AS n FROM _system.runs WHERE status = 'succeeded'",
+        "SELECT COUNT(*) AS n FROM _system.runs WHERE status = 'succeeded' AND stage <> '(run)'",
     ]);
     assert!(sql.contains("\n10"), "{sql}");
+    // Each run has a start and an end marker.
+    let markers = run_ok(&[
+        "sql",
+        "--lake",
+        &lake,
+        "--format",
+        "csv",
+        "SELECT status, COUNT(*) AS n FROM _system.runs WHERE stage = '(run)' GROUP BY status ORDER BY status",
+    ]);
+    assert_eq!(
+        markers.trim(),
+        "status,n\nrunning,2\nsucceeded,2",
+        "{markers}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

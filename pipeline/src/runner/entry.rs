@@ -68,14 +68,54 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
     let started = SystemTime::now();
     crate::notifications::started(spec.notifications.as_ref(), &spec.name, &run_id).await;
     let opts = &opts;
-    let report = run_with(p, opts, |stage, shard| {
+    // Markers of the whole run: a run whose process dies shows as incomplete.
+    let mark = |status| async move {
+        if let Some(sink) = &opts.ledger {
+            sink.record(Attempt::run_marker(status, started)).await;
+        }
+    };
+    mark(AttemptStatus::Running).await;
+    let dag = run_with(p, opts, |stage, shard| {
         let opts = RunOptions {
             shard,
             ..opts.clone()
         };
         async move { run_stage(p, &stage, &opts).await }
+    });
+    let report = if opts.stop_on_signals {
+        tokio::select! {
+            r = dag => r,
+            signal = stop_signal() => {
+                // The stages' futures are dropped here, which stops them
+                // (jobs are crash-safe); the run is recorded as cancelled.
+                if let Some(sink) = &opts.ledger {
+                    let why = format!("interrupted by {signal}");
+                    sink.record(
+                        Attempt::run_marker(AttemptStatus::Cancelled, started).with_error(why),
+                    )
+                    .await;
+                }
+                return Err(PipelineError::Interrupted { run_id, signal });
+            }
+        }
+    } else {
+        dag.await
+    };
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            mark(AttemptStatus::Failed).await;
+            return Err(e);
+        }
+    };
+    mark(if report.cancelled.is_some() {
+        AttemptStatus::Cancelled
+    } else if report.succeeded() {
+        AttemptStatus::Succeeded
+    } else {
+        AttemptStatus::Failed
     })
-    .await?;
+    .await;
     let mut alerts = Vec::new();
     if let Some(a) = &spec.alerts {
         alerts.extend(crate::alerts::throughput_alerts(
@@ -100,6 +140,29 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
     crate::notifications::ended(spec.notifications.as_ref(), &spec.name, &run_id, &report).await;
     crate::tracking::track(p, &run_id, started, &report).await;
     Ok(report)
+}
+
+/// Ctrl-C; never, where signals cannot be received.
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The first of Ctrl-C (SIGINT) and SIGTERM to arrive, by name.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = ctrl_c() => "Ctrl-C",
+                Some(_) = term.recv() => "SIGTERM",
+            };
+        }
+    }
+    ctrl_c().await;
+    "Ctrl-C"
 }
 
 /// The stages a run with `opts` runs (`--only`, `--from`, else all), in run

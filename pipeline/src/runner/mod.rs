@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// Dollars the pipeline's runs spent earlier today, for
     /// `budget.max_usd_per_day` ([`run`] reads it from `_system.runs`).
     pub spent_today_usd: f64,
+    /// [`run`] stops on Ctrl-C or SIGTERM, records the run as cancelled and
+    /// returns [`PipelineError::Interrupted`] (the command line sets this).
+    pub stop_on_signals: bool,
 }
 
 impl Default for RunOptions {
@@ -74,6 +77,7 @@ impl Default for RunOptions {
             progress: Arc::new(NoProgress),
             ledger: None,
             spent_today_usd: 0.0,
+            stop_on_signals: false,
         }
     }
 }
