@@ -158,17 +158,7 @@ async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
     let out = cli(&["models", "show", "minilm@candidate", "--lake", &lake]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     // Time travel is for reading; a write refuses it.
-    let travel = cli(&[
-        "models",
-        "alias",
-        "rm",
-        "minilm",
-        "candidate",
-        "--lake",
-        &lake,
-        "--as-of",
-        "1",
-    ]);
+    let travel = cli(&[&rm[..], &["--as-of", "1"]].concat());
     assert_eq!(travel.status.code(), Some(2), "{}", text(&travel));
     // Removing it again changes nothing, and says so.
     let again = ok(&rm);
