@@ -7,6 +7,9 @@
 //!   its files (`siblings` with sizes and LFS sha256).
 //! - `HEAD|GET /{repo}/resolve/{rev}/{path}`: a file, with `Range`, `ETag` (its
 //!   sha256), `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`.
+//! - `GET /api/models/{repo}/tree/{rev}[/{dir}][?recursive=true]` and
+//!   `GET /api/models/{repo}/refs`: the listings `list_repo_files`,
+//!   `list_repo_tree` and `list_repo_refs` read.
 //!
 //! `repo` is a gold model name (revision: an alias, a version number, `main` for
 //! the latest, or the commit sha the API returned) or else a silver model id
@@ -18,6 +21,7 @@
 
 mod catalog;
 mod routes;
+mod tree;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use weightlake_jobs::JobError;
 
 use crate::catalog::{Catalog, Resolved};
 
-type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// Bytes per body frame (parts are sliced, not copied).
 const FRAME: usize = 1 << 20;
@@ -56,6 +56,16 @@ fn decode(s: &str) -> Option<String> {
     Some(d)
 }
 
+/// A directory path in a tree request: empty for the root.
+fn decode_dir(s: &str) -> Option<String> {
+    let s = s.trim_end_matches('/');
+    if s.is_empty() {
+        Some(String::new())
+    } else {
+        decode(s)
+    }
+}
+
 async fn route(catalog: &Catalog, req: &Request<Incoming>) -> Result<Response<Body>, JobError> {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
@@ -67,6 +77,30 @@ async fn route(catalog: &Catalog, req: &Request<Incoming>) -> Result<Response<Bo
     }
     let raw = req.uri().path();
     if let Some(rest) = raw.strip_prefix("/api/models/") {
+        if let Some((repo, rest)) = rest.split_once("/tree/") {
+            let (rev, dir) = rest.split_once('/').unwrap_or((rest, ""));
+            let recursive = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|kv| kv.eq_ignore_ascii_case("recursive=true"))
+            });
+            let (Some(repo), Some(rev), Some(dir)) = (decode(repo), decode(rev), decode_dir(dir))
+            else {
+                return Ok(not_found("bad repository, revision or path"));
+            };
+            return match catalog.resolve(&repo, &rev).await? {
+                Some(r) => Ok(crate::tree::tree(&r, &dir, recursive)),
+                None => unresolved(catalog, &repo, &rev).await,
+            };
+        }
+        if let Some(repo) = rest.strip_suffix("/refs") {
+            let Some(repo) = decode(repo) else {
+                return Ok(not_found("bad repository"));
+            };
+            return match catalog.resolve(&repo, "main").await? {
+                Some(r) => Ok(crate::tree::refs(&r)),
+                None => Ok(not_found(&format!("{repo} not found"))),
+            };
+        }
         let (repo, rev) = match rest.rsplit_once("/revision/") {
             Some((repo, rev)) => (repo, rev),
             None => (rest.trim_end_matches('/'), "main"),
@@ -284,7 +318,7 @@ fn model_info(repo: &str, r: &Resolved) -> Response<Body> {
     )
 }
 
-fn json_response(
+pub(crate) fn json_response(
     status: StatusCode,
     v: &serde_json::Value,
     extra: &[(&'static str, &str)],

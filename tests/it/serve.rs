@@ -78,7 +78,12 @@ url, cache, out = sys.argv[1], sys.argv[2], sys.argv[3]
 champion = snapshot_download("minilm", revision="champion", endpoint=url, cache_dir=cache, local_dir=out + "/champion")
 v2 = snapshot_download("minilm", revision="2", endpoint=url, cache_dir=cache, local_dir=out + "/v2")
 one = hf_hub_download("minilm", "1_Pooling/config.json", revision="candidate", endpoint=url, cache_dir=cache)
-print(json.dumps({"one": one}))
+from huggingface_hub import HfApi
+api = HfApi(endpoint=url)
+files = sorted(api.list_repo_files("minilm", revision="champion"))
+top = sorted([e.path, type(e).__name__] for e in api.list_repo_tree("minilm", revision="champion"))
+main = api.list_repo_refs("minilm").branches[0].target_commit
+print(json.dumps({"one": one, "files": files, "top": top, "main": main}))
 "#;
     let out_dir = tmp.path().join("hf");
     let out = std::process::Command::new(python())
@@ -106,6 +111,24 @@ print(json.dumps({"one": one}))
     );
     assert_eq!(strip(tree_digest(&out_dir.join("v2"))), tree_digest(&ft));
     let info: serde_json::Value = serde_json::from_slice(out.stdout.trim_ascii()).expect("json");
+    // The listings trainers call before downloading: every file, one level
+    // at a time, and the branch.
+    let files: Vec<String> = tree_digest(&base).into_keys().collect();
+    assert_eq!(info["files"], serde_json::json!(files));
+    let top = info["top"].as_array().expect("top");
+    assert!(
+        top.contains(&serde_json::json!(["1_Pooling", "RepoFolder"])),
+        "{top:?}"
+    );
+    assert!(
+        top.contains(&serde_json::json!(["model.safetensors", "RepoFile"])),
+        "{top:?}"
+    );
+    assert!(
+        !top.iter().any(|e| e[0] == "1_Pooling/config.json"),
+        "{top:?}"
+    );
+    assert_eq!(info["main"].as_str().map(str::len), Some(40), "{info}");
     let one = std::fs::read(info["one"].as_str().expect("path")).expect("read");
     assert_eq!(
         one,

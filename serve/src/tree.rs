@@ -1,0 +1,78 @@
+//! The hub's listing endpoints: `GET /api/models/{repo}/tree/{rev}[/{dir}]`
+//! (`list_repo_files`, `list_repo_tree`; what vLLM and many training scripts
+//! call before downloading) and `GET /api/models/{repo}/refs`.
+
+use std::collections::BTreeSet;
+
+use hyper::{Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::catalog::Resolved;
+use crate::routes::{Body, json_response};
+
+/// The files (and, unless `recursive`, the subdirectories) under `dir` of a
+/// resolved revision, as the hub lists them: one page, every entry.
+pub(crate) fn tree(r: &Resolved, dir: &str, recursive: bool) -> Response<Body> {
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut entries: Vec<Value> = Vec::new();
+    let mut dirs = BTreeSet::new();
+    for f in r.view.files.values() {
+        let Some(rest) = f.entry.path.strip_prefix(&prefix) else {
+            continue;
+        };
+        match rest.split_once('/') {
+            Some((sub, _)) if !recursive => {
+                dirs.insert(format!("{prefix}{sub}"));
+            }
+            _ => entries.push(json!({
+                "type": "file",
+                "oid": &f.entry.sha256[..40.min(f.entry.sha256.len())],
+                "size": f.entry.size,
+                "path": f.entry.path,
+                "lfs": { "oid": f.entry.sha256, "size": f.entry.size, "pointerSize": 134 },
+            })),
+        }
+    }
+    if recursive {
+        // A recursive listing names every directory on the way too.
+        for f in r.view.files.values() {
+            if let Some(rest) = f.entry.path.strip_prefix(&prefix) {
+                let parts: Vec<&str> = rest.split('/').collect();
+                for i in 1..parts.len() {
+                    dirs.insert(format!("{prefix}{}", parts[..i].join("/")));
+                }
+            }
+        }
+    }
+    if entries.is_empty() && dirs.is_empty() && !dir.is_empty() {
+        return json_response(
+            StatusCode::NOT_FOUND,
+            &json!({ "error": format!("{dir} is not a directory of this revision") }),
+            &[("x-error-code", "EntryNotFound")],
+        );
+    }
+    let mut all: Vec<Value> = dirs
+        .into_iter()
+        .map(|d| json!({ "type": "directory", "oid": r.commit, "size": 0, "path": d }))
+        .collect();
+    all.extend(entries);
+    json_response(
+        StatusCode::OK,
+        &Value::Array(all),
+        &[("x-repo-commit", r.commit.as_str())],
+    )
+}
+
+/// The revision `main` resolves to, as the repository's one branch.
+pub(crate) fn refs(main: &Resolved) -> Response<Body> {
+    let body = json!({
+        "branches": [{ "name": "main", "ref": "refs/heads/main", "targetCommit": main.commit }],
+        "converts": [],
+        "tags": [],
+    });
+    json_response(StatusCode::OK, &body, &[])
+}
