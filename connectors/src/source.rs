@@ -322,15 +322,35 @@ impl SourceSpec {
             Self::Hub(h) => resolve_hub(h, ctx).await?,
             Self::ObjectStore(s) => {
                 let url = parse_location(&s.url)?;
+                // A file:// URL of one file is that local file.
+                if let Ok(p) = url.to_file_path()
+                    && p.is_file()
+                {
+                    let local = LocalSource {
+                        path: p.display().to_string(),
+                        include: Vec::new(),
+                        exclude: Vec::new(),
+                    };
+                    return Box::pin(Self::Local(local).resolve(ctx)).await;
+                }
                 let name = last_segment(&url)
                     .unwrap_or_else(|| url.host_str().unwrap_or("model").to_string());
                 let (store, prefix) = ctx.storage.object_store(&url)?;
                 let filter = PathFilter::new(&s.include, &s.exclude)?;
                 let files = list_store(store, &prefix, &url, &filter).await?;
-                ResolvedSource {
-                    default_model_id: name,
-                    default_revision: default_revision(),
-                    files,
+                match files.is_empty() && s.include.is_empty() {
+                    // Nothing under it as a prefix: maybe it is an object's own
+                    // key, as copied from a console.
+                    true => single_object(ctx, &url).await?.unwrap_or(ResolvedSource {
+                        default_model_id: name,
+                        default_revision: default_revision(),
+                        files,
+                    }),
+                    false => ResolvedSource {
+                        default_model_id: name,
+                        default_revision: default_revision(),
+                        files,
+                    },
                 }
             }
             Self::Local(l) => resolve_local(l, ctx).await?,
@@ -495,6 +515,56 @@ async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<Resolved
     })
 }
 
+/// The object whose key `url` is, as a one-file source named by its parent
+/// prefix; `None` when there is no such object.
+async fn single_object(ctx: &ResolveContext, url: &Url) -> Result<Option<ResolvedSource>> {
+    let Some(name) = last_segment(url) else {
+        return Ok(None);
+    };
+    let mut parent = url.clone();
+    if let Ok(mut segments) = parent.path_segments_mut() {
+        segments.pop_if_empty().pop();
+    }
+    let (store, prefix) = ctx.storage.object_store(&parent)?;
+    let key = StorePath::from(
+        format!("{}/{name}", prefix.as_ref().trim_end_matches('/')).trim_start_matches('/'),
+    );
+    let meta = match store.head(&key).await {
+        Ok(m) => m,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(source) => {
+            return Err(ConnectorError::ObjectStore {
+                url: url.to_string(),
+                source,
+            });
+        }
+    };
+    let file_path = safe_relative_path(&name, url.as_str())?;
+    let file = RemoteFile {
+        source_uri: url.as_str().trim_end_matches('/').to_string(),
+        file_path,
+        size: Some(meta.size),
+        sha256: None,
+        etag: meta
+            .e_tag
+            .clone()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string(),
+        ranges: true,
+        location: FileLocation::Store {
+            store,
+            path: meta.location,
+        },
+    };
+    Ok(Some(ResolvedSource {
+        default_model_id: last_segment(&parent)
+            .unwrap_or_else(|| parent.host_str().unwrap_or("model").to_string()),
+        default_revision: default_revision(),
+        files: vec![file],
+    }))
+}
+
 async fn list_store(
     store: Arc<dyn ObjectStore>,
     prefix: &StorePath,
@@ -611,5 +681,14 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(buf.into_inner(), b"zz");
+        // The same file as a file:// URL.
+        let url = format!("file://{}", dir.path().join("c.bin").display());
+        let r = url
+            .parse::<SourceSpec>()
+            .expect("spec")
+            .resolve(&ctx)
+            .await
+            .expect("resolve file url");
+        assert_eq!(r.files.len(), 1);
     }
 }

@@ -37,6 +37,16 @@ async fn local_dir_is_ingested_byte_for_byte_and_reingest_is_a_noop() {
         text(&out)
     );
 
+    // A file:// URL of one file is that file.
+    let one = tmp.path().join("one");
+    let url = format!("file://{}", model.join("config.json").display());
+    let out = run(&["ingest", &url, "--lake", one.to_str().expect("utf8"), "-q"]);
+    assert!(
+        out.status.success() && text(&out).contains("1 files ingested"),
+        "{}",
+        text(&out)
+    );
+
     let lake = local_lake(tmp.path());
     assert_eq!(read_back(&lake, "org/m", "model.safetensors").await, big);
     assert_eq!(read_back(&lake, "org/m", "sub/tok.json").await, b"[]");

@@ -80,6 +80,26 @@ async fn s3_prefix_source_into_s3_lake_with_sql() {
         "{}",
         text(&out)
     );
+
+    // One object's own key (as copied from a console) is that one file; its
+    // model id defaults to the prefix it sits in.
+    let out = bin()
+        .args([
+            "ingest",
+            &format!("s3://{bucket}/checkpoints/run-42/config.json"),
+            "--lake",
+            &lake_url,
+            "-q",
+        ])
+        .env("AWS_ENDPOINT_URL", s3_endpoint())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success() && text(&out).contains("1 files ingested"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(read_back(&lake, "run-42", "config.json").await, b"{}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
