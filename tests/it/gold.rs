@@ -363,3 +363,43 @@ async fn concurrent_promotions_get_distinct_versions() {
         rb.version
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn time_travel_to_a_vacuumed_version_says_why_it_cannot() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let lake = lake.to_str().expect("utf8");
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/models/tiny");
+    ok(&["ingest", tiny.to_str().expect("utf8"), "--lake", lake, "-q"]);
+    ok(&["tensorise", "--lake", lake, "-q"]);
+    ok(&[
+        "promote",
+        "tiny@main",
+        "--lake",
+        lake,
+        "--name",
+        "t",
+        "--alias",
+        "a",
+    ]);
+    ok(&["models", "alias", "set", "t", "b", "1", "--lake", lake]);
+    ok(&["models", "list", "--lake", lake, "--as-of", "1"]);
+    // Compaction rewrites gold.models; a vacuum with no retention removes
+    // the files version 1 was made of.
+    ok(&[
+        "maintain",
+        "--lake",
+        lake,
+        "--vacuum-retention",
+        "0s",
+        "--allow-short-retention",
+    ]);
+    let gone = cli(&["models", "list", "--lake", lake, "--as-of", "1"]);
+    assert_eq!(gone.status.code(), Some(2), "{}", text(&gone));
+    assert!(
+        text(&gone).contains("can no longer be read"),
+        "{}",
+        text(&gone)
+    );
+    ok(&["models", "list", "--lake", lake]);
+}

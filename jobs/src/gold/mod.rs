@@ -191,9 +191,21 @@ impl GoldState {
             Some(v) => Some(lake.open_version(gold::MODELS, v).await?),
             None => lake.open(gold::MODELS).await?,
         };
-        match table {
-            Some(t) => Self::read(&t).await,
-            None => Ok(Self::default()),
+        match (table, as_of) {
+            (Some(t), None) => Self::read(&t).await,
+            (Some(t), Some(v)) => Self::read(&t).await.map_err(|e| {
+                // Time travel reads files of that version; vacuum may have
+                // removed them (the log still lists the version).
+                if matches!(e, JobError::Query(_)) && e.to_string().contains("not found") {
+                    JobError::Invalid(format!(
+                        "gold.models version {v} can no longer be read: vacuum removed \
+                         its data files (read a later version)"
+                    ))
+                } else {
+                    e
+                }
+            }),
+            (None, _) => Ok(Self::default()),
         }
     }
 
