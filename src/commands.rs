@@ -118,9 +118,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 .await
                 .map_err(classify_job)?;
             println!(
-                "export: {} files, {:.1} MB rebuilt and verified in {:.2}s to {}",
+                "export: {} files, {} rebuilt and verified in {:.2}s to {}",
                 report.files,
-                report.bytes as f64 / 1e6,
+                crate::progress::size(report.bytes),
                 report.elapsed.as_secs_f64(),
                 a.to
             );
@@ -138,9 +138,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 println!("ok  {sha}  {path}");
             }
             println!(
-                "verify: {} files, {:.1} MB rebuild bit for bit",
+                "verify: {} files, {} rebuild bit for bit",
                 report.files,
-                report.bytes as f64 / 1e6
+                crate::progress::size(report.bytes)
             );
             Ok(())
         }
@@ -302,12 +302,12 @@ fn download_config(t: &TransferArgs) -> Result<DownloadConfig, CliError> {
 fn print_ingest(stage: &str, r: &IngestReport) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "{stage}: {} files ingested, {} already present, {} chunks written ({} reused), {:.1} MB in {:.2}s ({:.1} MB/s), {} commits, run {}",
+        "{stage}: {} files ingested, {} already present, {} chunks written ({} reused), {} in {:.2}s ({:.1} MB/s), {} commits, run {}",
         r.files_ingested,
         r.files_skipped,
         r.chunks_written,
         r.chunks_reused,
-        r.bytes_downloaded as f64 / 1e6,
+        crate::progress::size(r.bytes_downloaded),
         secs,
         r.bytes_downloaded as f64 / secs / 1e6,
         r.commits,
@@ -316,21 +316,24 @@ fn print_ingest(stage: &str, r: &IngestReport) {
 }
 
 fn print_tensorise(stage: &str, r: &TensoriseReport) {
-    let ratio = if r.bytes_stored > 0 {
-        r.bytes_in as f64 / r.bytes_stored as f64
-    } else {
-        0.0
+    // The ratio of bytes read to bytes newly stored says how well the codec
+    // did only when every tensor was stored on its own: deduplicated and
+    // base-relative contents make it meaningless (45 MB -> 0 MB, 19278x).
+    let ratio = match (r.dedup_hits, r.base_matches, r.bytes_stored) {
+        (0, None, stored) if stored > 0 => {
+            format!(" ({:.2}x)", r.bytes_in as f64 / stored as f64)
+        }
+        _ => String::new(),
     };
     println!(
-        "{stage}: {} files tensorised, {} already present, {} quarantined, {} tensors, {} deduplicated, {:.1} MB -> {:.1} MB stored ({:.2}x) in {:.2}s, run {}",
+        "{stage}: {} files tensorised, {} already present, {} quarantined, {} tensors, {} deduplicated, {} read, {} newly stored{ratio} in {:.2}s, run {}",
         r.files_tensorised,
         r.files_skipped,
         r.files_quarantined.len(),
         r.tensors,
         r.dedup_hits,
-        r.bytes_in as f64 / 1e6,
-        r.bytes_stored as f64 / 1e6,
-        ratio,
+        crate::progress::size(r.bytes_in),
+        crate::progress::size(r.bytes_stored),
         r.elapsed.as_secs_f64(),
         r.run_id
     );
@@ -386,25 +389,25 @@ fn print_maintain(stage: &str, r: &MaintainReport) {
     let before: usize = r.tables.iter().map(|t| t.files_before).sum();
     let after: usize = r.tables.iter().map(|t| t.files_after).sum();
     println!(
-        "{stage}: {} tables, {before} -> {after} files, {:.1} MB compacted, {} files vacuumed ({:.1} MB) in {:.2}s, run {}",
+        "{stage}: {} tables, {before} -> {after} files, {} compacted, {} files vacuumed ({}) in {:.2}s, run {}",
         r.tables.len(),
-        r.bytes_compacted() as f64 / 1e6,
+        crate::progress::size(r.bytes_compacted()),
         r.files_vacuumed(),
-        r.bytes_vacuumed() as f64 / 1e6,
+        crate::progress::size(r.bytes_vacuumed()),
         r.elapsed.as_secs_f64(),
         r.run_id
     );
     for t in &r.tables {
         println!(
-            "  {:<20} files {} -> {}, compacted {} ({:.1} MB) into {}, vacuumed {} ({:.1} MB), {}",
+            "  {:<20} files {} -> {}, compacted {} ({}) into {}, vacuumed {} ({}), {}",
             t.table.to_string(),
             t.files_before,
             t.files_after,
             t.files_compacted,
-            t.bytes_compacted as f64 / 1e6,
+            crate::progress::size(t.bytes_compacted),
             t.files_written,
             t.files_vacuumed,
-            t.bytes_vacuumed as f64 / 1e6,
+            crate::progress::size(t.bytes_vacuumed),
             t.checkpoint_version.map_or_else(
                 || format!("version {}", t.version),
                 |v| format!("checkpoint at version {v}")
@@ -416,11 +419,11 @@ fn print_maintain(stage: &str, r: &MaintainReport) {
     }
     if let Some(b) = &r.bronze {
         println!(
-            "  bronze retention (completed before {}): {} files dropped ({} chunks, {:.1} MB; vacuum frees the storage), {} kept, {} more recent",
+            "  bronze retention (completed before {}): {} files dropped ({} chunks, {}; vacuum frees the storage), {} kept, {} more recent",
             b.cutoff.format("%Y-%m-%d %H:%M:%S UTC"),
             b.dropped.len(),
             b.chunks_dropped,
-            b.bytes_freed as f64 / 1e6,
+            crate::progress::size(b.bytes_freed),
             b.kept.len(),
             b.recent
         );

@@ -74,7 +74,7 @@ pub async fn promote(a: PromoteArgs) -> Result<(), CliError> {
         );
     }
     println!(
-        "promote: {}:{}{}{} ({} files, {:.1} MB){}",
+        "promote: {}:{}{}{} ({} files, {}){}",
         report.name,
         report.version,
         if report.existing {
@@ -88,7 +88,7 @@ pub async fn promote(a: PromoteArgs) -> Result<(), CliError> {
             .map(|a| format!(" @{a}"))
             .unwrap_or_default(),
         report.files,
-        report.bytes as f64 / 1e6,
+        crate::progress::size(report.bytes),
         report
             .mlflow_version
             .as_ref()
@@ -194,12 +194,12 @@ pub async fn models(a: ModelsArgs) -> Result<(), CliError> {
 fn print_version_line(state: &GoldState, name: &str, v: &GoldVersion) {
     let aliases = state.aliases_of(name, v.version);
     println!(
-        "{name}:{}\t{}@{}\t{} files\t{:.1} MB\t{}{}",
+        "{name}:{}\t{}@{}\t{} files\t{}\t{}{}",
         v.version,
         v.model_id,
         v.revision,
         v.manifest.files.len(),
-        v.manifest.bytes() as f64 / 1e6,
+        crate::progress::size(v.manifest.bytes()),
         chrono::DateTime::from_timestamp_micros(v.promoted_at)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
             .unwrap_or_default(),

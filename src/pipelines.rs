@@ -154,7 +154,7 @@ pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
         ),
     };
     println!(
-        "{stage}: {}:{}{}{}, {gates}, {} files, {:.1} MB{}",
+        "{stage}: {}:{}{}{}, {gates}, {} files, {}{}",
         r.name,
         r.version,
         r.alias
@@ -167,7 +167,7 @@ pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
             " (new version)"
         },
         r.files,
-        r.bytes as f64 / 1e6,
+        crate::progress::size(r.bytes),
         r.mlflow_version
             .as_ref()
             .map(|v| format!(", MLflow version {v}"))
@@ -199,9 +199,9 @@ pub(crate) fn warn_other_files(to: &str, r: &ExportReport) {
 pub(crate) fn print_export(stage: &str, r: &ExportReport) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "{stage}: {} files, {:.1} MB rebuilt and verified in {:.2}s ({:.1} MB/s)",
+        "{stage}: {} files, {} rebuilt and verified in {:.2}s ({:.1} MB/s)",
         r.files,
-        r.bytes as f64 / 1e6,
+        crate::progress::size(r.bytes),
         secs,
         r.bytes as f64 / secs / 1e6
     );

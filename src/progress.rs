@@ -57,3 +57,8 @@ pub fn byte_counter(quiet: bool, total: Option<u64>) -> Option<Arc<dyn Fn(u64) +
     }
     Some(Arc::new(move |n| bar.inc(n)))
 }
+
+/// A byte count as people read it: `27.70 kB`, `45.44 MB`, `2.15 GB`.
+pub(crate) fn size(bytes: u64) -> String {
+    indicatif::DecimalBytes(bytes).to_string()
+}

@@ -13,7 +13,7 @@ fn time(micros: i64) -> String {
 }
 
 fn mb(bytes: i64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+    crate::progress::size(u64::try_from(bytes).unwrap_or(0))
 }
 
 /// `weightlake runs …`.
