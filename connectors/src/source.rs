@@ -540,23 +540,8 @@ async fn single_object(ctx: &ResolveContext, url: &Url) -> Result<Option<Resolve
         }
     };
     let file_path = safe_relative_path(&name, url.as_str())?;
-    let file = RemoteFile {
-        source_uri: url.as_str().trim_end_matches('/').to_string(),
-        file_path,
-        size: Some(meta.size),
-        sha256: None,
-        etag: meta
-            .e_tag
-            .clone()
-            .unwrap_or_default()
-            .trim_matches('"')
-            .to_string(),
-        ranges: true,
-        location: FileLocation::Store {
-            store,
-            path: meta.location,
-        },
-    };
+    let source_uri = url.as_str().trim_end_matches('/').to_string();
+    let file = store_file(store, &meta, source_uri, file_path);
     Ok(Some(ResolvedSource {
         default_model_id: last_segment(&parent)
             .unwrap_or_else(|| parent.host_str().unwrap_or("model").to_string()),
@@ -592,25 +577,36 @@ async fn list_store(
             continue;
         }
         let file_path = safe_relative_path(rel, &base)?;
-        files.push(RemoteFile {
-            source_uri: format!("{base}/{file_path}"),
-            file_path,
-            size: Some(m.size),
-            sha256: None,
-            etag: m
-                .e_tag
-                .clone()
-                .unwrap_or_default()
-                .trim_matches('"')
-                .to_string(),
-            ranges: true,
-            location: FileLocation::Store {
-                store: store.clone(),
-                path: m.location.clone(),
-            },
-        });
+        let source_uri = format!("{base}/{file_path}");
+        files.push(store_file(store.clone(), &m, source_uri, file_path));
     }
     Ok(files)
+}
+
+/// The object `meta` describes in `store`, as a file to ingest.
+fn store_file(
+    store: Arc<dyn ObjectStore>,
+    meta: &object_store::ObjectMeta,
+    source_uri: String,
+    file_path: String,
+) -> RemoteFile {
+    RemoteFile {
+        source_uri,
+        file_path,
+        size: Some(meta.size),
+        sha256: None,
+        etag: meta
+            .e_tag
+            .as_deref()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string(),
+        ranges: true,
+        location: FileLocation::Store {
+            store,
+            path: meta.location.clone(),
+        },
+    }
 }
 
 #[cfg(test)]

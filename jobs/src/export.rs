@@ -202,20 +202,27 @@ impl ExportJob {
 /// left beside the files of this one (a local multipart upload stages into
 /// `NAME#N` and renames it at the end; a killed process leaves it).
 fn remove_staged_leftovers<'a>(dir: &std::path::Path, paths: impl Iterator<Item = &'a String>) {
+    // The files of this export by directory: one listing per directory.
+    let mut names: std::collections::BTreeMap<
+        std::path::PathBuf,
+        std::collections::HashSet<String>,
+    > = Default::default();
     for path in paths {
         let target = dir.join(path);
-        let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        if let (Some(parent), Some(name)) = (target.parent(), target.file_name()) {
+            let name = name.to_string_lossy().into_owned();
+            names.entry(parent.to_path_buf()).or_default().insert(name);
+        }
+    }
+    for (parent, ours) in names {
+        let Ok(entries) = std::fs::read_dir(&parent) else {
             continue;
         };
-        let Ok(entries) = std::fs::read_dir(parent) else {
-            continue;
-        };
-        let stem = format!("{}#", name.to_string_lossy());
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            let staged = n
-                .strip_prefix(&stem)
-                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
+            let staged = n.rsplit_once('#').is_some_and(|(name, k)| {
+                ours.contains(name) && !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit())
+            });
             if staged && std::fs::remove_file(e.path()).is_ok() {
                 info!(file = %e.path().display(), "removed a partial file left by an interrupted export");
             }
