@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use weightlake_formats::Encoding;
 use weightlake_schemas::silver;
 
-use crate::locate::{Key, lookup};
+use crate::locate::{Key, RowAt, lookup};
 use crate::sql::{LakeSession, binary_value, int_value, string_value};
 use crate::{JobError, Result};
 
@@ -84,26 +84,62 @@ pub(crate) struct PartMeta {
     part_count: i32,
     raw_offset: u64,
     raw_len: u64,
+    /// Its row, when found through the session's locator: its bytes are
+    /// then read without another key lookup.
+    at: Option<RowAt>,
 }
 
+/// Columns of a part's row that say where it sits in its content.
+const PLACE_COLUMNS: [&str; 4] = ["part_index", "part_count", "raw_offset", "raw_len"];
+/// Columns of a part's row needed to decode it.
+const DATA_COLUMNS: [&str; 4] = ["elem_size", "encoding", "base_sha256", "data"];
+
 /// The parts of `sha` in order, checked to cover the content without gaps;
-/// looked up once per session.
-async fn content_parts(session: &LakeSession, sha: &str) -> Result<Arc<[PartMeta]>> {
+/// looked up once per session. With `want_data`, a content stored in one
+/// part found through the locator comes with its row's data columns, read in
+/// the same call (one round trip instead of two for most tensors).
+async fn content_parts(
+    session: &LakeSession,
+    sha: &str,
+    want_data: bool,
+) -> Result<(Arc<[PartMeta]>, Option<RecordBatch>)> {
     if let Some(parts) = session.part_list(sha) {
-        return Ok(parts);
+        return Ok((parts, None));
     }
-    let parts: Arc<[PartMeta]> = lookup_parts(session, sha).await?.into();
+    let (parts, data) = lookup_parts(session, sha, want_data).await?;
+    let parts: Arc<[PartMeta]> = parts.into();
     session.remember_part_list(sha, parts.clone());
-    Ok(parts)
+    Ok((parts, data))
 }
 
 /// [`content_parts`] read from `silver.tensor_blobs`.
-async fn lookup_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>> {
-    const COLUMNS: [&str; 4] = ["part_index", "part_count", "raw_offset", "raw_len"];
+async fn lookup_parts(
+    session: &LakeSession,
+    sha: &str,
+    want_data: bool,
+) -> Result<(Vec<PartMeta>, Option<RecordBatch>)> {
     let keys = [("content_sha256", Key::Str(sha))];
-    let batches = lookup(session, silver::TENSOR_BLOBS, &keys, &COLUMNS).await?;
+    let (batches, hits, with_data) = match session.locator(silver::TENSOR_BLOBS) {
+        Some(locator) => {
+            let hits = locator.hits(&keys).await?;
+            let with_data = want_data && hits.len() == 1;
+            let columns: Vec<&str> = if with_data {
+                PLACE_COLUMNS.iter().chain(&DATA_COLUMNS).copied().collect()
+            } else {
+                PLACE_COLUMNS.to_vec()
+            };
+            let batches = locator.read_hits(&hits, &keys, &columns).await?;
+            (batches, Some(hits), with_data)
+        }
+        None => (
+            lookup(session, silver::TENSOR_BLOBS, &keys, &PLACE_COLUMNS).await?,
+            None,
+            false,
+        ),
+    };
     // One entry per part (a part written twice by an interrupted run is identical).
     let mut parts: BTreeMap<i32, PartMeta> = BTreeMap::new();
+    let mut row = 0;
     for b in &batches {
         for r in 0..b.num_rows() {
             let i = |c: &str| {
@@ -111,13 +147,16 @@ async fn lookup_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>>
                     .and_then(|a| int_value(a.as_ref(), r))
                     .unwrap_or(-1)
             };
-            let part_index = i(COLUMNS[0]) as i32;
+            let part_index = i(PLACE_COLUMNS[0]) as i32;
             parts.entry(part_index).or_insert(PartMeta {
                 part_index,
-                part_count: i(COLUMNS[1]) as i32,
-                raw_offset: i(COLUMNS[2]).max(0) as u64,
-                raw_len: i(COLUMNS[3]).max(0) as u64,
+                part_count: i(PLACE_COLUMNS[1]) as i32,
+                raw_offset: i(PLACE_COLUMNS[2]).max(0) as u64,
+                raw_len: i(PLACE_COLUMNS[3]).max(0) as u64,
+                // `read_hits` gives one row per hit, in order.
+                at: hits.as_ref().and_then(|h| h.get(row)).copied(),
             });
+            row += 1;
         }
     }
     let count = parts.values().next().map(|p| p.part_count).unwrap_or(0);
@@ -137,14 +176,46 @@ async fn lookup_parts(session: &LakeSession, sha: &str) -> Result<Vec<PartMeta>>
         }
         end += p.raw_len;
     }
-    Ok(parts.into_values().collect())
+    let data = if with_data {
+        batches.into_iter().find(|b| b.num_rows() > 0)
+    } else {
+        None
+    };
+    Ok((parts.into_values().collect(), data))
 }
 
-/// Decode one part: fetch its bytes, and for an XOR part the same range of its base.
+/// The row of one part with its [`DATA_COLUMNS`]: `read` when its lookup
+/// already brought them, else by its locator row, else by key.
+async fn part_row(
+    session: &LakeSession,
+    sha: &str,
+    part: &PartMeta,
+    read: Option<RecordBatch>,
+) -> Result<RecordBatch> {
+    if let Some(b) = read {
+        return Ok(b);
+    }
+    let keys = [
+        ("content_sha256", Key::Str(sha)),
+        ("part_index", Key::Int(i64::from(part.part_index))),
+    ];
+    let batches = match (part.at, session.locator(silver::TENSOR_BLOBS)) {
+        (Some(at), Some(locator)) => locator.read_hits(&[at], &keys, &DATA_COLUMNS).await?,
+        _ => lookup(session, silver::TENSOR_BLOBS, &keys, &DATA_COLUMNS).await?,
+    };
+    batches
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| JobError::Invalid(format!("blob {sha}: part {} vanished", part.part_index)))
+}
+
+/// Decode one part: fetch its bytes (unless `read` holds them), and for an
+/// XOR part the same range of its base.
 fn decode_part<'a>(
     session: &'a LakeSession,
     sha: &'a str,
     part: &'a PartMeta,
+    read: Option<RecordBatch>,
     depth: usize,
 ) -> BoxFuture<'a, Result<Bytes>> {
     Box::pin(async move {
@@ -153,31 +224,23 @@ fn decode_part<'a>(
                 "blob {sha}: XOR base chain deeper than 8"
             )));
         }
-        const COLUMNS: [&str; 4] = ["elem_size", "encoding", "base_sha256", "data"];
-        let keys = [
-            ("content_sha256", Key::Str(sha)),
-            ("part_index", Key::Int(i64::from(part.part_index))),
-        ];
-        let batches = lookup(session, silver::TENSOR_BLOBS, &keys, &COLUMNS).await?;
-        let b = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
-            JobError::Invalid(format!("blob {sha}: part {} vanished", part.part_index))
-        })?;
+        let b = part_row(session, sha, part, read).await?;
         let (r, column) = (0, |name: &str| b.column_by_name(name).map(|c| c.as_ref()));
-        let enc = column(COLUMNS[1])
+        let enc = column(DATA_COLUMNS[1])
             .and_then(|c| string_value(c, r))
             .unwrap_or_default();
         let encoding: Encoding = enc
             .parse()
             .map_err(|_| JobError::Invalid(format!("blob {sha}: unknown encoding `{enc}`")))?;
-        let elem_size = column(COLUMNS[0])
+        let elem_size = column(DATA_COLUMNS[0])
             .and_then(|c| int_value(c, r))
             .unwrap_or(1)
             .max(1) as usize;
-        let data = column(COLUMNS[3])
+        let data = column(DATA_COLUMNS[3])
             .and_then(|c| binary_value(c, r))
             .unwrap_or_default();
         let base = if encoding.needs_base() {
-            let bsha = column(COLUMNS[2])
+            let bsha = column(DATA_COLUMNS[2])
                 .and_then(|c| string_value(c, r))
                 .ok_or_else(|| JobError::Invalid(format!("blob {sha}: XOR part without base")))?;
             let range = part.raw_offset..part.raw_offset + part.raw_len;
@@ -229,12 +292,14 @@ pub(crate) struct ContentParts<'a> {
     sha: String,
     parts: std::vec::IntoIter<PartMeta>,
     range: Range<u64>,
+    /// The row of a one-part content, read with its part list.
+    read: Option<RecordBatch>,
 }
 
 impl<'a> ContentParts<'a> {
     /// The parts of `sha` that overlap `range` (clamped to the content's length).
     pub async fn open(session: &'a LakeSession, sha: &str, range: Range<u64>) -> Result<Self> {
-        let all = content_parts(session, sha).await?;
+        let (all, read) = content_parts(session, sha, true).await?;
         let len = all.last().map_or(0, |p| p.raw_offset + p.raw_len);
         if range.end > len || range.start > range.end {
             return Err(JobError::Invalid(format!(
@@ -255,6 +320,7 @@ impl<'a> ContentParts<'a> {
             sha: sha.to_string(),
             parts: parts.into_iter(),
             range,
+            read,
         })
     }
 
@@ -267,7 +333,7 @@ impl<'a> ContentParts<'a> {
         let Some(p) = self.parts.next() else {
             return Ok(None);
         };
-        let raw = decode_part(self.session, &self.sha, &p, depth).await?;
+        let raw = decode_part(self.session, &self.sha, &p, self.read.take(), depth).await?;
         let from = self.range.start.saturating_sub(p.raw_offset) as usize;
         let to = (self.range.end.min(p.raw_offset + p.raw_len) - p.raw_offset) as usize;
         Ok(Some(raw.slice(from..to)))
@@ -276,7 +342,7 @@ impl<'a> ContentParts<'a> {
 
 /// Length in bytes of content `sha` (all its parts stored, without gaps).
 pub(crate) async fn content_len(session: &LakeSession, sha: &str) -> Result<u64> {
-    let parts = content_parts(session, sha).await?;
+    let (parts, _) = content_parts(session, sha, false).await?;
     Ok(parts.last().map_or(0, |p| p.raw_offset + p.raw_len))
 }
 

@@ -22,8 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use deltalake::DeltaTable;
-use deltalake::arrow::array::{Array, BooleanArray, RecordBatch};
-use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::array::{Array, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Field, Schema};
 use deltalake::datafusion::prelude::{Expr, col, lit};
 use deltalake::parquet::arrow::ProjectionMask;
@@ -41,6 +40,7 @@ use object_store::path::Path;
 use crate::file_ranges::{FileRanges, ReadStats};
 use crate::sql::{LakeSession, int_value, string_value};
 use crate::{JobError, Result};
+pub(crate) use key_index::RowAt;
 use key_index::{KeyIndex, index_name};
 use weightlake_schemas::TableName;
 
@@ -166,19 +166,24 @@ impl RowLocator {
     }
 
     /// Every row whose columns equal `keys`, as batches of the key columns and
-    /// `columns`, in file and row order.
-    ///
-    /// The row groups whose statistics admit the keys are looked up in the
-    /// [`KeyIndex`] of these key columns; those not in it yet have their key
-    /// columns read (a few at once) and added. Then only the rows found are
-    /// read, with the offset index: a blob among many in a row group costs
-    /// its own pages, and a row group already indexed no key-column read.
+    /// `columns`, in file and row order: [`Self::hits`] then
+    /// [`Self::read_hits`].
     pub async fn find(
         &self,
         keys: &[(&str, Key<'_>)],
         columns: &[&str],
     ) -> Result<Vec<RecordBatch>> {
-        let (start, start_reads) = (self.bytes_fetched(), self.reads());
+        let hits = self.hits(keys).await?;
+        self.read_hits(&hits, keys, columns).await
+    }
+
+    /// Where the rows whose columns equal `keys` are, in file, row group and
+    /// row order, without reading them.
+    ///
+    /// The row groups whose statistics admit the keys are looked up in the
+    /// [`KeyIndex`] of these key columns; those not in it yet have their key
+    /// columns read (a few at once) and added.
+    pub async fn hits(&self, keys: &[(&str, Key<'_>)]) -> Result<Vec<RowAt>> {
         let mut admitted = Vec::new();
         for (fi, file) in self.files.iter().enumerate() {
             if !file_admits(file, keys) {
@@ -213,36 +218,63 @@ impl RowLocator {
             .buffer_unordered(INDEX_READS)
             .try_collect::<Vec<_>>()
             .await?;
-        let hits = {
-            let mut indexes = self.indexes.lock().map_err(|_| poisoned())?;
-            let index = indexes.entry(name).or_default();
-            for ((fi, ri), batches) in &read {
-                index.add(*fi, *ri, &names, batches);
-            }
-            index.rows(keys)
-        };
-        let projection: Vec<&str> = names.iter().chain(columns).copied().collect();
+        let mut indexes = self.indexes.lock().map_err(|_| poisoned())?;
+        let index = indexes.entry(name).or_default();
+        for ((fi, ri), batches) in &read {
+            index.add(*fi, *ri, &names, batches);
+        }
+        Ok(index.rows(keys))
+    }
+
+    /// The key columns and `columns` of rows `hits` (sorted, as
+    /// [`Self::hits`] gives them for `keys`), one batch or more per row
+    /// group, a row for each hit in order: only the pages that hold them are
+    /// read, in one call per row group. A row whose keys differ from `keys`
+    /// is an error (the index and the file disagree).
+    pub async fn read_hits(
+        &self,
+        hits: &[RowAt],
+        keys: &[(&str, Key<'_>)],
+        columns: &[&str],
+    ) -> Result<Vec<RecordBatch>> {
+        let (start, start_reads) = (self.bytes_fetched(), self.reads());
+        let projection: Vec<&str> = keys
+            .iter()
+            .map(|(c, _)| *c)
+            .chain(columns.iter().copied())
+            .collect();
         let mut found = Vec::new();
         for group in hits.chunk_by(|a, b| (a.file, a.row_group) == (b.file, b.row_group)) {
             let rows: Vec<usize> = group.iter().map(|r| r.row).collect();
             let (fi, ri) = (group[0].file, group[0].row_group);
+            let mut read = 0;
             for batch in self
                 .read_row_group(fi, ri, &projection, Some(&rows))
                 .await?
             {
-                // The index said so; the rows read must agree.
-                let keep: BooleanArray = (0..batch.num_rows())
-                    .map(|r| Some(row_matches(&batch, r, keys)))
-                    .collect();
-                let batch = filter_record_batch(&batch, &keep)?;
+                if let Some(r) = (0..batch.num_rows()).find(|r| !row_matches(&batch, *r, keys)) {
+                    return Err(JobError::Invalid(format!(
+                        "reading {}: row {} of row group {ri} does not hold {keys:?}",
+                        self.files[fi].path,
+                        rows.get(read + r).copied().unwrap_or_default()
+                    )));
+                }
+                read += batch.num_rows();
                 if batch.num_rows() > 0 {
                     found.push(batch);
                 }
             }
+            if read != rows.len() {
+                return Err(JobError::Invalid(format!(
+                    "reading {}: {read} of {} rows of row group {ri} read",
+                    self.files[fi].path,
+                    rows.len()
+                )));
+            }
         }
         tracing::trace!(
             ?keys,
-            rows = found.iter().map(RecordBatch::num_rows).sum::<usize>(),
+            rows = hits.len(),
             fetched = self.bytes_fetched() - start,
             reads = self.reads() - start_reads,
             "point lookup"
@@ -670,6 +702,31 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(locator.reads(), reads);
+
+        // A one-part content read back: its place and its bytes in one call.
+        let reads = locator.reads();
+        let bytes = crate::blobs::read_range(&session, &shas[9], 0..256 << 10)
+            .await
+            .expect("read");
+        assert_eq!(&bytes[..], &blob(9)[..]);
+        assert_eq!(locator.reads() - reads, 1);
+        // Again (its part list is known): one call, no key lookup.
+        let reads = locator.reads();
+        let bytes = crate::blobs::read_range(&session, &shas[9], 100..200)
+            .await
+            .expect("read");
+        assert_eq!(&bytes[..], &blob(9)[100..200]);
+        assert_eq!(locator.reads() - reads, 1);
+        // A content of three parts, its file's footer and keys known: its
+        // part list in one call, then one call per part.
+        let cc = [("content_sha256", Key::Str("cc"))];
+        assert_eq!(locator.hits(&cc).await.expect("hits").len(), 3);
+        let reads = locator.reads();
+        let bytes = crate::blobs::read_range(&session, "cc", 0..12)
+            .await
+            .expect("read");
+        assert_eq!(&bytes[..], b"cc-0cc-1cc-2");
+        assert_eq!(locator.reads() - reads, 4);
     }
 
     fn found_data(batches: &[RecordBatch]) -> Vec<Vec<u8>> {
