@@ -79,23 +79,25 @@ impl Lake {
             .with_storage_options(options))
     }
 
-    /// Open `table` at its latest version, or `None` if it does not exist yet.
-    pub async fn open(&self, table: TableName) -> Result<Option<DeltaTable>> {
+    /// Whether `table` exists (has a commit), without loading it.
+    pub async fn exists(&self, table: TableName) -> Result<bool> {
         if self.root.scheme() == "file"
             && let Ok(p) = self.table_url(table).to_file_path()
             && !p.exists()
         {
-            return Ok(None);
+            return Ok(false);
         }
-        let t = self
-            .builder(table)?
+        self.builder(table)?
             .build()
-            .map_err(|e| JobError::delta(table, e))?;
-        if !t
+            .map_err(|e| JobError::delta(table, e))?
             .verify_deltatable_existence()
             .await
-            .map_err(|e| JobError::delta(table, e))?
-        {
+            .map_err(|e| JobError::delta(table, e))
+    }
+
+    /// Open `table` at its latest version, or `None` if it does not exist yet.
+    pub async fn open(&self, table: TableName) -> Result<Option<DeltaTable>> {
+        if !self.exists(table).await? {
             return Ok(None);
         }
         let t = self

