@@ -47,7 +47,18 @@ pub fn safe_relative_path(path: &str, origin: &str) -> Result<String> {
             _ => {}
         }
     }
+    if is_git_path(path) {
+        // `.git/config` written into an export directory runs commands
+        // (`core.fsmonitor`) the next time git looks at it.
+        return Err(bad("`.git` segment (git metadata is not a model file)"));
+    }
     Ok(path.to_string())
+}
+
+/// Whether `path` has a `.git` segment (any case: case-insensitive file
+/// systems treat `.GIT` as `.git`).
+pub fn is_git_path(path: &str) -> bool {
+    path.split('/').any(|s| s.eq_ignore_ascii_case(".git"))
 }
 
 /// Include/exclude globs over relative file paths. An empty include list includes all.
@@ -106,6 +117,8 @@ mod tests {
             "C:/x",
             "./a",
             "a/\u{0}b",
+            ".git/config",
+            "sub/.GIT/hooks/post-checkout",
         ] {
             assert!(safe_relative_path(p, "test").is_err(), "accepted {p:?}");
         }
@@ -113,6 +126,8 @@ mod tests {
             safe_relative_path("onnx/model.onnx", "t").expect("ok"),
             "onnx/model.onnx"
         );
+        // Hub repositories carry `.gitattributes`; only `.git` itself is refused.
+        assert!(safe_relative_path(".gitattributes", "t").is_ok());
     }
 
     #[test]

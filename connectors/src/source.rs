@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::http::{HttpClient, HttpTarget, RangeSink, redact};
 use crate::hub::{default_endpoint, resolve_revision};
-use crate::paths::{PathFilter, safe_relative_path};
+use crate::paths::{PathFilter, is_git_path, safe_relative_path};
 use crate::storage::{StorageConfig, parse_location};
 use crate::{ConnectorError, Result};
 
@@ -504,6 +504,7 @@ async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<Resolved
     if only.is_some() {
         files.retain(|f| !f.file_path.contains('/'));
     }
+    refuse_links_out(&dir, &files, &l.path)?;
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -513,6 +514,50 @@ async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<Resolved
         default_revision: default_revision(),
         files,
     })
+}
+
+/// Refuse a local source any of whose files is a symbolic link (or lies under
+/// one) that leads out of `dir`: a model directory from an untrusted archive
+/// or clone could otherwise pull `/etc/shadow` into the lake, and `serve`
+/// would hand it out. Links inside the directory are fine, and so are links
+/// of a Hugging Face cache snapshot (`…/snapshots/<commit>/`) into its
+/// repository's cache folder (`…/blobs/`).
+fn refuse_links_out(dir: &std::path::Path, files: &[RemoteFile], source: &str) -> Result<()> {
+    let canonical = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    let mut roots: Vec<std::path::PathBuf> = canonical(dir).into_iter().collect();
+    if dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .is_some_and(|n| n == "snapshots")
+        && let Some(repo) = dir.parent().and_then(|p| p.parent()).and_then(canonical)
+    {
+        roots.push(repo);
+    }
+    let mut outside = Vec::new();
+    for f in files {
+        let target = match canonical(&dir.join(&f.file_path)) {
+            Some(t) => t,
+            None => continue, // vanished since the listing: its read will say so
+        };
+        if !roots.iter().any(|r| target.starts_with(r)) {
+            outside.push(format!("{} -> {}", f.file_path, target.display()));
+        }
+    }
+    if outside.is_empty() {
+        return Ok(());
+    }
+    let n = outside.len();
+    outside.truncate(5);
+    Err(ConnectorError::invalid(
+        "source",
+        source,
+        format!(
+            "{n} file(s) are symbolic links to outside the directory ({}{}); \
+             copy them in, or ingest their directory as its own source",
+            outside.join(", "),
+            if n > 5 { ", …" } else { "" }
+        ),
+    ))
 }
 
 /// The object whose key `url` is, as a one-file source named by its parent
@@ -526,9 +571,9 @@ async fn single_object(ctx: &ResolveContext, url: &Url) -> Result<Option<Resolve
         segments.pop_if_empty().pop();
     }
     let (store, prefix) = ctx.storage.object_store(&parent)?;
-    let key = StorePath::from(
-        format!("{}/{name}", prefix.as_ref().trim_end_matches('/')).trim_start_matches('/'),
-    );
+    let key = format!("{}/{name}", prefix.as_ref().trim_end_matches('/'));
+    let key = StorePath::parse(key.trim_start_matches('/'))
+        .map_err(|e| ConnectorError::invalid("source", url.as_str(), e.to_string()))?;
     let meta = match store.head(&key).await {
         Ok(m) => m,
         Err(object_store::Error::NotFound { .. }) => return Ok(None),
@@ -574,6 +619,12 @@ async fn list_store(
             .unwrap_or(full)
             .trim_start_matches('/');
         if rel.is_empty() || !filter.matches(rel) {
+            continue;
+        }
+        if is_git_path(rel) {
+            // A clone's repository data (hooks, objects, a second copy of
+            // every LFS file) is not the model; a hub never lists it.
+            tracing::debug!(path = rel, "skipping git metadata");
             continue;
         }
         let file_path = safe_relative_path(rel, &base)?;
@@ -641,6 +692,59 @@ mod tests {
             Ok(SourceSpec::Local(_))
         ));
         assert!("ftp://x/y".parse::<SourceSpec>().is_err());
+    }
+
+    #[tokio::test]
+    async fn local_dirs_refuse_links_out_and_skip_git_metadata() {
+        let ctx = ResolveContext {
+            http: HttpClient::new(Default::default()).expect("client"),
+            storage: StorageConfig::default(),
+            hf_token: None,
+        };
+        let resolve = |path: &std::path::Path| {
+            SourceSpec::Local(LocalSource {
+                path: path.display().to_string(),
+                include: vec![],
+                exclude: vec![],
+            })
+        };
+        let outside = tempfile::tempdir().expect("tempdir");
+        std::fs::write(outside.path().join("secret"), b"s").expect("write");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = dir.path().join("model");
+        std::fs::create_dir_all(model.join(".git/hooks")).expect("mkdir");
+        std::fs::write(model.join("config.json"), b"{}").expect("write");
+        std::fs::write(model.join(".gitattributes"), b"*").expect("write");
+        std::fs::write(model.join(".git/config"), b"[core]").expect("write");
+        // A link inside the directory is fine.
+        std::os::unix::fs::symlink(model.join("config.json"), model.join("alias.json"))
+            .expect("link");
+        let r = resolve(&model).resolve(&ctx).await.expect("resolve");
+        let mut paths: Vec<_> = r.files.iter().map(|f| f.file_path.as_str()).collect();
+        paths.sort_unstable();
+        assert_eq!(paths, [".gitattributes", "alias.json", "config.json"]);
+        // A link to a file or a directory outside is refused, by name.
+        std::os::unix::fs::symlink(outside.path().join("secret"), model.join("tokenizer.json"))
+            .expect("link");
+        std::os::unix::fs::symlink(outside.path(), model.join("extra")).expect("link");
+        let e = resolve(&model).resolve(&ctx).await.expect_err("links out");
+        let text = e.to_string();
+        assert!(
+            text.contains("2 file(s) are symbolic links to outside")
+                && text.contains("tokenizer.json ->")
+                && text.contains("extra/secret ->"),
+            "{text}"
+        );
+        // A Hugging Face cache snapshot links into its repository's blobs.
+        let repo = dir.path().join("models--org--m");
+        let snap = repo.join("snapshots/abc");
+        std::fs::create_dir_all(&snap).expect("mkdir");
+        std::fs::create_dir_all(repo.join("blobs")).expect("mkdir");
+        std::fs::write(repo.join("blobs/123"), b"w").expect("write");
+        std::os::unix::fs::symlink("../../blobs/123", snap.join("model.safetensors"))
+            .expect("link");
+        let r = resolve(&snap).resolve(&ctx).await.expect("snapshot");
+        assert_eq!(r.files.len(), 1);
     }
 
     #[tokio::test]

@@ -270,12 +270,17 @@ pub(crate) async fn rebuild(
     dest: Option<&Destination>,
 ) -> Result<(String, String, u64)> {
     let path = &f.entry.path;
-    let mut writer = dest.map(|(store, prefix, _)| {
-        let key = StorePath::from(
-            format!("{}/{}", prefix.as_ref().trim_end_matches('/'), path).trim_start_matches('/'),
-        );
-        BufWriter::new(store.clone(), key)
-    });
+    // `parse`, not `from`: the key is the file's path as it is (`from`
+    // percent-encodes `#`, `%` and every non-ASCII character into the name).
+    let mut writer = match dest {
+        Some((store, prefix, _)) => {
+            let key = format!("{}/{}", prefix.as_ref().trim_end_matches('/'), path);
+            let key = StorePath::parse(key.trim_start_matches('/'))
+                .map_err(|e| JobError::Invalid(format!("{path}: not a valid object path: {e}")))?;
+            Some(BufWriter::new(store.clone(), key))
+        }
+        None => None,
+    };
     let mut hasher = Sha256::new();
     let mut written = 0u64;
     let mut reader = f.reader(session, 0..f.entry.size);
