@@ -150,7 +150,7 @@ pub async fn resolve_revision(
     let resp = crate::http::range::send_with_retry(client, &target, None).await?;
     let body = resp.bytes().await.map_err(|e| ConnectorError::Hub {
         url: redact(&api),
-        reason: e.to_string(),
+        reason: crate::http::range::http_error(e),
     })?;
     if body.len() > 64 << 20 {
         return Err(ConnectorError::Hub {

@@ -146,6 +146,22 @@ async fn missing_file_and_exhausted_retries_exit_1_naming_the_url() {
         "{}",
         text(&out)
     );
+
+    // A presigned URL's query is a credential: no message repeats it.
+    let out = run(&[
+        "ingest",
+        "http://127.0.0.1:1/x.bin?X-Amz-Signature=SIGSECRET123&token=TOKSECRET456",
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--retries",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("127.0.0.1:1/x.bin") && !text(&out).contains("SECRET"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -180,4 +196,12 @@ async fn download_command_writes_the_file_with_parallel_ranges() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("sha256 mismatch"), "{}", text(&out));
+    // Bytes that failed the check never replace what the path held.
+    assert_eq!(std::fs::read(&dest).expect("read"), data);
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
 }

@@ -87,7 +87,39 @@ impl Drop for FileSink {
 
 /// Download `target` to `dest` with parallel ranges; verify the size, and the
 /// sha256 when `expected_sha256` is given or `verify` is set.
+///
+/// The bytes land in a hidden file beside `dest`, renamed over it only once
+/// every check passed: a failed or interrupted download leaves whatever
+/// `dest` held before, never bytes that failed verification.
 pub async fn download_to_file(
+    client: &HttpClient,
+    target: &HttpTarget,
+    dest: &Path,
+    expected_sha256: Option<&str>,
+    verify: bool,
+    on_bytes: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+) -> Result<DownloadReport> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "download".into());
+    let partial = dest.with_file_name(format!(".{name}.{}.partial", std::process::id()));
+    let result = download_into(client, target, &partial, expected_sha256, verify, on_bytes).await;
+    let result = result.and_then(|report| {
+        std::fs::rename(&partial, dest).map_err(|source| ConnectorError::Io {
+            path: dest.display().to_string(),
+            source,
+        })?;
+        Ok(report)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// [`download_to_file`] straight into `dest`.
+async fn download_into(
     client: &HttpClient,
     target: &HttpTarget,
     dest: &Path,

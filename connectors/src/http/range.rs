@@ -269,7 +269,7 @@ impl HttpClient {
                         self.cfg.stall_timeout
                     )));
                 }
-                Ok(Err(e)) => return Err(retry(format!("body: {}", error_chain(&e)))),
+                Ok(Err(e)) => return Err(retry(format!("body: {}", http_error(e)))),
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(b))) => b,
             };
@@ -342,10 +342,10 @@ impl HttpClient {
             Ok(Err(e)) if e.is_redirect() || e.is_builder() => {
                 return Err(Failure::Fatal(ConnectorError::Http {
                     url: redact(&target.url),
-                    reason: error_chain(&e),
+                    reason: http_error(e),
                 }));
             }
-            Ok(Err(e)) => return Err(retry(error_chain(&e))),
+            Ok(Err(e)) => return Err(retry(http_error(e))),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
@@ -394,6 +394,13 @@ pub(crate) async fn send_with_retry(
             }
         }
     }
+}
+
+/// A reqwest error as text without its URL: the caller names the URL
+/// redacted, and the full one may carry a presigned query
+/// (`X-Amz-Signature=…`, `token=…`) that must not reach logs or tables.
+pub(crate) fn http_error(e: reqwest::Error) -> String {
+    error_chain(&e.without_url())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
