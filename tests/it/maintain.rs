@@ -531,3 +531,40 @@ async fn a_maintain_stage_runs_in_a_pipeline_and_the_ledger_counts_dropped_chunk
         "{again}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_compactions_never_duplicate_rows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake").to_string_lossy().into_owned();
+    let count = |lake: &str| {
+        let out = run_ok(&[
+            "sql",
+            "--lake",
+            lake,
+            "--format",
+            "csv",
+            "SELECT count(*) AS n, count(DISTINCT upload_id || '/' || chunk_index) AS d FROM bronze.model_files",
+        ]);
+        let last = out.lines().last().unwrap_or_default().to_string();
+        let (n, d) = last.split_once(',').expect("two columns");
+        (n.parse::<u64>().expect("n"), d.parse::<u64>().expect("d"))
+    };
+    // Each round adds small commits, then two compactions race over them.
+    for round in 0..3 {
+        for i in 0..4 {
+            ingest(&lake, &tiny(), &format!("m{round}-{i}"), "4KiB", "16KiB");
+        }
+        let compact = || {
+            bin()
+                .args(["maintain", "--lake", &lake, "--table", "bronze.model_files"])
+                .args(["--no-vacuum", "--no-checkpoint", "-q"])
+                .spawn()
+                .expect("spawn")
+        };
+        let (mut a, mut b) = (compact(), compact());
+        assert!(a.wait().expect("wait").success());
+        assert!(b.wait().expect("wait").success());
+        let (rows, distinct) = count(&lake);
+        assert_eq!(rows, distinct, "round {round}: duplicated chunk rows");
+    }
+}

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod lock;
 pub mod retention;
 
 use std::future::IntoFuture;
@@ -309,6 +310,23 @@ impl MaintainJob {
         Ok(())
     }
 
+    /// Bin-pack `table`'s small files (the caller holds its compaction lock).
+    async fn compact(
+        &self,
+        name: TableName,
+        table: DeltaTable,
+        run_id: &str,
+    ) -> Result<(DeltaTable, deltalake::operations::optimize::Metrics)> {
+        let target = NonZeroU64::new(self.target_file_size).unwrap_or(NonZeroU64::MIN);
+        table
+            .optimize()
+            .with_target_size(target)
+            .with_writer_properties(table_writer_properties(name))
+            .with_commit_properties(commit_properties(run_id, Vec::new()))
+            .await
+            .map_err(|e| JobError::delta(name, e))
+    }
+
     /// Optimize, vacuum and checkpoint one table (`files_before` is counted
     /// here too; the caller may count it earlier).
     async fn maintain_table(
@@ -332,19 +350,31 @@ impl MaintainJob {
             version: 0,
         };
         if self.optimize {
-            let target = NonZeroU64::new(self.target_file_size).unwrap_or(NonZeroU64::MIN);
-            let (t, m) = table
-                .optimize()
-                .with_target_size(target)
-                .with_writer_properties(table_writer_properties(name))
-                .with_commit_properties(commit_properties(run_id, Vec::new()))
-                .await
-                .map_err(delta)?;
-            table = t;
-            r.files_compacted = m.num_files_removed;
-            r.files_written = m.num_files_added;
-            r.bytes_compacted = m.files_removed.total_size.max(0) as u64;
-            r.bytes_written = m.files_added.total_size.max(0) as u64;
+            match lock::acquire(&self.lake, name, run_id).await? {
+                Ok(lock) => {
+                    // The lock was taken after `table` was loaded: compact
+                    // what is there now, not what another compaction replaced.
+                    let refreshed = table.update_state().await.map_err(delta);
+                    let compacted = match refreshed {
+                        Ok(()) => self.compact(name, table.clone(), run_id).await,
+                        Err(e) => Err(e),
+                    };
+                    lock.release().await;
+                    let (t, m) = compacted?;
+                    table = t;
+                    r.files_compacted = m.num_files_removed;
+                    r.files_written = m.num_files_added;
+                    r.bytes_compacted = m.files_removed.total_size.max(0) as u64;
+                    r.bytes_written = m.files_added.total_size.max(0) as u64;
+                }
+                Err(holder) => {
+                    tracing::warn!(
+                        table = %name,
+                        holder = %holder.run_id,
+                        "another maintain run is compacting this table; not compacting it again"
+                    );
+                }
+            }
         }
         if self.vacuum {
             let mut v = table
