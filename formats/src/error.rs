@@ -49,7 +49,7 @@ pub enum FormatError {
     },
 
     /// The safetensors header is not a JSON object.
-    #[error("safetensors header must be a JSON object starting with '{{', found {found:?}")]
+    #[error("safetensors header must be a JSON object starting with '{{', found {}", first_byte(*found))]
     HeaderNotObject {
         /// The first non-whitespace byte, or `None` for an empty header.
         found: Option<u8>,
@@ -191,7 +191,8 @@ pub enum FormatError {
 
     /// Bytes of the data section belong to no tensor.
     #[error(
-        "data section bytes {begin}..{end} belong to no tensor (after {after:?}); tensors must cover it contiguously"
+        "data section bytes {begin}..{end} belong to no tensor ({}); tensors must cover it contiguously",
+        after.as_ref().map_or_else(|| "before the first tensor".to_string(), |t| format!("after tensor {t:?}"))
     )]
     Gap {
         /// The tensor the gap follows, `None` when the gap is at the start.
@@ -421,5 +422,14 @@ impl FormatError {
     /// Shorthand for [`FormatError::Overflow`].
     pub(crate) fn overflow(what: impl Into<String>) -> Self {
         FormatError::Overflow { what: what.into() }
+    }
+}
+
+/// A header's first byte as a reader sees it: `'['`, `0x00`, or the end.
+fn first_byte(b: Option<u8>) -> String {
+    match b {
+        None => "an empty header".to_string(),
+        Some(b) if b.is_ascii_graphic() => format!("'{}'", b as char),
+        Some(b) => format!("byte 0x{b:02x}"),
     }
 }

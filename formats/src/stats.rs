@@ -1,5 +1,5 @@
 //! Tensor statistics computed while bytes stream past: min, max, mean, std, L2
-//! norm, NaN and Inf counts over float tensors (F16, BF16, F32, F64), and the
+//! norm, NaN and Inf counts over float tensors (F8, F16, BF16, F32, F64), and the
 //! relative L2 change of a tensor against a base tensor.
 //!
 //! Bytes may arrive in pieces that split an element; a carry keeps the split
@@ -16,6 +16,14 @@ pub enum FloatKind {
     F32,
     /// IEEE double.
     F64,
+    /// 8-bit float, 4 exponent bits, 3 mantissa bits (OCP `e4m3fn`: no
+    /// infinities, NaN = `S.1111.111`).
+    F8E4M3,
+    /// 8-bit float, 5 exponent bits, 2 mantissa bits (the top byte of an
+    /// IEEE half, infinities and NaNs included).
+    F8E5M2,
+    /// 8-bit power of two, `2^(e-127)`, NaN = `0xFF` (OCP `e8m0`, MX scales).
+    F8E8M0,
 }
 
 impl FloatKind {
@@ -26,6 +34,9 @@ impl FloatKind {
             "BF16" => Some(Self::BF16),
             "F32" => Some(Self::F32),
             "F64" => Some(Self::F64),
+            "F8_E4M3" => Some(Self::F8E4M3),
+            "F8_E5M2" => Some(Self::F8E5M2),
+            "F8_E8M0" => Some(Self::F8E8M0),
             _ => None,
         }
     }
@@ -33,6 +44,7 @@ impl FloatKind {
     /// Bytes per element.
     pub fn size(&self) -> usize {
         match self {
+            Self::F8E4M3 | Self::F8E5M2 | Self::F8E8M0 => 1,
             Self::F16 | Self::BF16 => 2,
             Self::F32 => 4,
             Self::F64 => 8,
@@ -46,7 +58,34 @@ impl FloatKind {
             Self::F16 => f64::from(f16_to_f32(u16::from_le_bytes([b[0], b[1]]))),
             Self::F32 => f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             Self::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            Self::F8E4M3 => f64::from(f8e4m3_to_f32(b[0])),
+            Self::F8E5M2 => f64::from(f16_to_f32(u16::from(b[0]) << 8)),
+            Self::F8E8M0 => f8e8m0_to_f64(b[0]),
         }
+    }
+}
+
+/// OCP FP8 `e4m3fn` to single, exactly.
+pub fn f8e4m3_to_f32(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((b >> 3) & 0x0f);
+    let man = f32::from(b & 0x07);
+    if exp == 0x0f && b & 0x07 == 0x07 {
+        return f32::NAN;
+    }
+    if exp == 0 {
+        sign * man * (2f32).powi(-9)
+    } else {
+        sign * (1.0 + man / 8.0) * (2f32).powi(exp - 7)
+    }
+}
+
+/// OCP `e8m0` to double: `2^(b-127)`, NaN for `0xFF`.
+pub fn f8e8m0_to_f64(b: u8) -> f64 {
+    if b == 0xff {
+        f64::NAN
+    } else {
+        (2f64).powi(i32::from(b) - 127)
     }
 }
 
@@ -162,7 +201,9 @@ impl StatsAccumulator {
             FloatKind::BF16 => self.block_half(bytes, bf16_to_f32, 0x7f80),
             FloatKind::F16 => self.block_half(bytes, finite_f16_to_f32, 0x7c00),
             FloatKind::F32 => self.block_f32(bytes),
-            FloatKind::F64 => self.block_scalar(bytes),
+            FloatKind::F64 | FloatKind::F8E4M3 | FloatKind::F8E5M2 | FloatKind::F8E8M0 => {
+                self.block_scalar(bytes)
+            }
         }
     }
 
@@ -480,6 +521,32 @@ mod tests {
         let mut acc = StatsAccumulator::new(FloatKind::BF16);
         acc.update(&[0x80, 0x3f, 0x00, 0x40]); // 1.0, 2.0
         assert_eq!(acc.finish().max, Some(2.0));
+    }
+
+    #[test]
+    fn fp8_decodes_and_counts_nans_and_infs() {
+        // e4m3fn: 1.0, 448 (the largest), the smallest subnormal, -2.0, NaN.
+        assert_eq!(f8e4m3_to_f32(0x38), 1.0);
+        assert_eq!(f8e4m3_to_f32(0x7e), 448.0);
+        assert_eq!(f8e4m3_to_f32(0x01), 2f32.powi(-9));
+        assert_eq!(f8e4m3_to_f32(0xc0), -2.0);
+        assert!(f8e4m3_to_f32(0x7f).is_nan() && f8e4m3_to_f32(0xff).is_nan());
+        let mut a = StatsAccumulator::new(FloatKind::F8E4M3);
+        a.update(&[0x38, 0x7f, 0xff, 0x40]);
+        let s = a.finish();
+        assert_eq!((s.nan_count, s.inf_count), (2, 0));
+        assert_eq!((s.min, s.max), (Some(1.0), Some(2.0)));
+        // e5m2: the top byte of a half; 0x7c is +Inf, 0x7e NaN.
+        let mut a = StatsAccumulator::new(FloatKind::F8E5M2);
+        a.update(&[0x3c, 0x7c, 0x7e, 0xc0]);
+        let s = a.finish();
+        assert_eq!((s.nan_count, s.inf_count), (1, 1));
+        assert_eq!((s.min, s.max), (Some(-2.0), Some(1.0)));
+        // e8m0: powers of two, 0xFF NaN.
+        assert_eq!(f8e8m0_to_f64(127), 1.0);
+        assert_eq!(f8e8m0_to_f64(130), 8.0);
+        assert!(f8e8m0_to_f64(0xff).is_nan());
+        assert_eq!(FloatKind::from_dtype("F8_E4M3"), Some(FloatKind::F8E4M3));
     }
 
     #[test]

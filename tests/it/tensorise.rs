@@ -410,6 +410,8 @@ async fn malformed_files_are_quarantined_and_still_rebuild() {
         &[
             ("bad1.safetensors", &too_long),
             ("bad2.safetensors", &overlap),
+            // A GGUF whose magic was overwritten is known by its name.
+            ("bad3.gguf", b"XXXX\x03\0\0\0"),
             ("ok.json", b"{}"),
         ],
     );
@@ -423,9 +425,9 @@ async fn malformed_files_are_quarantined_and_still_rebuild() {
     ]);
     assert!(out.status.success(), "{}", text(&out));
     let t = text(&out);
-    assert!(t.contains("2 quarantined"), "{t}");
+    assert!(t.contains("3 quarantined"), "{t}");
     assert!(
-        t.contains("bad1.safetensors") && t.contains("bad2.safetensors"),
+        t.contains("bad1.safetensors") && t.contains("bad2.safetensors") && t.contains("bad3.gguf"),
         "{t}"
     );
     let lake = local_lake(tmp.path());
@@ -439,7 +441,7 @@ async fn malformed_files_are_quarantined_and_still_rebuild() {
         .to(tmp.path().join("out").to_str().expect("utf8"))
         .await
         .expect("export");
-    assert_eq!(report.files, 3);
+    assert_eq!(report.files, 4);
     assert_eq!(
         std::fs::read(tmp.path().join("out/bad2.safetensors")).expect("read"),
         overlap
@@ -484,4 +486,34 @@ async fn gguf_tensors_match_the_gguf_library_and_rebuild() {
         .await
         .expect("verify");
     assert_eq!(report.files, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exported_files_keep_their_names_byte_for_byte() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = tmp.path().join("m");
+    let names = [
+        "tokenizer_中文.json",
+        "a#b.txt",
+        "c%20d.txt",
+        "e?f.txt",
+        "子目录/x.txt",
+    ];
+    let files: Vec<(&str, &[u8])> = names.iter().map(|n| (*n, n.as_bytes())).collect();
+    write_tree(&model, &files);
+    let lake_dir = tmp.path().join("lake");
+    ingest_dir(&lake_dir, &model, "m").await;
+    let lake = lake_dir.to_str().expect("utf8");
+    run_ok(&["tensorise", "--lake", lake, "-q"]);
+    let out_dir = tmp.path().join("out");
+    let out = run_ok(&[
+        "export",
+        "m@main",
+        "--lake",
+        lake,
+        "--to",
+        out_dir.to_str().expect("utf8"),
+    ]);
+    assert!(!out.contains("not part of this model"), "{out}");
+    assert_eq!(tree_digest(&out_dir), tree_digest(&model));
 }

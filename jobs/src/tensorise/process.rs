@@ -97,7 +97,10 @@ impl<S: PartSink> Processor<'_, S> {
                     .await
                     .map(|(specs, start, meta)| ("safetensors", specs, start, meta)),
             )
-        } else if head.starts_with(b"GGUF") {
+        } else if head.starts_with(b"GGUF") || lower.ends_with(".gguf") {
+            // By its magic, or by its name: a damaged `.gguf` is quarantined
+            // (the parser names the bad magic), not passed through as if it
+            // were any other file.
             Some(
                 self.parse_gguf(reader)
                     .await
@@ -282,13 +285,15 @@ impl<S: PartSink> Processor<'_, S> {
     }
 
     /// The sha256 of the base tensor to compare `t` with and encode it against:
-    /// same name, dtype, shape and byte length, and a float dtype.
+    /// same name, dtype, shape and byte length (any dtype: an integer tensor
+    /// is compared and XOR-encoded too, only its relative L2 change is not
+    /// defined).
     async fn base_for(&self, t: &TensorSpec) -> Result<Option<String>> {
         let Some(base) = self.base.and_then(|m| m.get(&t.name)) else {
             return Ok(None);
         };
         let shape: Vec<i64> = t.shape.iter().map(|d| *d as i64).collect();
-        if base.dtype != t.dtype || base.shape != shape || t.float.is_none() {
+        if base.dtype != t.dtype || base.shape != shape {
             return Ok(None);
         }
         if content_len(self.session, &base.sha256).await? != t.byte_len {
@@ -363,7 +368,8 @@ impl<S: PartSink> Processor<'_, S> {
         let stats: Option<TensorStats> = pass.stats.map(StatsAccumulator::finish);
         let (rel, identical) = match &base_sha {
             Some(bsha) => (
-                rel_l2_from_sums(pass.diff_sq, pass.base_sq),
+                t.float
+                    .and_then(|_| rel_l2_from_sums(pass.diff_sq, pass.base_sq)),
                 Some(*bsha == sha),
             ),
             None => (None, None),
