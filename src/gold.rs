@@ -82,11 +82,7 @@ pub async fn promote(a: PromoteArgs) -> Result<(), CliError> {
         } else {
             ""
         },
-        report
-            .alias
-            .as_ref()
-            .map(|a| format!(" @{a}"))
-            .unwrap_or_default(),
+        crate::gold::alias_text(&report),
         report.files,
         crate::progress::size(report.bytes),
         report
@@ -275,5 +271,14 @@ fn print_version(state: &GoldState, v: &GoldVersion) {
             f.tensors.len(),
             f.sha256
         );
+    }
+}
+
+/// ` @alias`, and where it moved from when the promotion moved it.
+pub(crate) fn alias_text(r: &weightlake_jobs::gold::promote::PromoteReport) -> String {
+    match (&r.alias, r.alias_moved_from) {
+        (Some(a), Some(from)) => format!(" @{a} (moved from version {from})"),
+        (Some(a), None) => format!(" @{a}"),
+        (None, _) => String::new(),
     }
 }

@@ -157,10 +157,7 @@ pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
         "{stage}: {}:{}{}{}, {gates}, {} files, {}{}",
         r.name,
         r.version,
-        r.alias
-            .as_ref()
-            .map(|a| format!(" @{a}"))
-            .unwrap_or_default(),
+        crate::gold::alias_text(r),
         if r.existing {
             " (already promoted)"
         } else {

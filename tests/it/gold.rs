@@ -116,6 +116,25 @@ async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
             .any(|t| t.name == nan_tensor),
         "the manifest lists tensors"
     );
+    // Promoting old weights under an alias that points elsewhere moves it
+    // back, and says so (a re-run of a pipeline does exactly this).
+    ok(&[
+        "promote", "ft@main", "--lake", &lake, "--name", "minilm", "--alias", "staging",
+    ]);
+    let back = ok(&[
+        "promote",
+        "base@main",
+        "--lake",
+        &lake,
+        "--name",
+        "minilm",
+        "--alias",
+        "staging",
+    ]);
+    assert!(
+        back.contains("minilm:1") && back.contains("@staging (moved from version 2)"),
+        "{back}"
+    );
 
     // Move champion to 2, then roll back to 1; each move is a commit.
     ok(&[
@@ -402,4 +421,68 @@ async fn time_travel_to_a_vacuumed_version_says_why_it_cannot() {
         text(&gone)
     );
     ok(&["models", "list", "--lake", lake]);
+}
+
+/// A one-tensor safetensors file.
+fn one_tensor_file(value: f32) -> Vec<u8> {
+    let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header);
+    out.extend_from_slice(&value.to_le_bytes());
+    out
+}
+
+#[test]
+fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake").to_string_lossy().into_owned();
+    let index = br#"{"metadata":{},"weight_map":{"w":"model-00001-of-00002.safetensors","v":"model-00002-of-00002.safetensors"}}"#;
+    let shard = one_tensor_file(1.0);
+    // The second shard never arrived (its download failed).
+    let sharded = tmp.path().join("sharded");
+    write_tree(
+        &sharded,
+        &[
+            ("config.json", b"{}"),
+            ("model.safetensors.index.json", index),
+            ("model-00001-of-00002.safetensors", &shard),
+        ],
+    );
+    let config_only = tmp.path().join("config-only");
+    write_tree(&config_only, &[("config.json", b"{}")]);
+    for (dir, id) in [(&sharded, "sharded"), (&config_only, "bare")] {
+        let dir = dir.to_str().expect("utf8");
+        run_ok(&["ingest", dir, "--lake", &lake, "--model-id", id, "-q"]);
+    }
+    run_ok(&["tensorise", "--lake", &lake, "-q"]);
+    for (model, why) in [
+        ("sharded@main", "model-00002-of-00002.safetensors"),
+        ("bare@main", "no file holds tensors"),
+    ] {
+        let out = run(&["promote", model, "--lake", &lake, "--name", "m"]);
+        assert_eq!(out.status.code(), Some(1), "{model}: {}", text(&out));
+        assert!(
+            text(&out).contains("files_complete") && text(&out).contains(why),
+            "{model}: {}",
+            text(&out)
+        );
+    }
+    // With the shard, the same model is promoted.
+    write_tree(
+        &sharded,
+        &[("model-00002-of-00002.safetensors", &one_tensor_file(2.0))],
+    );
+    let dir = sharded.to_str().expect("utf8");
+    run_ok(&[
+        "ingest",
+        dir,
+        "--lake",
+        &lake,
+        "--model-id",
+        "sharded",
+        "-q",
+    ]);
+    run_ok(&["tensorise", "--lake", &lake, "-q"]);
+    let out = run_ok(&["promote", "sharded@main", "--lake", &lake, "--name", "m"]);
+    assert!(out.contains("m:1"), "{out}");
 }

@@ -66,7 +66,13 @@ impl FromStr for GoldRef {
         let bad =
             |why: &str| JobError::Invalid(format!("invalid gold model reference `{s}`: {why}"));
         let (name, selector) = if let Some((n, a)) = s.split_once('@') {
-            (n, Selector::Alias(a.to_string()))
+            // `@main` and `@latest` are the newest version, as `serve` (and
+            // every hub client, whose default revision is `main`) reads them.
+            if a == "main" || a == "latest" {
+                (n, Selector::Latest)
+            } else {
+                (n, Selector::Alias(a.to_string()))
+            }
         } else if let Some((n, v)) = s.rsplit_once(':') {
             let v: i64 = v
                 .parse()
@@ -114,10 +120,13 @@ pub fn check_name(what: &str, s: &str) -> Result<()> {
         )));
     }
     if what == "alias"
-        && (s.chars().all(|c| c.is_ascii_digit()) || s.eq_ignore_ascii_case("latest"))
+        && (s.chars().all(|c| c.is_ascii_digit())
+            || s.eq_ignore_ascii_case("latest")
+            || s.eq_ignore_ascii_case("main"))
     {
         return Err(JobError::Invalid(format!(
-            "invalid alias `{s}`: an alias cannot be a number or `latest`"
+            "invalid alias `{s}`: an alias cannot be a number, `latest` or `main` \
+             (`NAME@main` is the newest version)"
         )));
     }
     Ok(())
@@ -436,3 +445,21 @@ pub(crate) async fn append_if_unchanged(
 
 /// Attempts at a compare-and-swap commit before giving up.
 pub(crate) const CAS_ATTEMPTS: usize = 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn main_and_latest_are_the_newest_version_and_no_alias_can_take_them() {
+        for s in ["m@main", "m@latest", "org/m@main", "m"] {
+            let r: GoldRef = s.parse().expect(s);
+            assert!(matches!(r.selector, Selector::Latest), "{s}");
+        }
+        let r: GoldRef = "m@champion".parse().expect("alias");
+        assert!(matches!(r.selector, Selector::Alias(a) if a == "champion"));
+        for alias in ["main", "latest", "Main", "3"] {
+            assert!(check_name("alias", alias).is_err(), "{alias}");
+        }
+    }
+}

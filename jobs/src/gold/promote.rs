@@ -73,6 +73,9 @@ pub struct PromoteReport {
     pub existing: bool,
     /// The alias set, if any.
     pub alias: Option<String>,
+    /// The version the alias pointed to before, when this promotion moved it
+    /// (a re-run of a pipeline that promotes old weights moves it back).
+    pub alias_moved_from: Option<i64>,
     /// Gate results.
     pub gates: Vec<GateResult>,
     /// Metrics used.
@@ -199,6 +202,9 @@ impl PromoteJob {
         metrics.extend(self.metrics.clone());
         let mut gates = evaluate(&session, &manifest, &metrics, &self.gates).await?;
         if let Some(g) = files_parsed(&manifest, self.allow_quarantined) {
+            gates.insert(0, g);
+        }
+        if let Some(g) = files_complete(&session, &view).await? {
             gates.insert(0, g);
         }
         for g in &gates {
@@ -338,8 +344,13 @@ impl PromoteJob {
                     ..base_event.clone()
                 });
             }
+            let before = self
+                .alias
+                .as_ref()
+                .and_then(|a| state.aliases.get(&(self.name.clone(), a.clone())))
+                .copied();
             if let Some(a) = &self.alias
-                && state.aliases.get(&(self.name.clone(), a.clone())) != Some(&version)
+                && before != Some(version)
             {
                 events.push(Event {
                     event: gold::ALIAS_SET,
@@ -351,11 +362,12 @@ impl PromoteJob {
                 });
             }
             if append_if_unchanged(table, &events).await?.is_some() {
-                outcome = Some((version, existing.is_some()));
+                let moved_from = before.filter(|b| *b != version);
+                outcome = Some((version, existing.is_some(), moved_from));
                 break;
             }
         }
-        let (version, existing) = outcome.ok_or_else(|| {
+        let (version, existing, alias_moved_from) = outcome.ok_or_else(|| {
             JobError::Invalid(format!(
                 "gold.models kept changing; gave up after {CAS_ATTEMPTS} attempts"
             ))
@@ -379,6 +391,7 @@ impl PromoteJob {
             version,
             existing,
             alias: self.alias,
+            alias_moved_from,
             gates,
             metrics,
             mlflow_version,
@@ -419,6 +432,84 @@ async fn base_model_of(session: &LakeSession, m: &Manifest) -> Result<Option<Str
 
 /// The built-in gate over files tensorise quarantined (they failed to parse):
 /// none when every file parsed; else failing, or warning when allowed.
+/// The built-in `files_complete` gate: fails when the revision names files
+/// it does not have (shards in the weight map of a `*.index.json`) or holds
+/// no weights at all. Both are what an ingest that failed for some files
+/// leaves when tensorise and promote then run on the rest.
+async fn files_complete(session: &LakeSession, view: &ModelView) -> Result<Option<GateResult>> {
+    let mut missing = Vec::new();
+    for (path, f) in &view.files {
+        if !path.ends_with(".index.json") || f.entry.size > MAX_INDEX_BYTES {
+            continue;
+        }
+        let mut reader = f.reader(session, 0..f.entry.size);
+        let mut bytes = Vec::new();
+        while let Some(b) = reader.next().await? {
+            bytes.extend_from_slice(&b);
+        }
+        let Ok(index) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else {
+            continue;
+        };
+        let dir = path
+            .rsplit_once('/')
+            .map(|(d, _)| format!("{d}/"))
+            .unwrap_or_default();
+        let shards: std::collections::BTreeSet<String> = map
+            .values()
+            .filter_map(|v| v.as_str())
+            .map(|s| format!("{dir}{s}"))
+            .collect();
+        missing.extend(
+            shards
+                .into_iter()
+                .filter(|s| !view.files.contains_key(s))
+                .map(|s| format!("{s} (in {path})")),
+        );
+    }
+    let has_weights = view
+        .files
+        .values()
+        .any(|f| !f.entry.tensors.is_empty() || looks_like_weights(&f.entry.path));
+    let detail = match (missing.is_empty(), has_weights) {
+        (true, true) => return Ok(None),
+        (false, _) => format!("files named but not stored: {}", missing.join(", ")),
+        (true, false) => "no file holds tensors or looks like a checkpoint".to_string(),
+    };
+    Ok(Some(GateResult {
+        name: "files_complete".into(),
+        action: GateAction::Fail,
+        expr: "every shard an index names is stored, and the model has weights".into(),
+        passed: false,
+        detail,
+    }))
+}
+
+/// Largest `*.index.json` the `files_complete` gate reads.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
+/// Whether a file stored whole is a checkpoint by its name.
+fn looks_like_weights(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    [
+        ".safetensors",
+        ".gguf",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".ckpt",
+        ".onnx",
+        ".h5",
+        ".msgpack",
+        ".npz",
+        ".pkl",
+    ]
+    .iter()
+    .any(|ext| lower.ends_with(ext))
+}
+
 fn files_parsed(manifest: &Manifest, allow: bool) -> Option<GateResult> {
     let bad: Vec<&str> = manifest
         .files
@@ -436,7 +527,7 @@ fn files_parsed(manifest: &Manifest, allow: bool) -> Option<GateResult> {
         } else {
             GateAction::Fail
         },
-        expr: "every file parsed (allow_quarantined: true keeps quarantined files)".into(),
+        expr: "every file parsed (--allow-quarantined, or allow_quarantined: true in YAML, keeps quarantined files)".into(),
         passed: false,
         detail: format!("quarantined by tensorise: {}", bad.join(", ")),
     })
