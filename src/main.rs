@@ -25,6 +25,17 @@ fn main() -> ExitCode {
             | args::Command::Verify(_)
             | args::Command::Serve(_)
     ));
+    if !matches!(cli.command, args::Command::Serve(_)) {
+        // `weightlake sql … | head` ends like any Unix tool when the reader
+        // goes away, instead of panicking in `println!` (exit 101). Sockets
+        // are unaffected (Rust writes to them with MSG_NOSIGNAL); the server
+        // keeps the ignored default anyway.
+        // SAFETY: called before any thread is started.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     init_logging(cli.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

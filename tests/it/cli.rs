@@ -69,3 +69,31 @@ fn help_lists_commands_and_bad_args_exit_2() {
         assert!(text(&out).contains("not a directory"), "{}", text(&out));
     }
 }
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/models/tiny");
+    run_ok(&[
+        "ingest",
+        tiny.to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "-q",
+    ]);
+    // Far more than a pipe holds, read by nobody (`… | head -0`).
+    let mut child = bin()
+        .args(["sql", "--lake", lake.to_str().expect("utf8")])
+        .arg("SELECT value FROM generate_series(1, 300000)")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
