@@ -81,6 +81,20 @@ impl Manifest {
         serde_json::from_str(json).map_err(|e| JobError::Invalid(format!("bad manifest: {e}")))
     }
 
+    /// Whether `other` holds the same files, byte for byte (paths, sizes and
+    /// sha256s), whatever silver runs stored them: the same weights
+    /// tensorised twice (two overlapping runs) are one gold version.
+    pub fn same_files(&self, other: &Manifest) -> bool {
+        self.model_id == other.model_id
+            && self.revision == other.revision
+            && self.files.len() == other.files.len()
+            && self
+                .files
+                .iter()
+                .zip(&other.files)
+                .all(|(a, b)| a.path == b.path && a.size == b.size && a.sha256 == b.sha256)
+    }
+
     /// Total bytes of all files.
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
@@ -523,4 +537,32 @@ fn list_i64(col: &dyn deltalake::arrow::array::Array, row: usize) -> Vec<i64> {
         .as_primitive_opt::<Int64Type>()
         .map(|a| a.values().to_vec())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(run: &str, sha: &str) -> Manifest {
+        Manifest {
+            model_id: "m".into(),
+            revision: "main".into(),
+            files: vec![FileEntry {
+                path: "model.safetensors".into(),
+                size: 10,
+                sha256: sha.into(),
+                format: "safetensors".into(),
+                silver_run_id: run.into(),
+                tensors: Vec::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_same_files_from_another_silver_run_are_the_same_weights() {
+        let (a, b) = (manifest("run-1", "aa"), manifest("run-2", "aa"));
+        assert_ne!(a.to_json().expect("json").1, b.to_json().expect("json").1);
+        assert!(a.same_files(&b));
+        assert!(!a.same_files(&manifest("run-1", "bb")));
+    }
 }

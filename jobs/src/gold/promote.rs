@@ -330,7 +330,11 @@ impl PromoteJob {
             let existing = state
                 .versions
                 .get(&self.name)
-                .and_then(|vs| vs.values().find(|v| v.manifest_sha256 == manifest_sha))
+                .and_then(|vs| {
+                    vs.values().find(|v| {
+                        v.manifest_sha256 == manifest_sha || v.manifest.same_files(&manifest)
+                    })
+                })
                 .map(|v| v.version);
             let version = existing.unwrap_or_else(|| state.next_version(&self.name));
             let mut events = Vec::new();
