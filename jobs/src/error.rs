@@ -48,6 +48,11 @@ pub enum JobError {
         /// What was committed and what failed.
         detail: String,
     },
+    /// Something another task is expected to provide is not there yet (a
+    /// base model another shard is tensorising): the job failed, and a retry
+    /// may succeed.
+    #[error("{0}")]
+    NotReady(String),
     /// Some files of a job failed; the others were committed.
     #[error("{failed} of {total} files failed; first: {first}")]
     Partial {

@@ -338,14 +338,25 @@ impl TensoriseJob {
         self.process(&session, &mut sink, &base_files, None, &mut report)
             .await?;
         let base = match &self.base_model {
+            // Nothing left to compare with the base (a shard of only base
+            // files, or of nothing): no need for it.
+            Some(_) if other_files.is_empty() => None,
             Some((m, r)) => {
                 sink.finish().await?;
                 let fresh = Arc::new(LakeSession::new(&self.lake).await?);
                 let map = base_tensors(&fresh, m, r).await?;
                 if map.is_empty() {
-                    return Err(JobError::Invalid(format!(
-                        "base model {m}@{r} has no tensors in silver: ingest and tensorise it first"
-                    )));
+                    return Err(if in_bronze(&fresh, m, r).await? {
+                        // Another shard of this run holds the base's files.
+                        JobError::NotReady(format!(
+                            "base model {m}@{r} is in bronze but has no tensors in silver yet \
+                             (another shard may be tensorising it); retry once it has"
+                        ))
+                    } else {
+                        JobError::Invalid(format!(
+                            "base model {m}@{r} has no tensors in silver: ingest and tensorise it first"
+                        ))
+                    });
                 }
                 Some((format!("{m}@{r}"), map, fresh))
             }
@@ -603,4 +614,24 @@ async fn base_tensors(
         }
     }
     Ok(map)
+}
+
+/// Whether bronze holds a complete file of `model_id@revision`.
+async fn in_bronze(session: &LakeSession, model_id: &str, revision: &str) -> Result<bool> {
+    use deltalake::datafusion::prelude::{col, lit};
+    if !session.has_table(weightlake_schemas::bronze::FILES) {
+        return Ok(false);
+    }
+    let n = session
+        .context()
+        .table(weightlake_schemas::bronze::FILES.to_string())
+        .await?
+        .filter(
+            col("model_id")
+                .eq(lit(model_id))
+                .and(col("revision").eq(lit(revision))),
+        )?
+        .count()
+        .await?;
+    Ok(n > 0)
 }
