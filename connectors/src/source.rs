@@ -602,6 +602,9 @@ async fn list_store(
     filter: &PathFilter,
 ) -> Result<Vec<RemoteFile>> {
     let base = url.as_str().trim_end_matches('/').to_string();
+    // A name that cannot be an object path (a newline in it) ends
+    // object_store's listing there, so it fails the source rather than
+    // silently dropping the files listed after it.
     let metas: Vec<_> = store
         .list(Some(prefix))
         .try_collect()
@@ -610,6 +613,7 @@ async fn list_store(
             url: base.clone(),
             source,
         })?;
+    let mut skipped = Vec::new();
     let prefix_str = prefix.as_ref();
     let mut files = Vec::new();
     for m in metas {
@@ -627,9 +631,18 @@ async fn list_store(
             tracing::debug!(path = rel, "skipping git metadata");
             continue;
         }
-        let file_path = safe_relative_path(rel, &base)?;
+        let file_path = match safe_relative_path(rel, &base) {
+            Ok(p) => p,
+            Err(e) => {
+                skipped.push(e.to_string());
+                continue;
+            }
+        };
         let source_uri = format!("{base}/{file_path}");
         files.push(store_file(store.clone(), &m, source_uri, file_path));
+    }
+    for why in &skipped {
+        tracing::warn!(source = %base, "skipping a file: {}", why.escape_debug());
     }
     Ok(files)
 }
@@ -745,6 +758,27 @@ mod tests {
             .expect("link");
         let r = resolve(&snap).resolve(&ctx).await.expect("snapshot");
         assert_eq!(r.files.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_with_an_odd_name_is_skipped_not_the_whole_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["config.json", "a\\b.txt", "g:h.txt"] {
+            std::fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        let ctx = ResolveContext {
+            http: HttpClient::new(Default::default()).expect("client"),
+            storage: StorageConfig::default(),
+            hf_token: None,
+        };
+        let spec = SourceSpec::Local(LocalSource {
+            path: dir.path().display().to_string(),
+            include: vec![],
+            exclude: vec![],
+        });
+        let r = spec.resolve(&ctx).await.expect("resolve");
+        let paths: Vec<_> = r.files.iter().map(|f| f.file_path.as_str()).collect();
+        assert_eq!(paths, ["config.json"]);
     }
 
     #[tokio::test]
