@@ -253,3 +253,27 @@ async fn real_minilm_weights_are_ingested_byte_for_byte() {
         .to_string();
     assert_eq!(recorded, sha256(&original));
 }
+
+#[test]
+fn a_file_gone_from_its_source_is_named_when_the_revision_is_ingested_again() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    write_tree(&dir, &[("config.json", b"{}"), ("old.bin", b"a")]);
+    let lake = tmp.path().join("lake");
+    let (dir_s, lake_s) = (dir.to_str().expect("utf8"), lake.to_str().expect("utf8"));
+    run_ok(&["ingest", dir_s, "--lake", lake_s, "-q"]);
+    std::fs::remove_file(dir.join("old.bin")).expect("rm");
+    std::fs::write(dir.join("new.bin"), b"b").expect("write");
+    let out = run(&["ingest", dir_s, "--lake", lake_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("no longer lists") && text(&out).contains("old.bin"),
+        "{}",
+        text(&out)
+    );
+    let warned = text(&out)
+        .lines()
+        .filter(|l| l.contains("no longer lists"))
+        .count();
+    assert_eq!(warned, 1, "{}", text(&out));
+}

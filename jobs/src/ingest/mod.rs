@@ -71,6 +71,37 @@ pub struct IngestReport {
     pub commits: usize,
     /// Wall time.
     pub elapsed: Duration,
+    /// Files bronze has for a revision whose source lists the whole
+    /// revision but no longer lists them (`(model_id, revision, path)`): a
+    /// branch that moved, a file deleted from a directory.
+    pub not_listed: Vec<(String, String, String)>,
+}
+
+/// `(model, revision, path)` of every complete bronze file of a revision that
+/// a whole-revision source of `tasks` lists, and that it does not list.
+fn not_listed(tasks: &[FileTask], state: &BronzeState) -> Vec<(String, String, String)> {
+    let mut listed: std::collections::BTreeMap<(&str, &str), std::collections::HashSet<&str>> =
+        Default::default();
+    for t in tasks.iter().filter(|t| t.whole_listing) {
+        listed
+            .entry((t.model_id.as_str(), t.revision.as_str()))
+            .or_default()
+            .insert(t.file.file_path.as_str());
+    }
+    let mut out = Vec::new();
+    for ((model, revision), paths) in listed {
+        let mut gone: Vec<&str> = state
+            .paths(model, revision)
+            .filter(|p| !paths.contains(p))
+            .collect();
+        gone.sort_unstable();
+        gone.dedup();
+        out.extend(
+            gone.into_iter()
+                .map(|p| (model.to_string(), revision.to_string(), p.to_string())),
+        );
+    }
+    out
 }
 
 /// Builder of an ingest run; `.await` it.
@@ -169,6 +200,8 @@ struct FileTask {
     file: RemoteFile,
     /// Set once planned: the upload's identity and id.
     upload: Option<(UploadKey, String)>,
+    /// Its source lists every file of the revision (see `plan.rs`).
+    whole_listing: bool,
 }
 
 /// How a file is read: planned chunks (ranged), or one stream cut into chunks.
@@ -241,6 +274,19 @@ impl IngestJob {
         model_ids.sort();
         model_ids.dedup();
         let state = BronzeState::load(&session, &model_ids).await?;
+        if self.shard == Shard::ALL {
+            report.not_listed = not_listed(&tasks, &state);
+            for (model, revision, path) in &report.not_listed {
+                warn!(
+                    model = %model,
+                    revision = %revision,
+                    file = %path,
+                    "bronze has this file of the revision but its source no longer lists it; \
+                     it stays part of {model}@{revision} (tensorise, promote and export include it): \
+                     ingest a new revision to drop it"
+                );
+            }
+        }
 
         let (done, todo): (Vec<_>, Vec<_>) = tasks
             .into_iter()

@@ -2,7 +2,7 @@
 //! compared with `bronze.files` (for `weightlake plan` and cost estimates).
 
 use weightlake_connectors::http::HttpClient;
-use weightlake_connectors::source::ResolveContext;
+use weightlake_connectors::source::{ResolveContext, SourceSpec};
 use weightlake_schemas::bronze;
 
 use super::state::BronzeState;
@@ -75,6 +75,7 @@ impl IngestJob {
         };
         let mut tasks = Vec::new();
         for spec in &self.sources {
+            let whole_listing = lists_a_whole_revision(spec);
             let resolved = spec.resolve(&ctx).await?;
             let model_id = self.model_id.clone().unwrap_or(resolved.default_model_id);
             let revision = self.revision.clone().unwrap_or(resolved.default_revision);
@@ -87,10 +88,27 @@ impl IngestJob {
                         revision: revision.clone(),
                         file,
                         upload: None,
+                        whole_listing,
                     });
                 }
             }
         }
         Ok(tasks)
+    }
+}
+
+/// Whether `spec` lists every file of its revision (a hub repository, a
+/// directory or a prefix, unfiltered), so a file bronze has for that revision
+/// and the listing lacks was removed at the source.
+fn lists_a_whole_revision(spec: &SourceSpec) -> bool {
+    match spec {
+        SourceSpec::Hub(h) => h.include.is_empty() && h.exclude.is_empty(),
+        SourceSpec::Local(l) => {
+            l.include.is_empty() && l.exclude.is_empty() && std::path::Path::new(&l.path).is_dir()
+        }
+        SourceSpec::ObjectStore(o) => {
+            o.include.is_empty() && o.exclude.is_empty() && o.url.ends_with('/')
+        }
+        SourceSpec::Url(_) => false,
     }
 }

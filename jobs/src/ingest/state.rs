@@ -62,6 +62,18 @@ pub(crate) struct BronzeState {
 }
 
 impl BronzeState {
+    /// Paths of the complete files of `model_id@revision`.
+    pub fn paths<'a>(
+        &'a self,
+        model_id: &'a str,
+        revision: &'a str,
+    ) -> impl Iterator<Item = &'a str> {
+        self.complete
+            .keys()
+            .filter(move |(m, r, _)| m == model_id && r == revision)
+            .map(|(_, _, p)| p.as_str())
+    }
+
     /// Load the state of `model_ids` from both bronze tables.
     pub async fn load(session: &LakeSession, model_ids: &[String]) -> Result<Self> {
         let ids: Vec<Expr> = model_ids.iter().map(|m| lit(m.clone())).collect();
