@@ -150,6 +150,16 @@ impl ExportJob {
                         p.display()
                     )));
                 }
+                // A symbolic link to a directory inside the destination
+                // would take the file outside it (`1_Pooling -> /elsewhere`).
+                if let Ok(dir) = url.to_file_path()
+                    && let Some(link) = view.files.keys().find_map(|path| linked_parent(&dir, path))
+                {
+                    return Err(JobError::Invalid(format!(
+                        "{} is a symbolic link where an exported directory goes; remove it or export elsewhere",
+                        link.display()
+                    )));
+                }
                 if let Ok(dir) = url.to_file_path() {
                     remove_staged_leftovers(&dir, view.files.keys());
                 }
@@ -196,6 +206,22 @@ impl ExportJob {
         report.checked.sort();
         Ok(report)
     }
+}
+
+/// The first directory of `path` under `dir` that exists as a symbolic link.
+fn linked_parent(dir: &std::path::Path, path: &str) -> Option<std::path::PathBuf> {
+    let mut at = dir.to_path_buf();
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop(); // the file itself is replaced, never written through
+    for part in parts {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Some(at),
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
 }
 
 /// Remove object_store's staging files (`NAME#N`) that an interrupted export

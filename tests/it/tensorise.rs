@@ -150,6 +150,16 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
         "staged leftovers: {names:?}"
     );
     std::fs::remove_dir(dest.join("model.safetensors")).expect("rmdir");
+    // A link where a directory of the model goes would take its files
+    // elsewhere: refused, nothing written there.
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("mkdir");
+    std::os::unix::fs::symlink(&elsewhere, dest.join("1_Pooling")).expect("link");
+    let linked = export();
+    assert_eq!(linked.status.code(), Some(2), "{}", text(&linked));
+    assert!(text(&linked).contains("symbolic link"), "{}", text(&linked));
+    assert_eq!(std::fs::read_dir(&elsewhere).expect("ls").count(), 0);
+    std::fs::remove_file(dest.join("1_Pooling")).expect("rm link");
     // A partial file an interrupted export left is removed; a file that is
     // not the model's is kept, and named.
     std::fs::write(dest.join("model.safetensors#3"), b"partial").expect("write");
