@@ -136,8 +136,8 @@ pub struct ExportArgs {
     /// Destination: a directory, file://…, s3://bucket/prefix or gs://bucket/prefix.
     #[arg(long)]
     pub to: String,
-    /// Files rebuilt at once.
-    #[arg(long, default_value_t = 4)]
+    /// Files rebuilt at once (1 or more).
+    #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub parallelism: usize,
 }
 

@@ -111,7 +111,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let (job, label) = ExportJob::for_reference(lake, &a.model)
                 .await
                 .map_err(classify_job)?;
-            eprintln!("exporting {label}");
+            if !quiet {
+                eprintln!("exporting {label}");
+            }
             let report = job
                 .to(a.to.clone())
                 .with_concurrency(a.parallelism)
@@ -132,7 +134,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let (job, label) = ExportJob::for_reference(lake, &a.model)
                 .await
                 .map_err(classify_job)?;
-            eprintln!("verifying {label}");
+            if !quiet {
+                eprintln!("verifying {label}");
+            }
             let report = job.await.map_err(classify_job)?;
             for (path, sha) in &report.checked {
                 println!("ok  {sha}  {path}");

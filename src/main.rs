@@ -67,7 +67,7 @@ fn error_text(e: &anyhow::Error) -> String {
             out.push_str(&text);
         }
     }
-    out
+    weightlake_connectors::compact_xml_errors(&out)
 }
 
 fn init_logging(quiet: bool) {

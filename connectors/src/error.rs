@@ -119,3 +119,48 @@ impl ConnectorError {
         )
     }
 }
+
+/// `text` with every S3-style XML error body (`<?xml …><Error><Code>…`)
+/// replaced by its code and message: object_store puts the whole response
+/// body in its errors, request and host ids included, several lines each.
+pub fn compact_xml_errors(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<?xml") {
+        out.push_str(&rest[..start]);
+        let body = &rest[start..];
+        let end = body
+            .find("</Error>")
+            .map_or(body.len(), |e| e + "</Error>".len());
+        let tag = |name: &str| {
+            let open = format!("<{name}>");
+            let close = format!("</{name}>");
+            let from = body[..end].find(&open)? + open.len();
+            let to = body[from..end].find(&close)? + from;
+            Some(body[from..to].trim().to_string())
+        };
+        match (tag("Code"), tag("Message")) {
+            (Some(c), Some(m)) => out.push_str(&format!("{c}: {m}")),
+            (Some(c), None) => out.push_str(&c),
+            _ => out.push_str("(an XML error body)"),
+        }
+        rest = &body[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xml_error_bodies_shrink_to_code_and_message() {
+        let text = "listing s3://nobucket/lake: 404 Not Found: <?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message><BucketName>nobucket</BucketName><RequestId>ABC</RequestId><HostId>xyz=</HostId></Error>; then more";
+        assert_eq!(
+            compact_xml_errors(text),
+            "listing s3://nobucket/lake: 404 Not Found: NoSuchBucket: The specified bucket does not exist; then more"
+        );
+        assert_eq!(compact_xml_errors("plain"), "plain");
+    }
+}

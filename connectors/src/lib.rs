@@ -31,4 +31,4 @@ pub mod source;
 pub mod storage;
 pub mod webhook;
 
-pub use error::{ConnectorError, Result};
+pub use error::{ConnectorError, Result, compact_xml_errors};

@@ -120,7 +120,7 @@ impl Attempt {
 
     /// With an error message.
     pub fn with_error(mut self, error: impl Into<String>) -> Self {
-        self.error = Some(error.into());
+        self.error = Some(weightlake_connectors::compact_xml_errors(&error.into()));
         self
     }
 
