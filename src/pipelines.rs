@@ -255,6 +255,15 @@ pub fn databricks_export(a: DatabricksExportArgs) -> Result<(), CliError> {
         ..ExportOptions::new(format, runner)
     };
     let text = databricks::export(&p, &opts).map_err(|e| code(e.into()))?;
+    if let Ok(text) = std::fs::read_to_string(&a.pipeline) {
+        for var in weightlake_pipeline::environment_names(&text, &p.spec().parameters) {
+            eprintln!(
+                "warning: the pipeline reads ${{{var}}} from the environment, and each task \
+                 reads it again on the cluster: set {var} there (the job's cluster \
+                 spark_env_vars, or a secret); its value here is not exported"
+            );
+        }
+    }
     for place in databricks::cluster_local_paths(&p) {
         eprintln!(
             "warning: {place} is a local path: on Databricks it is the cluster's own disk \

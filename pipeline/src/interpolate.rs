@@ -125,6 +125,26 @@ pub(crate) fn interpolated_defaults(
         .collect()
 }
 
+/// The environment variables `text` reads (`${env.NAME}`, and `${NAME}`
+/// that is not a parameter in `params`), sorted, each once. An exported
+/// Databricks job reads the pipeline again on the cluster, whose environment
+/// is not this machine's.
+pub fn environment_names(text: &str, params: &BTreeMap<String, String>) -> Vec<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let _ = substitute(text, |name, _, _| {
+        let var = match name.strip_prefix("env.") {
+            Some(var) => Some(var),
+            None if !name.is_empty() && !params.contains_key(name) => Some(name),
+            None => None,
+        };
+        if let Some(var) = var {
+            names.insert(var.to_string());
+        }
+        String::new()
+    });
+    names.into_iter().collect()
+}
+
 fn lookup(name: &str, params: &BTreeMap<String, String>) -> Option<String> {
     if let Some(var) = name.strip_prefix("env.") {
         return std::env::var(var).ok();
@@ -171,6 +191,16 @@ fn substitute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_names_are_what_is_not_a_parameter() {
+        let params = BTreeMap::from([("model".to_string(), "m".to_string())]);
+        let text = "a: ${model}\nb: ${AWS_ENDPOINT_URL}\nc: ${env.HF_TOKEN} $${literal} ${AWS_ENDPOINT_URL}\n";
+        assert_eq!(
+            environment_names(text, &params),
+            ["AWS_ENDPOINT_URL", "HF_TOKEN"]
+        );
+    }
 
     #[test]
     fn replaces_env_and_reports_missing_with_line() {

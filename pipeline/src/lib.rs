@@ -32,6 +32,7 @@ pub mod estimate;
 mod gold_stages;
 pub mod history;
 mod interpolate;
+pub use interpolate::environment_names;
 pub mod ledger;
 mod maintain_stage;
 pub mod notifications;
