@@ -32,6 +32,7 @@ pub mod ingest;
 pub mod lake;
 pub mod ledger;
 mod locate;
+mod lock;
 pub mod maintain;
 pub mod progress;
 pub mod shard;

@@ -527,3 +527,30 @@ async fn exported_files_keep_their_names_byte_for_byte() {
     assert!(!out.contains("not part of this model"), "{out}");
     assert_eq!(tree_digest(&out_dir), tree_digest(&model));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_tensorise_runs_store_each_file_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake_dir = tmp.path().join("lake");
+    ingest_dir(&lake_dir, &model_dir("all-minilm-l6-v2"), "minilm").await;
+    let lake = lake_dir.to_str().expect("utf8");
+    let start = || {
+        bin()
+            .args(["tensorise", "--lake", lake, "-q"])
+            .spawn()
+            .expect("spawn")
+    };
+    let (mut a, mut b) = (start(), start());
+    assert!(a.wait().expect("wait").success());
+    assert!(b.wait().expect("wait").success());
+    let counts = csv(
+        &local_lake(tmp.path()),
+        "SELECT (SELECT count(*) FROM silver.files) AS files, \
+                (SELECT count(DISTINCT file_path) FROM silver.files) AS distinct_files, \
+                (SELECT count(*) FROM silver.tensors) AS tensors, \
+                (SELECT count(DISTINCT tensor_name) FROM silver.tensors) AS distinct_tensors",
+    )
+    .await;
+    let row: Vec<&str> = counts.lines().nth(1).expect("row").split(',').collect();
+    assert_eq!((row[0], row[2]), (row[1], row[3]), "{counts}");
+}

@@ -30,7 +30,6 @@
 //! # Ok(()) }
 //! ```
 
-mod lock;
 pub mod retention;
 
 use std::future::IntoFuture;
@@ -350,7 +349,7 @@ impl MaintainJob {
             version: 0,
         };
         if self.optimize {
-            match lock::acquire(&self.lake, name, run_id).await? {
+            match crate::lock::acquire(&self.lake, &crate::lock::compaction(name), run_id).await? {
                 Ok(lock) => {
                     // The lock was taken after `table` was loaded: compact
                     // what is there now, not what another compaction replaced.

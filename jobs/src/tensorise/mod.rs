@@ -240,21 +240,31 @@ fn properties(version: u32) -> Vec<(&'static str, String)> {
 }
 
 impl TensoriseJob {
+    /// Tensorise while holding this shard's lock (see `crate::lock`): an
+    /// overlapping run of the same shard waits, then finds its files done.
     async fn run(self) -> Result<TensoriseReport> {
-        let started = Instant::now();
         let run_id = self
             .run_id
             .clone()
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut report = TensoriseReport {
-            run_id: run_id.clone(),
-            ..Default::default()
-        };
         if self.lake.open(bronze::FILES).await?.is_none() {
             return Err(JobError::Invalid(
                 "the lake has no bronze.files table: ingest something first".into(),
             ));
         }
+        let name = format!("tensorise.{}-of-{}", self.shard.index, self.shard.count);
+        let lock = crate::lock::wait_for(&self.lake, &name, &run_id).await?;
+        let result = self.run_locked(run_id).await;
+        lock.release().await;
+        result
+    }
+
+    async fn run_locked(self, run_id: String) -> Result<TensoriseReport> {
+        let started = Instant::now();
+        let mut report = TensoriseReport {
+            run_id: run_id.clone(),
+            ..Default::default()
+        };
         let blobs_t = self
             .lake
             .open_or_create(

@@ -1,16 +1,20 @@
-//! One compaction of a table at a time, across processes and machines.
+//! Work on a lake that one process at a time may do, across processes and
+//! machines: a lock object under `_system/locks/` at the lake root, created
+//! with a conditional put (`If-None-Match: *` on S3, an exclusive create on
+//! local disk), rewritten every [`HEARTBEAT`] while held and deleted at the
+//! end. A lock whose heartbeat is older than [`STALE_AFTER`] was left by a
+//! process that died, and is taken over.
 //!
-//! delta-rs lets two compactions read from the same version both commit: a
-//! compaction removes files with `dataChange = false`, and its conflict
-//! checker does not count two such removes of one file as a conflict (nor
-//! does optimize pass an application transaction id through). Each commit
-//! then adds its own copy of the rows, and every row of the table is
-//! doubled. So `maintain` compacts a table only while it holds that table's
-//! lock: an object `_system/locks/<layer>.<table>.compaction` under the lake
-//! root, created with a conditional put (`If-None-Match: *` on S3, an
-//! exclusive create on local disk), rewritten every [`HEARTBEAT`] while the
-//! compaction runs and deleted at its end. A lock whose heartbeat is older
-//! than [`STALE_AFTER`] was left by a process that died, and is taken over.
+//! - **Compaction of a table** (`maintain`): delta-rs lets two compactions
+//!   read from the same version both commit (a compaction removes files
+//!   with `dataChange = false`, which its conflict checker does not count
+//!   against another such remove, and optimize passes no application
+//!   transaction id through), and each adds its own copy of the rows: every
+//!   row of the table doubled. A maintain that finds the lock held skips
+//!   compacting that table.
+//! - **Tensorise of a shard** (`tensorise`, per `i-of-N`): two overlapping
+//!   runs both tensorised the same bronze files and both committed their
+//!   rows. A second run waits for the first, then finds nothing left to do.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +31,8 @@ use crate::{JobError, Result};
 const HEARTBEAT: Duration = Duration::from_secs(30);
 /// A lock not rewritten for this long belongs to a process that died.
 const STALE_AFTER: Duration = Duration::from_secs(300);
+/// How often a waiting run checks the lock again.
+const POLL: Duration = Duration::from_secs(2);
 
 /// What a lock object holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -37,36 +43,56 @@ pub(crate) struct Holder {
     pub heartbeat_at: i64,
 }
 
-/// A held compaction lock; [`CompactionLock::release`] deletes it.
-pub(crate) struct CompactionLock {
+/// A held lock; [`LakeLock::release`] deletes it.
+pub(crate) struct LakeLock {
     store: Arc<dyn ObjectStore>,
     path: Path,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
-/// Take the compaction lock of `table`, or say who holds it.
+/// The name of the compaction lock of `table`.
+pub(crate) fn compaction(table: TableName) -> String {
+    format!("{}.{}.compaction", table.layer, table.table)
+}
+
+/// Take lock `name`, waiting while another live process holds it.
+pub(crate) async fn wait_for(lake: &Lake, name: &str, run_id: &str) -> Result<LakeLock> {
+    let mut told = false;
+    loop {
+        match acquire(lake, name, run_id).await? {
+            Ok(lock) => return Ok(lock),
+            Err(holder) => {
+                if !told {
+                    tracing::info!(lock = name, holder = %holder.run_id, "waiting for another run to finish");
+                    told = true;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+/// Take lock `name`, or say who holds it.
 pub(crate) async fn acquire(
     lake: &Lake,
-    table: TableName,
+    name: &str,
     run_id: &str,
-) -> Result<std::result::Result<CompactionLock, Holder>> {
+) -> Result<std::result::Result<LakeLock, Holder>> {
     let (store, prefix) = lake.storage().object_store(lake.root())?;
     let key = format!(
-        "{}/_system/locks/{}.{}.compaction",
+        "{}/_system/locks/{name}",
         prefix.as_ref().trim_end_matches('/'),
-        table.layer,
-        table.table
     );
     let path = Path::parse(key.trim_start_matches('/'))
         .map_err(|e| JobError::Invalid(format!("lock path: {e}")))?;
-    let failed = |e: object_store::Error| JobError::Invalid(format!("compaction lock {path}: {e}"));
+    let failed = |e: object_store::Error| JobError::Invalid(format!("lock {path}: {e}"));
     for _ in 0..2 {
         let body = payload(run_id)?;
         let create = PutOptions::from(PutMode::Create);
         match store.put_opts(&path, body, create).await {
             Ok(_) => {
                 let heartbeat = tokio::spawn(beat(store.clone(), path.clone(), run_id.to_string()));
-                return Ok(Ok(CompactionLock {
+                return Ok(Ok(LakeLock {
                     store,
                     path,
                     heartbeat,
@@ -95,7 +121,7 @@ pub(crate) async fn acquire(
             lock = %path,
             holder = %holder.run_id,
             age_s = age,
-            "taking over a compaction lock whose holder stopped"
+            "taking over a lock whose holder stopped"
         );
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -103,16 +129,16 @@ pub(crate) async fn acquire(
         }
     }
     Err(JobError::Invalid(format!(
-        "compaction lock {path}: could not take it; try again"
+        "lock {path}: could not take it; try again"
     )))
 }
 
-impl CompactionLock {
+impl LakeLock {
     /// Stop the heartbeat and delete the lock.
     pub async fn release(self) {
         self.heartbeat.abort();
         if let Err(e) = self.store.delete(&self.path).await {
-            tracing::warn!(lock = %self.path, error = %e, "could not delete a compaction lock; it goes stale in 5 minutes");
+            tracing::warn!(lock = %self.path, error = %e, "could not delete a lock; it goes stale in 5 minutes");
         }
     }
 }
@@ -122,9 +148,9 @@ fn payload(run_id: &str) -> Result<PutPayload> {
         run_id: run_id.to_string(),
         heartbeat_at: chrono::Utc::now().timestamp(),
     };
-    Ok(PutPayload::from(serde_json::to_vec(&holder).map_err(
-        |e| JobError::Invalid(format!("compaction lock: {e}")),
-    )?))
+    Ok(PutPayload::from(
+        serde_json::to_vec(&holder).map_err(|e| JobError::Invalid(format!("lock: {e}")))?,
+    ))
 }
 
 async fn beat(store: Arc<dyn ObjectStore>, path: Path, run_id: String) {
@@ -132,7 +158,7 @@ async fn beat(store: Arc<dyn ObjectStore>, path: Path, run_id: String) {
         tokio::time::sleep(HEARTBEAT).await;
         let Ok(body) = payload(&run_id) else { return };
         if let Err(e) = store.put(&path, body).await {
-            tracing::warn!(lock = %path, error = %e, "compaction lock heartbeat failed");
+            tracing::warn!(lock = %path, error = %e, "lock heartbeat failed");
         }
     }
 }
