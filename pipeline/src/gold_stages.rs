@@ -138,6 +138,14 @@ fn check_promote(
                 pos,
                 format!("stage `{name}`: gate {} has an empty expression", i + 1),
             );
+        } else if let Err(e) = weightlake_jobs::gold::gates::check_syntax(&gate.expr) {
+            errs.at(
+                pos,
+                format!(
+                    "stage `{name}`: gate `{}`: `{}` is not an SQL expression: {e}",
+                    gate.name, gate.expr
+                ),
+            );
         }
         if gate.name.trim().is_empty() {
             errs.at(
@@ -447,7 +455,7 @@ mod tests {
     #[test]
     fn semantic_errors_are_all_reported_with_positions() {
         let e = err(
-            "  promote:\n    job: promote\n    model: nope\n    alias: '42'\n    shards: 2\n    gates:\n      - max(nan_count) = 0\n      - { name: gate_1, expr: 'x = 1' }\n      - '  '\n  export:\n    job: export\n    model: 'tuned@'\n    parallelism: 0\n    gates: [x = 1]\n",
+            "  promote:\n    job: promote\n    model: nope\n    alias: '42'\n    shards: 2\n    gates:\n      - max(nan_count) = 0\n      - { name: gate_1, expr: 'x = 1' }\n      - '  '\n      - 'max(nan_count = 0'\n  export:\n    job: export\n    model: 'tuned@'\n    parallelism: 0\n    gates: [x = 1]\n",
         );
         let line = |needle: &str| {
             e.lines()
@@ -470,14 +478,18 @@ mod tests {
             line("gate 3 has an empty expression").contains("t.yaml:"),
             "{e}"
         );
-        assert!(line("needs `to:`").starts_with("t.yaml:16:"), "{e}");
         assert!(
-            line("model `tuned@` is not").starts_with("t.yaml:18:"),
+            line("`max(nan_count = 0` is not an SQL expression").starts_with("t.yaml:16:"),
             "{e}"
         );
-        assert!(line("parallelism must be").starts_with("t.yaml:19:"), "{e}");
+        assert!(line("needs `to:`").starts_with("t.yaml:17:"), "{e}");
         assert!(
-            line("`gates` applies to promote stages, not export").starts_with("t.yaml:20:"),
+            line("model `tuned@` is not").starts_with("t.yaml:19:"),
+            "{e}"
+        );
+        assert!(line("parallelism must be").starts_with("t.yaml:20:"), "{e}");
+        assert!(
+            line("`gates` applies to promote stages, not export").starts_with("t.yaml:21:"),
             "{e}"
         );
     }

@@ -230,9 +230,35 @@ pub async fn evaluate(
     Ok(out)
 }
 
+/// Whether `expr` parses as one SQL expression (what `evaluate` will
+/// require), without a session: `validate` checks gates before a run spends
+/// hours reaching its promote stage. Column names are checked only then.
+pub fn check_syntax(expr: &str) -> std::result::Result<(), String> {
+    use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
+    use deltalake::datafusion::sql::sqlparser::parser::Parser;
+    use deltalake::datafusion::sql::sqlparser::tokenizer::Token;
+    let dialect = GenericDialect {};
+    let mut parser = Parser::new(&dialect)
+        .try_with_sql(expr)
+        .map_err(|e| e.to_string())?;
+    parser.parse_expr().map_err(|e| e.to_string())?;
+    match parser.peek_token().token {
+        Token::EOF => Ok(()),
+        t => Err(format!("unexpected `{t}` after the expression")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gate_syntax_is_checked_without_a_session() {
+        assert!(check_syntax("max(nan_count) = 0").is_ok());
+        assert!(check_syntax("eval_loss < 2.1 AND max(rel_l2_change) < 0.05").is_ok());
+        assert!(check_syntax("max(nan_count = 0").is_err());
+        assert!(check_syntax("1 = 1; DROP TABLE x").is_err());
+    }
 
     #[test]
     fn parses_gates_with_colons_in_the_expression() {
