@@ -614,6 +614,7 @@ async fn list_store(
             source,
         })?;
     let mut skipped = Vec::new();
+    let markers = folder_markers(&store, url, &metas).await;
     let prefix_str = prefix.as_ref();
     let mut files = Vec::new();
     for m in metas {
@@ -623,6 +624,10 @@ async fn list_store(
             .unwrap_or(full)
             .trim_start_matches('/');
         if rel.is_empty() || !filter.matches(rel) {
+            continue;
+        }
+        if markers.contains(&m.location) {
+            tracing::debug!(path = rel, "skipping a folder marker");
             continue;
         }
         if is_git_path(rel) {
@@ -645,6 +650,28 @@ async fn list_store(
         tracing::warn!(source = %base, "skipping a file: {}", why.escape_debug());
     }
     Ok(files)
+}
+
+/// The empty objects of a bucket listing that are folder markers: keys
+/// ending in `/` (the S3 console's "Create folder", Hadoop, rclone), which
+/// object_store lists without their slash, so that `run/dir/` looks like an
+/// empty file `run/dir` that no GET finds. An empty listed object that a HEAD
+/// of its listed name does not find is one.
+async fn folder_markers(
+    store: &Arc<dyn ObjectStore>,
+    url: &Url,
+    metas: &[object_store::ObjectMeta],
+) -> std::collections::HashSet<StorePath> {
+    let mut markers = std::collections::HashSet::new();
+    if url.scheme() == "file" {
+        return markers;
+    }
+    for m in metas.iter().filter(|m| m.size == 0) {
+        if let Err(object_store::Error::NotFound { .. }) = store.head(&m.location).await {
+            markers.insert(m.location.clone());
+        }
+    }
+    markers
 }
 
 /// The object `meta` describes in `store`, as a file to ingest.

@@ -36,6 +36,17 @@ async fn s3_prefix_source_into_s3_lake_with_sql() {
         ],
     )
     .await;
+    // A folder marker (a key ending in `/`, as the S3 console's "Create
+    // folder" makes) is not a file of the model.
+    let marker = reqwest::Client::new()
+        .put(format!(
+            "{}/{bucket}/checkpoints/run-42/logs/",
+            s3_endpoint()
+        ))
+        .send()
+        .await
+        .expect("put marker");
+    assert!(marker.status().is_success(), "{marker:?}");
     let lake_url = format!("s3://{bucket}/lake");
     let out = bin()
         .args([
