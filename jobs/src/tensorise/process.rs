@@ -66,11 +66,29 @@ pub(crate) struct FileResult {
 
 const PICKLE_EXT: &[&str] = &[".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"];
 
+/// Bytes of a file's start that [`looks_pickled`] reads.
+const PICKLE_HEAD: u64 = 512;
+
+/// Whether loading the file would unpickle: a pickle extension (unless it
+/// is empty), pickle protocol 2-5 magic, a zip whose first entry is a
+/// pickle (PyTorch's `archive/data.pkl`, whatever the file is called), or a
+/// `.npy` of Python objects (`np.load` unpickles those).
 fn looks_pickled(path: &str, head: &[u8]) -> bool {
     let lower = path.to_ascii_lowercase();
-    PICKLE_EXT.iter().any(|e| lower.ends_with(e))
+    let zip_entry = head
+        .starts_with(b"PK\x03\x04")
+        .then(|| {
+            let n = usize::from(u16::from_le_bytes([*head.get(26)?, *head.get(27)?]));
+            head.get(30..30 + n)
+        })
+        .flatten();
+    let npy_objects =
+        head.starts_with(b"\x93NUMPY") && head.windows(4).any(|w| w == b"'|O'" || w == b"\"|O\"");
+    (!head.is_empty() && PICKLE_EXT.iter().any(|e| lower.ends_with(e)))
         || (head.len() >= 2 && head[0] == 0x80 && (2..=5).contains(&head[1]))
+        || zip_entry.is_some_and(|name| name.ends_with(b".pkl"))
         || (head.starts_with(b"PK\x03\x04") && (lower.ends_with(".bin") || lower.ends_with(".pt")))
+        || npy_objects
 }
 
 pub(crate) struct Processor<'a, S: PartSink> {
@@ -151,7 +169,9 @@ impl<S: PartSink> Processor<'_, S> {
         format: &'static str,
         error: Option<String>,
     ) -> Result<FileResult> {
-        let head = reader.read(0, reader.file().file_size.min(16)).await?;
+        let head = reader
+            .read(0, reader.file().file_size.min(PICKLE_HEAD))
+            .await?;
         let tally = self.passthrough(reader).await?;
         Ok(FileResult {
             row: SilverFileRow {
@@ -551,8 +571,27 @@ mod tests {
     fn parts_cover_content() {
         assert_eq!(part_ranges(10, 4), vec![(0, 4), (4, 4), (8, 2)]);
         assert_eq!(part_ranges(0, 4), vec![(0, 0)]);
-        assert!(looks_pickled("pytorch_model.bin", b""));
+        assert!(looks_pickled("pytorch_model.bin", b"PK"));
         assert!(looks_pickled("x", &[0x80, 0x04]));
         assert!(!looks_pickled("model.safetensors", b"{}"));
+    }
+
+    #[test]
+    fn pickles_are_known_by_name_magic_zip_entry_or_npy_objects() {
+        let mut zip = b"PK\x03\x04".to_vec();
+        zip.resize(26, 0);
+        zip.extend_from_slice(&16u16.to_le_bytes());
+        zip.extend_from_slice(&[0, 0]);
+        zip.extend_from_slice(b"archive/data.pkl");
+        assert!(looks_pickled("renamed.dat", &zip));
+        assert!(looks_pickled("x.dat", &[0x80, 4, 0x95]));
+        assert!(looks_pickled("model.bin", b"anything"));
+        assert!(!looks_pickled("empty.bin", b""));
+        let npy = b"\x93NUMPY\x01\x00v\x00{'descr': '|O', 'fortran_order': False, 'shape': (2,), }";
+        assert!(looks_pickled("a.npy", npy));
+        let floats =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }";
+        assert!(!looks_pickled("a.npy", floats));
+        assert!(!looks_pickled("config.json", b"{}"));
     }
 }
