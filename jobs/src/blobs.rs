@@ -161,7 +161,7 @@ async fn lookup_parts(
     }
     let count = parts.values().next().map(|p| p.part_count).unwrap_or(0);
     if parts.is_empty() || parts.len() != count as usize {
-        return Err(JobError::Invalid(format!(
+        return Err(JobError::Corrupt(format!(
             "blob {sha}: {} of {count} parts stored",
             parts.len()
         )));
@@ -169,7 +169,7 @@ async fn lookup_parts(
     let mut end = 0;
     for p in parts.values() {
         if p.raw_offset != end {
-            return Err(JobError::Invalid(format!(
+            return Err(JobError::Corrupt(format!(
                 "blob {sha}: part {} at {}, expected {end}",
                 p.part_index, p.raw_offset
             )));
@@ -206,7 +206,7 @@ async fn part_row(
     batches
         .into_iter()
         .find(|b| b.num_rows() > 0)
-        .ok_or_else(|| JobError::Invalid(format!("blob {sha}: part {} vanished", part.part_index)))
+        .ok_or_else(|| JobError::Corrupt(format!("blob {sha}: part {} vanished", part.part_index)))
 }
 
 /// Decode one part: fetch its bytes (unless `read` holds them), and for an
@@ -220,7 +220,7 @@ fn decode_part<'a>(
 ) -> BoxFuture<'a, Result<Bytes>> {
     Box::pin(async move {
         if depth > 8 {
-            return Err(JobError::Invalid(format!(
+            return Err(JobError::Corrupt(format!(
                 "blob {sha}: XOR base chain deeper than 8"
             )));
         }
@@ -231,7 +231,7 @@ fn decode_part<'a>(
             .unwrap_or_default();
         let encoding: Encoding = enc
             .parse()
-            .map_err(|_| JobError::Invalid(format!("blob {sha}: unknown encoding `{enc}`")))?;
+            .map_err(|_| JobError::Corrupt(format!("blob {sha}: unknown encoding `{enc}`")))?;
         let elem_size = column(DATA_COLUMNS[0])
             .and_then(|c| int_value(c, r))
             .unwrap_or(1)
@@ -242,7 +242,7 @@ fn decode_part<'a>(
         let base = if encoding.needs_base() {
             let bsha = column(DATA_COLUMNS[2])
                 .and_then(|c| string_value(c, r))
-                .ok_or_else(|| JobError::Invalid(format!("blob {sha}: XOR part without base")))?;
+                .ok_or_else(|| JobError::Corrupt(format!("blob {sha}: XOR part without base")))?;
             let range = part.raw_offset..part.raw_offset + part.raw_len;
             Some(read_range_at_depth(session, bsha, range, depth + 1).await?)
         } else {
@@ -255,7 +255,7 @@ fn decode_part<'a>(
             base.as_deref(),
             part.raw_len as usize,
         )
-        .map_err(|e| JobError::Invalid(format!("blob {sha} part {}: {e}", part.part_index)))
+        .map_err(|e| JobError::Corrupt(format!("blob {sha} part {}: {e}", part.part_index)))
     })
 }
 

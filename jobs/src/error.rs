@@ -48,6 +48,14 @@ pub enum JobError {
         /// What was committed and what failed.
         detail: String,
     },
+    /// Stored data does not rebuild (a blob part missing or undecodable, a
+    /// rebuilt file whose sha256 differs): the lake is damaged, not the
+    /// request (exit 1).
+    #[error("{0}")]
+    Corrupt(String),
+    /// Writing or reading outside the lake failed (a destination's disk).
+    #[error("{0}")]
+    Failed(String),
     /// Something another task is expected to provide is not there yet (a
     /// base model another shard is tensorising): the job failed, and a retry
     /// may succeed.

@@ -317,7 +317,7 @@ pub(crate) async fn rebuild(
             if let Some(w) = writer.as_mut() {
                 w.write_all(&bytes)
                     .await
-                    .map_err(|e| JobError::Invalid(format!("{path}: write failed: {e}")))?;
+                    .map_err(|e| JobError::Failed(format!("{path}: write failed: {e}")))?;
             }
         }
         Ok(())
@@ -327,7 +327,7 @@ pub(crate) async fn rebuild(
     let failure = match result {
         Err(e) => Some(e),
         Ok(()) if sha != f.entry.sha256 || written != f.entry.size => {
-            Some(JobError::Invalid(format!(
+            Some(JobError::Corrupt(format!(
                 "{path}: rebuilt {written} bytes with sha256 {sha}, expected {} bytes with {}",
                 f.entry.size, f.entry.sha256
             )))
