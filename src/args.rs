@@ -22,6 +22,8 @@ pub enum Command {
     ///
     /// SOURCE is an http(s) URL (optionally ending in #sha256=HEX),
     /// hf://org/repo[@revision], an s3:// gs:// or file:// prefix, or a local path.
+    /// Hubs: HF_ENDPOINT (default https://huggingface.co) and HF_TOKEN; S3:
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY.
     Ingest(IngestArgs),
     /// Run a pipeline file.
     Run(RunArgs),

@@ -212,9 +212,9 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 .map_err(bad_input)?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(bad_input(anyhow::anyhow!(
-                    "URL `{}`: download takes http(s) URLs; `ingest` reads {}:// sources",
-                    a.url,
-                    url.scheme()
+                    "URL `{}`: download takes http(s) URLs (`ingest` also reads s3://, gs://, \
+                     file:// and hf:// sources)",
+                    a.url
                 )));
             }
             let client = HttpClient::new(download_config(&a.transfer)?).map_err(job_failed)?;

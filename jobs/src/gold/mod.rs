@@ -116,7 +116,8 @@ pub fn check_name(what: &str, s: &str) -> Result<()> {
         && !s.contains("..");
     if !ok {
         return Err(JobError::Invalid(format!(
-            "invalid {what} `{s}`: use 1-128 letters, digits, `-`, `_`, `.` or `/`"
+            "invalid {what} `{s}`: use 1-128 letters, digits, `-`, `_`, `.` or `/`, \
+             not starting with `/` or `.` and without `..`"
         )));
     }
     if what == "alias"
