@@ -225,6 +225,21 @@ async fn an_interrupted_run_is_recorded_as_cancelled_and_a_killed_one_as_incompl
     assert!(line("run--KILL").contains("incomplete"), "{list}");
     let show = run_ok(&["runs", "show", "run--INT", "--lake", &lake]);
     assert!(show.contains("interrupted by Ctrl-C"), "{show}");
+    // The stage it stopped and the one that never started say so.
+    let stage = |name: &str| {
+        show.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        stage("ingest").contains("cancelled") && stage("ingest").contains("stopped while running"),
+        "{show}"
+    );
+    assert!(
+        stage("tensorise").contains("cancelled") && stage("tensorise").contains("not started"),
+        "{show}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

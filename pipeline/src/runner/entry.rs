@@ -8,7 +8,7 @@ use tracing::info;
 
 use super::{RunOptions, RunReport, StageReport, known_stage, no_stage, run_stage, run_with};
 use crate::history::History;
-use crate::ledger::{Attempt, AttemptStatus, Ledger};
+use crate::ledger::{Attempt, AttemptSink, AttemptStatus, Ledger};
 use crate::{PipelineError, ValidatedPipeline};
 
 /// Run the pipeline (or `opts.only`, or `opts.from` and downstream) as a DAG
@@ -67,6 +67,15 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
     }
     let started = SystemTime::now();
     crate::notifications::started(spec.notifications.as_ref(), &spec.name, &run_id).await;
+    // What a signal interrupts: stages with an attempt in flight, and stages
+    // nothing was recorded for yet (not started).
+    let watch = Arc::new(StageWatch::default());
+    if let Some(inner) = opts.ledger.take() {
+        opts.ledger = Some(Arc::new(WatchedSink {
+            inner,
+            watch: watch.clone(),
+        }));
+    }
     let opts = &opts;
     // Markers of the whole run: a run whose process dies shows as incomplete.
     let mark = |status| async move {
@@ -80,7 +89,13 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
             shard,
             ..opts.clone()
         };
-        async move { run_stage(p, &stage, &opts).await }
+        let watch = watch.clone();
+        async move {
+            watch.started(&stage);
+            let r = run_stage(p, &stage, &opts).await;
+            watch.ended(&stage);
+            r
+        }
     });
     let report = if opts.stop_on_signals {
         tokio::select! {
@@ -90,6 +105,19 @@ pub async fn run(p: &ValidatedPipeline, opts: &RunOptions) -> Result<RunReport, 
                 // (jobs are crash-safe); the run is recorded as cancelled.
                 if let Some(sink) = &opts.ledger {
                     let why = format!("interrupted by {signal}");
+                    for name in &selected {
+                        let stopped = if watch.running(name) {
+                            format!("stopped while running: {why}")
+                        } else if !watch.recorded(name) {
+                            format!("not started: {why}")
+                        } else {
+                            continue;
+                        };
+                        sink.record(
+                            Attempt::not_run(name, AttemptStatus::Cancelled).with_error(stopped),
+                        )
+                        .await;
+                    }
                     sink.record(
                         Attempt::run_marker(AttemptStatus::Cancelled, started).with_error(why),
                     )
@@ -246,4 +274,52 @@ pub async fn run_task(
             .await;
     }
     r
+}
+
+/// Which stages have an attempt in flight, and which have anything recorded.
+#[derive(Default)]
+struct StageWatch {
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    recorded: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl StageWatch {
+    fn started(&self, stage: &str) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            *m.entry(stage.to_string()).or_default() += 1;
+        }
+    }
+
+    fn ended(&self, stage: &str) {
+        if let Ok(mut m) = self.in_flight.lock()
+            && let Some(n) = m.get_mut(stage)
+        {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    fn running(&self, stage: &str) -> bool {
+        self.in_flight
+            .lock()
+            .is_ok_and(|m| m.get(stage).is_some_and(|n| *n > 0))
+    }
+
+    fn recorded(&self, stage: &str) -> bool {
+        self.recorded.lock().is_ok_and(|r| r.contains(stage))
+    }
+}
+
+/// A ledger that notes which stages it recorded (see [`StageWatch`]).
+struct WatchedSink {
+    inner: Arc<dyn AttemptSink>,
+    watch: Arc<StageWatch>,
+}
+
+impl AttemptSink for WatchedSink {
+    fn record(&self, attempt: Attempt) -> futures::future::BoxFuture<'_, ()> {
+        if let Ok(mut r) = self.watch.recorded.lock() {
+            r.insert(attempt.stage.clone());
+        }
+        self.inner.record(attempt)
+    }
 }
