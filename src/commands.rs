@@ -70,11 +70,18 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 })
                 .collect::<anyhow::Result<Vec<_>>>()
                 .map_err(bad_input)?;
+            let download = download_config(&a.transfer)?;
+            let budget = parse_size(&a.memory_budget).map_err(|e| bad_input(anyhow::anyhow!(e)))?;
+            if budget < download.chunk_size {
+                return Err(bad_input(anyhow::anyhow!(
+                    "--memory-budget {} must hold at least one chunk (--chunk-size {})",
+                    a.memory_budget,
+                    a.transfer.chunk_size
+                )));
+            }
             let mut job = IngestJob::new(lake, sources)
-                .with_download_config(download_config(&a.transfer)?)
-                .with_memory_budget(
-                    parse_size(&a.memory_budget).map_err(|e| bad_input(anyhow::anyhow!(e)))?,
-                )
+                .with_download_config(download)
+                .with_memory_budget(budget)
                 .with_progress(reporter(quiet));
             if let Some(m) = a.model_id {
                 job = job.with_model_id(m);

@@ -215,6 +215,17 @@ pub fn validate(
                         format!("stage `{name}`: chunk_size must be between 1KiB and 1GiB"),
                     );
                 }
+                let chunk = stage
+                    .chunk_size
+                    .unwrap_or(weightlake_connectors::http::DownloadConfig::default().chunk_size);
+                if stage.memory_budget.is_some_and(|b| b < chunk) {
+                    errs.key(
+                        "memory_budget",
+                        format!(
+                            "stage `{name}`: memory_budget must hold at least one chunk ({chunk} bytes)"
+                        ),
+                    );
+                }
             }
         }
     }

@@ -27,6 +27,13 @@ fn help_lists_commands_and_bad_args_exit_2() {
         "12 parsecs",
     ]);
     assert_eq!(bad_size.status.code(), Some(2), "{}", text(&bad_size));
+    let no_room = run(&["ingest", "x", "--lake", "/tmp/l", "--memory-budget", "1MiB"]);
+    assert_eq!(no_room.status.code(), Some(2), "{}", text(&no_room));
+    assert!(
+        text(&no_room).contains("at least one chunk"),
+        "{}",
+        text(&no_room)
+    );
     let tiny_chunks = run(&["ingest", "x", "--lake", "/tmp/l", "--chunk-size", "1"]);
     assert_eq!(tiny_chunks.status.code(), Some(2), "{}", text(&tiny_chunks));
     assert!(
