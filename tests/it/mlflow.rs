@@ -82,6 +82,28 @@ async fn promotions_register_versions_and_aliases_stay_in_sync() {
         client.aliases(&name).await.expect("aliases"),
         vec![("champion".into(), v1.clone())]
     );
+    // ... and logs no second promotion run for the same weights.
+    let exp = client
+        .experiment_id("weightlake")
+        .await
+        .expect("experiment");
+    let query = serde_json::json!({
+        "experiment_ids": [exp],
+        "filter": format!("attributes.run_name = 'promote {name}'"),
+    });
+    let body = reqwest::Client::new()
+        .post(format!("{uri}/api/2.0/mlflow/runs/search"))
+        .header("content-type", "application/json")
+        .body(query.to_string())
+        .send()
+        .await
+        .expect("search")
+        .bytes()
+        .await
+        .expect("body");
+    let found: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let runs = found["runs"].as_array().map_or(0, Vec::len);
+    assert_eq!(runs, 1, "{found}");
     // A gate on the run's metric can also stop a promotion.
     let out = with_mlflow(
         &[

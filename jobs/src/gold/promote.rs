@@ -262,9 +262,25 @@ impl PromoteJob {
             });
         }
 
-        // The MLflow tracking run of this promotion (its source, unless given).
-        let mut mlflow_run_id = None;
-        if let Some(m) = &self.mlflow {
+        // The MLflow tracking run of this promotion (its source, unless
+        // given). Weights promoted before keep the run they were promoted
+        // with: a pipeline's re-runs would otherwise log a new run each.
+        let promoted_before = match &self.mlflow {
+            Some(_) => GoldState::load(&self.lake, None)
+                .await?
+                .versions
+                .get(&self.name)
+                .and_then(|vs| {
+                    vs.values()
+                        .find(|v| {
+                            v.manifest_sha256 == manifest_sha || v.manifest.same_files(&manifest)
+                        })
+                        .and_then(|v| v.mlflow_run_id.clone())
+                }),
+            None => None,
+        };
+        let mut mlflow_run_id = promoted_before.clone();
+        if let Some(m) = self.mlflow.as_ref().filter(|_| promoted_before.is_none()) {
             let exp = m.client.experiment_id(&m.experiment).await?;
             let run = m
                 .client
