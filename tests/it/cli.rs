@@ -27,6 +27,28 @@ fn help_lists_commands_and_bad_args_exit_2() {
         "12 parsecs",
     ]);
     assert_eq!(bad_size.status.code(), Some(2), "{}", text(&bad_size));
+    for (flag, bad) in [
+        ("--model-id", "bad id"),
+        ("--model-id", "a@b"),
+        ("--revision", "../x"),
+    ] {
+        let tiny =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/models/tiny");
+        let out = run(&[
+            "ingest",
+            tiny.to_str().expect("utf8"),
+            "--lake",
+            "/tmp/wl-ids",
+            flag,
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
+        assert!(
+            text(&out).contains("MODEL@REVISION must be able to name it"),
+            "{}",
+            text(&out)
+        );
+    }
     let no_room = run(&["ingest", "x", "--lake", "/tmp/l", "--memory-budget", "1MiB"]);
     assert_eq!(no_room.status.code(), Some(2), "{}", text(&no_room));
     assert!(

@@ -221,10 +221,19 @@ struct FileProgress {
     failed: bool,
 }
 
+/// A model id or revision that `MODEL@REVISION` (tensorise, promote,
+/// export, verify, serve) can name later: 1-256 characters, no spaces or
+/// control characters, no `@`, no `..` segment.
 fn check_id(what: &str, v: &str) -> Result<()> {
-    if v.is_empty() || v.len() > 256 || v.chars().any(char::is_control) {
+    if v.is_empty()
+        || v.len() > 256
+        || v.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '@')
+        || v.split('/').any(|s| s == "..")
+    {
         return Err(JobError::Invalid(format!(
-            "invalid {what} `{v}`: 1-256 printable characters"
+            "invalid {what} `{v}`: use 1-256 characters without spaces, `@` or `..` \
+             (MODEL@REVISION must be able to name it)"
         )));
     }
     Ok(())
