@@ -34,11 +34,14 @@ fn help_lists_commands_and_bad_args_exit_2() {
     ] {
         let tiny =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/models/tiny");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let lake = tmp.path().join("lake");
+        let lake = lake.to_str().expect("utf8");
         let out = run(&[
             "ingest",
             tiny.to_str().expect("utf8"),
             "--lake",
-            "/tmp/wl-ids",
+            lake,
             flag,
             bad,
         ]);
