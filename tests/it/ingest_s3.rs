@@ -180,3 +180,28 @@ async fn concurrent_ingests_into_one_s3_table_lose_no_commit() {
         [12]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_prefix_holding_a_file_and_a_directory_of_one_name_is_refused() {
+    let bucket = new_bucket("lake").await;
+    put_objects(
+        &bucket,
+        "odd",
+        &[("a", b"file".to_vec()), ("a/b", b"under it".to_vec())],
+    )
+    .await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let out = bin()
+        .args(["ingest", &format!("s3://{bucket}/odd/"), "--lake"])
+        .arg(&lake)
+        .env("AWS_ENDPOINT_URL", s3_endpoint())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("both a file `a` and a file `a/b`"),
+        "{}",
+        text(&out)
+    );
+}

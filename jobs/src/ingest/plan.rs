@@ -93,8 +93,38 @@ impl IngestJob {
                 }
             }
         }
+        refuse_file_and_directory(&tasks)?;
         Ok(tasks)
     }
+}
+
+/// A revision cannot hold both a file `a` and a file `a/b`: no file system
+/// (and no export) can. Refused before anything is downloaded.
+fn refuse_file_and_directory(tasks: &[FileTask]) -> Result<()> {
+    let paths: std::collections::BTreeSet<(&str, &str, &str)> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t.model_id.as_str(),
+                t.revision.as_str(),
+                t.file.file_path.as_str(),
+            )
+        })
+        .collect();
+    for &(m, r, p) in &paths {
+        let dir = format!("{p}/");
+        if let Some((_, _, inner)) = paths
+            .range((m, r, dir.as_str())..)
+            .next()
+            .filter(|(m2, r2, q)| *m2 == m && *r2 == r && q.starts_with(&dir))
+        {
+            return Err(crate::JobError::Invalid(format!(
+                "{m}@{r} would hold both a file `{p}` and a file `{inner}` under it; \
+                 no file system can (exclude one of them)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `spec` lists every file of its revision (a hub repository, a
