@@ -81,12 +81,15 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
                 }
             };
             let mut rows: Vec<&RunRecord> = records.iter().filter(|r| r.run_id == id).collect();
+            // A run's two markers share its start time: `running` first.
+            let marker_end = |r: &RunRecord| r.status != "running";
             rows.sort_by(|a, b| {
-                (a.started_at, &a.stage, &a.shard, a.attempt).cmp(&(
+                (a.started_at, &a.stage, &a.shard, a.attempt, marker_end(a)).cmp(&(
                     b.started_at,
                     &b.stage,
                     &b.shard,
                     b.attempt,
+                    marker_end(b),
                 ))
             });
             if let Some(first) = rows.first() {
