@@ -485,4 +485,30 @@ fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
     run_ok(&["tensorise", "--lake", &lake, "-q"]);
     let out = run_ok(&["promote", "sharded@main", "--lake", &lake, "--name", "m"]);
     assert!(out.contains("m:1"), "{out}");
+
+    // A checkpoint holding a pickle is promoted, with a warning naming it.
+    let pickled = tmp.path().join("pickled");
+    write_tree(
+        &pickled,
+        &[
+            ("model.safetensors", &one_tensor_file(3.0)),
+            ("training_args.bin", &[0x80, 4, 0x95, 0, 0]),
+        ],
+    );
+    let dir = pickled.to_str().expect("utf8");
+    run_ok(&[
+        "ingest",
+        dir,
+        "--lake",
+        &lake,
+        "--model-id",
+        "pickled",
+        "-q",
+    ]);
+    run_ok(&["tensorise", "--lake", &lake, "-q"]);
+    let out = run_ok(&["promote", "pickled@main", "--lake", &lake, "--name", "p"]);
+    assert!(
+        out.contains("no_pickles") && out.contains("training_args.bin") && out.contains("p:1"),
+        "{out}"
+    );
 }

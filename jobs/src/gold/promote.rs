@@ -207,6 +207,9 @@ impl PromoteJob {
         if let Some(g) = files_complete(&session, &view).await? {
             gates.insert(0, g);
         }
+        if let Some(g) = pickles(&session, &manifest).await? {
+            gates.insert(0, g);
+        }
         for g in &gates {
             if g.passed {
                 info!(gate = %g.name, detail = %g.detail, "gate passed");
@@ -504,6 +507,56 @@ async fn files_complete(session: &LakeSession, view: &ModelView) -> Result<Optio
         expr: "every shard an index names is stored, and the model has weights".into(),
         passed: false,
         detail,
+    }))
+}
+
+/// The built-in `no_pickles` gate, a warning: files of the version that
+/// loading would unpickle (`silver.files.unsafe_pickle`), named, so a
+/// promotion of a `pytorch_model.bin` checkpoint does not pass silently.
+async fn pickles(session: &LakeSession, manifest: &Manifest) -> Result<Option<GateResult>> {
+    use deltalake::datafusion::prelude::{col, lit};
+    let mut pins = lit(false);
+    for f in &manifest.files {
+        pins = pins.or(col("file_path")
+            .eq(lit(f.path.clone()))
+            .and(col("run_id").eq(lit(f.silver_run_id.clone()))));
+    }
+    let batches = session
+        .context()
+        .table(weightlake_schemas::silver::FILES.to_string())
+        .await?
+        .filter(
+            col("model_id")
+                .eq(lit(manifest.model_id.clone()))
+                .and(col("revision").eq(lit(manifest.revision.clone())))
+                .and(col("unsafe_pickle"))
+                .and(pins),
+        )?
+        .select_columns(&["file_path"])?
+        .collect()
+        .await?;
+    let mut paths: Vec<String> = batches
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows())
+                .filter_map(|r| crate::sql::string_value(b.column(0).as_ref(), r).map(String::from))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    paths.sort();
+    paths.dedup();
+    Ok(Some(GateResult {
+        name: "no_pickles".into(),
+        action: GateAction::Warn,
+        expr: "no file that loading would unpickle".into(),
+        passed: false,
+        detail: format!(
+            "pickled (never unpickled here; loading them runs code): {}",
+            paths.join(", ")
+        ),
     }))
 }
 
