@@ -76,13 +76,27 @@ fn init_logging(quiet: bool) {
     // two stages creating the same table at once print "exceeded maximum
     // commit attempts" on every fresh lake); a commit that really fails
     // reaches the user as this command's error.
-    let default = if quiet {
-        "error,deltalake_core::kernel::transaction=off"
-    } else {
-        "warn,deltalake_core::kernel::transaction=off"
+    // The Delta kernel logs every error its snapshot functions return at
+    // ERROR (`#[instrument(err)]`), before we report the same error with
+    // context: `--as-of 999` printed "Generic delta kernel error: LogSegment
+    // end version …" above "gold.models has versions 0 to 12".
+    // Both are silenced under any RUST_LOG that does not name them.
+    const SILENCED: [&str; 2] = [
+        "deltalake_core::kernel::transaction",
+        "buoyant_kernel::snapshot",
+    ];
+    let asked = std::env::var("RUST_LOG").ok();
+    let mut filter = match &asked {
+        Some(spec) => tracing_subscriber::EnvFilter::new(spec),
+        None => tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "warn" }),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    for target in SILENCED {
+        if !asked.as_deref().is_some_and(|a| a.contains(target))
+            && let Ok(d) = format!("{target}=off").parse()
+        {
+            filter = filter.add_directive(d);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

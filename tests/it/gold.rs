@@ -186,6 +186,7 @@ async fn gates_decide_versions_aliases_move_and_old_states_stay_readable() {
     let past = cli(&["models", "list", "--lake", &lake, "--as-of", "999"]);
     assert_eq!(past.status.code(), Some(2), "{}", text(&past));
     assert!(text(&past).contains("past the latest"), "{}", text(&past));
+    assert!(!text(&past).contains("ERROR"), "{}", text(&past));
     let list = ok(&["models", "list", "--lake", &lake]);
     assert!(
         list.contains("minilm:1") && list.contains("@champion") && list.contains("minilm:2"),
