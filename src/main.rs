@@ -80,7 +80,7 @@ fn init_logging(quiet: bool) {
     // ERROR (`#[instrument(err)]`), before we report the same error with
     // context: `--as-of 999` printed "Generic delta kernel error: LogSegment
     // end version …" above "gold.models has versions 0 to 12".
-    // Both are silenced under any RUST_LOG that does not name them.
+    // Both are silenced unless RUST_LOG names them or asks for debug/trace.
     const SILENCED: [&str; 2] = [
         "deltalake_core::kernel::transaction",
         "buoyant_kernel::snapshot",
@@ -91,7 +91,9 @@ fn init_logging(quiet: bool) {
         None => tracing_subscriber::EnvFilter::new(if quiet { "error" } else { "warn" }),
     };
     for target in SILENCED {
-        if !asked.as_deref().is_some_and(|a| a.contains(target))
+        if !asked
+            .as_deref()
+            .is_some_and(|a| a.contains(target) || a.contains("debug") || a.contains("trace"))
             && let Ok(d) = format!("{target}=off").parse()
         {
             filter = filter.add_directive(d);
