@@ -77,6 +77,14 @@ pub enum PipelineError {
         /// Which limit, e.g. `max_usd_per_run $5.00`.
         limit: String,
     },
+    /// A task was refused: the pipeline already spent its day's budget.
+    #[error("task refused: the pipeline spent {} today (UTC), its max_usd_per_day is {}; it runs again tomorrow, or with a higher budget", crate::cost::usd(*spent_usd), crate::cost::usd(*day_usd))]
+    DayBudgetSpent {
+        /// Dollars spent today.
+        spent_usd: f64,
+        /// `budget.max_usd_per_day`.
+        day_usd: f64,
+    },
     /// The Databricks export failed.
     #[error(transparent)]
     Export(#[from] crate::databricks::ExportError),
@@ -102,6 +110,7 @@ impl PipelineError {
             Self::Timeout { .. }
             | Self::Cancelled { .. }
             | Self::OverBudget { .. }
+            | Self::DayBudgetSpent { .. }
             | Self::Export(_)
             | Self::Interrupted { .. } => false,
         }

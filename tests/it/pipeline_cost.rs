@@ -355,3 +355,26 @@ async fn runs_tell_the_notification_webhook_when_they_start_and_end() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hook.received().len(), 2);
 }
+
+#[test]
+fn a_task_is_refused_once_the_day_budget_is_spent() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (p, _) = pipeline(
+        tmp.path(),
+        "daily",
+        &format!(
+            "cost: {{ instance: c4a-standard-4 }}\nbudget: {{ max_usd_per_day: 0.0000001 }}\n{STAGES}"
+        ),
+    );
+    // The first task spends more than the day allows (it could not know).
+    run_ok(&["task", "ingest", "--pipeline", &p]);
+    let refused = run(&["task", "tensorise", "--pipeline", &p]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("task refused: the pipeline spent $")
+            && text(&refused).contains("max_usd_per_day is $0.0000001")
+            && !text(&refused).contains("--only"),
+        "{}",
+        text(&refused)
+    );
+}

@@ -247,14 +247,9 @@ pub async fn run_task(
     ) {
         let spent = crate::history::load(p).await.spent_today();
         if spent >= day {
-            let e = PipelineError::OverBudget {
-                estimate_usd: 0.0,
-                left_usd: 0.0,
-                limit: format!(
-                    "max_usd_per_day {} ({} spent today)",
-                    crate::cost::usd(day),
-                    crate::cost::usd(spent)
-                ),
+            let e = PipelineError::DayBudgetSpent {
+                spent_usd: spent,
+                day_usd: day,
             };
             if let Some(sink) = &opts.ledger {
                 sink.record(
