@@ -137,6 +137,27 @@ stages:
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         text(&out)
     };
+    // Run again, each shard counts only its own files as already present.
+    let mut present = 0;
+    for i in 0..4 {
+        let out = bin()
+            .args(["task", "tensorise", "--pipeline"])
+            .arg(&pipeline)
+            .args(["--shard", &format!("{i}/4"), "-q"])
+            .env("AWS_ENDPOINT_URL", s3_endpoint())
+            .output()
+            .expect("run shard");
+        assert!(out.status.success(), "{}", text(&out));
+        let t = text(&out);
+        let n: usize = t
+            .split(" already present")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {t}"));
+        present += n;
+    }
+    assert_eq!(present, 8, "already present, summed over the shards");
     let verify = on_lake(&["verify", "sharded@main", "-q"]);
     assert!(verify.contains("8 files"), "{verify}");
 

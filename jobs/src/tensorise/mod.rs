@@ -308,9 +308,12 @@ impl TensoriseJob {
         let done = silver_uploads(&session).await?;
         let mut todo = Vec::new();
         for f in candidates {
+            if !self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
+                continue; // another shard's, done or not
+            }
             if done.contains(&f.upload_id) {
                 report.files_skipped += 1;
-            } else if self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
+            } else {
                 todo.push(f);
             }
         }
