@@ -28,9 +28,9 @@ use crate::lake::Lake;
 use crate::{JobError, Result};
 
 /// How often a held lock is rewritten.
-const HEARTBEAT: Duration = Duration::from_secs(30);
+const HEARTBEAT: Duration = Duration::from_secs(10);
 /// A lock not rewritten for this long belongs to a process that died.
-const STALE_AFTER: Duration = Duration::from_secs(300);
+const STALE_AFTER: Duration = Duration::from_secs(90);
 /// How often a waiting run checks the lock again.
 const POLL: Duration = Duration::from_secs(2);
 
@@ -48,6 +48,7 @@ pub(crate) struct LakeLock {
     store: Arc<dyn ObjectStore>,
     path: Path,
     heartbeat: tokio::task::JoinHandle<()>,
+    released: bool,
 }
 
 /// The name of the compaction lock of `table`.
@@ -63,7 +64,12 @@ pub(crate) async fn wait_for(lake: &Lake, name: &str, run_id: &str) -> Result<La
             Ok(lock) => return Ok(lock),
             Err(holder) => {
                 if !told {
-                    tracing::info!(lock = name, holder = %holder.run_id, "waiting for another run to finish");
+                    tracing::warn!(
+                        lock = name,
+                        holder = %holder.run_id,
+                        "waiting for another run to finish (a lock not renewed for {} s is taken over)",
+                        STALE_AFTER.as_secs()
+                    );
                     told = true;
                 }
                 tokio::time::sleep(POLL).await;
@@ -96,6 +102,7 @@ pub(crate) async fn acquire(
                     store,
                     path,
                     heartbeat,
+                    released: false,
                 }));
             }
             Err(object_store::Error::AlreadyExists { .. }) => {}
@@ -133,12 +140,40 @@ pub(crate) async fn acquire(
     )))
 }
 
+/// A lock dropped without [`LakeLock::release`] (its job's future was
+/// dropped: Ctrl-C or SIGTERM stopped `weightlake run`, a timeout) is
+/// deleted here, so the next run does not wait for it to go stale. A
+/// process killed outright leaves it until [`STALE_AFTER`].
+impl Drop for LakeLock {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        if self.released {
+            return;
+        }
+        let (store, path) = (self.store.clone(), self.path.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| {
+                    let _ = h.block_on(store.delete(&path));
+                });
+            }
+            Ok(h) => {
+                h.spawn(async move {
+                    let _ = store.delete(&path).await;
+                });
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 impl LakeLock {
     /// Stop the heartbeat and delete the lock.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.heartbeat.abort();
+        self.released = true;
         if let Err(e) = self.store.delete(&self.path).await {
-            tracing::warn!(lock = %self.path, error = %e, "could not delete a lock; it goes stale in 5 minutes");
+            tracing::warn!(lock = %self.path, error = %e, "could not delete a lock; it goes stale in 90 s");
         }
     }
 }

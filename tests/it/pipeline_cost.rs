@@ -378,3 +378,48 @@ fn a_task_is_refused_once_the_day_budget_is_spent() {
         text(&refused)
     );
 }
+
+#[test]
+fn a_run_stopped_during_tensorise_leaves_no_lock_behind() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let model = model_dir("all-minilm-l6-v2");
+    run_ok(&[
+        "ingest",
+        model.to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--model-id",
+        "minilm",
+        "-q",
+    ]);
+    let p = tmp.path().join("t.yaml");
+    let yaml = format!(
+        "name: locked\nlake: {}\nstages:\n  tensorise: {{ job: tensorise }}\n",
+        lake.display()
+    );
+    std::fs::write(&p, yaml).expect("write");
+    let child = bin()
+        .args(["run", p.to_str().expect("utf8"), "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    let locks = lake.join("_system/locks");
+    let left: Vec<_> = std::fs::read_dir(&locks)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "locks left: {left:?}");
+    // The rerun starts at once and finishes.
+    let started = std::time::Instant::now();
+    run_ok(&["run", p.to_str().expect("utf8"), "-q"]);
+    assert!(started.elapsed() < Duration::from_secs(60));
+}
