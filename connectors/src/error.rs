@@ -55,7 +55,7 @@ pub enum ConnectorError {
         actual: String,
     },
     /// An object store operation failed.
-    #[error("object store {url}: {source}")]
+    #[error("object store {url}: {}", compact_xml_errors(&source.to_string()))]
     ObjectStore {
         /// The location.
         url: String,

@@ -13,7 +13,7 @@ pub enum JobError {
     #[error(transparent)]
     Connector(#[from] ConnectorError),
     /// A Delta table operation failed.
-    #[error("table {table}: {source}")]
+    #[error("table {table}: {}", weightlake_connectors::compact_xml_errors(&source.to_string()))]
     Delta {
         /// The table's name or URL.
         table: String,

@@ -205,3 +205,35 @@ async fn a_prefix_holding_a_file_and_a_directory_of_one_name_is_refused() {
         text(&out)
     );
 }
+
+#[test]
+fn a_missing_bucket_is_named_without_the_s3_xml_body() {
+    let tiny = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/models/tiny");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let p = tmp.path().join("p.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "name: nobucket\nlake: s3://no-such-bucket-{}/lake\nsources:\n  t: {{ local: {{ path: {} }} }}\nstages:\n  ingest: {{ job: ingest, sources: [t] }}\n",
+            &uuid::Uuid::new_v4().simple().to_string()[..8],
+            tiny.display()
+        ),
+    )
+    .expect("write");
+    for args in [
+        vec!["run", p.to_str().expect("utf8")],
+        vec!["plan", p.to_str().expect("utf8")],
+    ] {
+        let out = bin()
+            .args(&args)
+            .env("AWS_ENDPOINT_URL", s3_endpoint())
+            .output()
+            .expect("run");
+        let t = text(&out);
+        assert!(
+            !t.contains("<?xml") && !t.contains("<RequestId>"),
+            "{args:?}: {t}"
+        );
+        assert!(t.contains("NoSuchBucket"), "{args:?}: {t}");
+    }
+}
