@@ -324,6 +324,20 @@ fn print_ingest(stage: &str, r: &IngestReport) {
         r.commits,
         r.run_id
     );
+    if !r.not_listed.is_empty() {
+        let shown: Vec<String> = r
+            .not_listed
+            .iter()
+            .take(5)
+            .map(|(m, rev, p)| format!("{m}@{rev}/{p}"))
+            .collect();
+        println!(
+            "  {} file(s) of a revision its source no longer lists stay part of it: {}{}",
+            r.not_listed.len(),
+            shown.join(", "),
+            if r.not_listed.len() > 5 { ", …" } else { "" }
+        );
+    }
 }
 
 fn print_tensorise(stage: &str, r: &TensoriseReport) {

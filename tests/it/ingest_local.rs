@@ -273,7 +273,14 @@ fn a_file_gone_from_its_source_is_named_when_the_revision_is_ingested_again() {
     );
     let warned = text(&out)
         .lines()
-        .filter(|l| l.contains("no longer lists"))
+        .filter(|l| l.contains("bronze has this file"))
         .count();
     assert_eq!(warned, 1, "{}", text(&out));
+    // The summary says so too, also under -q (which hides warnings).
+    std::fs::write(dir.join("newer.bin"), b"c").expect("write");
+    let quiet = run_ok(&["ingest", dir_s, "--lake", lake_s, "-q"]);
+    assert!(
+        quiet.contains("no longer lists stay part of it") && quiet.contains("/old.bin"),
+        "{quiet}"
+    );
 }
