@@ -235,6 +235,20 @@ pub async fn plan(a: PlanArgs) -> Result<(), CliError> {
             }
         );
     }
+    let blind: Vec<&str> = estimate
+        .stages
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(|s| s.stage.as_str())
+        .collect();
+    if !blind.is_empty() {
+        // The plan above is incomplete: say so in the exit code too, so a
+        // script gating on `plan` does not read a missing bucket as fine.
+        return Err(CliError {
+            error: anyhow::anyhow!("could not inspect stage(s) {}", blind.join(", ")),
+            code: 1,
+        });
+    }
     Ok(())
 }
 

@@ -235,5 +235,7 @@ fn a_missing_bucket_is_named_without_the_s3_xml_body() {
             "{args:?}: {t}"
         );
         assert!(t.contains("NoSuchBucket"), "{args:?}: {t}");
+        // Neither the run nor its plan reads a missing bucket as fine.
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {t}");
     }
 }
