@@ -734,13 +734,18 @@ mod tests {
         assert!("ftp://x/y".parse::<SourceSpec>().is_err());
     }
 
-    #[tokio::test]
-    async fn local_dirs_refuse_links_out_and_skip_git_metadata() {
-        let ctx = ResolveContext {
+    /// A resolve context for local sources (no hub, default storage).
+    fn local_ctx() -> ResolveContext {
+        ResolveContext {
             http: HttpClient::new(Default::default()).expect("client"),
             storage: StorageConfig::default(),
             hf_token: None,
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn local_dirs_refuse_links_out_and_skip_git_metadata() {
+        let ctx = local_ctx();
         let resolve = |path: &std::path::Path| {
             SourceSpec::Local(LocalSource {
                 path: path.display().to_string(),
@@ -793,11 +798,7 @@ mod tests {
         for name in ["config.json", "a\\b.txt", "g:h.txt"] {
             std::fs::write(dir.path().join(name), b"x").expect("write");
         }
-        let ctx = ResolveContext {
-            http: HttpClient::new(Default::default()).expect("client"),
-            storage: StorageConfig::default(),
-            hf_token: None,
-        };
+        let ctx = local_ctx();
         let spec = SourceSpec::Local(LocalSource {
             path: dir.path().display().to_string(),
             include: vec![],
@@ -815,11 +816,7 @@ mod tests {
         std::fs::write(dir.path().join("a.safetensors"), b"xx").expect("write");
         std::fs::write(dir.path().join("sub/b.json"), b"{}").expect("write");
         std::fs::write(dir.path().join("c.bin"), b"zz").expect("write");
-        let ctx = ResolveContext {
-            http: HttpClient::new(Default::default()).expect("client"),
-            storage: StorageConfig::default(),
-            hf_token: None,
-        };
+        let ctx = local_ctx();
         let spec = SourceSpec::Local(LocalSource {
             path: dir.path().display().to_string(),
             include: vec!["*.safetensors".into(), "*.json".into()],

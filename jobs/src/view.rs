@@ -95,6 +95,26 @@ impl Manifest {
                 .all(|(a, b)| a.path == b.path && a.size == b.size && a.sha256 == b.sha256)
     }
 
+    /// A filter for the manifest's exact silver rows (of `silver.files` or
+    /// `silver.tensors`): its model and revision, and one (file, silver run)
+    /// pair per file.
+    pub fn pinned_rows(&self) -> deltalake::datafusion::prelude::Expr {
+        let pins = self
+            .files
+            .iter()
+            .map(|f| {
+                col("file_path")
+                    .eq(lit(f.path.clone()))
+                    .and(col("run_id").eq(lit(f.silver_run_id.clone())))
+            })
+            .reduce(|a, b| a.or(b))
+            .unwrap_or(lit(false));
+        col("model_id")
+            .eq(lit(self.model_id.clone()))
+            .and(col("revision").eq(lit(self.revision.clone())))
+            .and(pins)
+    }
+
     /// Total bytes of all files.
     pub fn bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()

@@ -17,8 +17,7 @@ use std::str::FromStr;
 
 use deltalake::arrow::array::{Array, AsArray};
 use deltalake::arrow::datatypes::DataType;
-use deltalake::datafusion::logical_expr::Expr;
-use deltalake::datafusion::prelude::{col, lit};
+use deltalake::datafusion::prelude::lit;
 use serde::{Deserialize, Serialize};
 use weightlake_schemas::silver;
 
@@ -135,26 +134,10 @@ pub async fn evaluate(
         }
     }
     let ctx = session.context();
-    // The manifest's exact rows: one (file, silver run) pair per file.
-    let mut pins: Option<Expr> = None;
-    for f in &manifest.files {
-        let e = col("file_path")
-            .eq(lit(f.path.clone()))
-            .and(col("run_id").eq(lit(f.silver_run_id.clone())));
-        pins = Some(match pins {
-            Some(p) => p.or(e),
-            None => e,
-        });
-    }
     let mut df = ctx
         .table(silver::TENSORS.to_string())
         .await?
-        .filter(
-            col("model_id")
-                .eq(lit(manifest.model_id.clone()))
-                .and(col("revision").eq(lit(manifest.revision.clone())))
-                .and(pins.unwrap_or(lit(false))),
-        )?
+        .filter(manifest.pinned_rows())?
         .drop_columns(&["pad_before"])?;
     for (k, v) in metrics {
         if df.schema().has_column_with_unqualified_name(k) {

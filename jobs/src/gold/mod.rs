@@ -299,6 +299,20 @@ impl GoldState {
         Ok(state)
     }
 
+    /// The version of `name` that holds these weights: the same manifest
+    /// (`manifest_sha256`), or the same files stored by another silver run.
+    pub fn promoted_as(
+        &self,
+        name: &str,
+        manifest: &Manifest,
+        manifest_sha256: &str,
+    ) -> Option<&GoldVersion> {
+        self.versions
+            .get(name)?
+            .values()
+            .find(|v| v.manifest_sha256 == manifest_sha256 || v.manifest.same_files(manifest))
+    }
+
     /// The version a reference means.
     pub fn resolve(&self, r: &GoldRef) -> Result<&GoldVersion> {
         let versions = self.versions.get(&r.name).ok_or_else(|| {

@@ -271,15 +271,8 @@ impl PromoteJob {
         let promoted_before = match &self.mlflow {
             Some(_) => GoldState::load(&self.lake, None)
                 .await?
-                .versions
-                .get(&self.name)
-                .and_then(|vs| {
-                    vs.values()
-                        .find(|v| {
-                            v.manifest_sha256 == manifest_sha || v.manifest.same_files(&manifest)
-                        })
-                        .and_then(|v| v.mlflow_run_id.clone())
-                }),
+                .promoted_as(&self.name, &manifest, &manifest_sha)
+                .and_then(|v| v.mlflow_run_id.clone()),
             None => None,
         };
         let mut mlflow_run_id = promoted_before.clone();
@@ -347,13 +340,7 @@ impl PromoteJob {
             let table = open_table(&self.lake).await?;
             let state = GoldState::read(&table).await?;
             let existing = state
-                .versions
-                .get(&self.name)
-                .and_then(|vs| {
-                    vs.values().find(|v| {
-                        v.manifest_sha256 == manifest_sha || v.manifest.same_files(&manifest)
-                    })
-                })
+                .promoted_as(&self.name, &manifest, &manifest_sha)
                 .map(|v| v.version);
             let version = existing.unwrap_or_else(|| state.next_version(&self.name));
             let mut events = Vec::new();
@@ -514,24 +501,12 @@ async fn files_complete(session: &LakeSession, view: &ModelView) -> Result<Optio
 /// loading would unpickle (`silver.files.unsafe_pickle`), named, so a
 /// promotion of a `pytorch_model.bin` checkpoint does not pass silently.
 async fn pickles(session: &LakeSession, manifest: &Manifest) -> Result<Option<GateResult>> {
-    use deltalake::datafusion::prelude::{col, lit};
-    let mut pins = lit(false);
-    for f in &manifest.files {
-        pins = pins.or(col("file_path")
-            .eq(lit(f.path.clone()))
-            .and(col("run_id").eq(lit(f.silver_run_id.clone()))));
-    }
+    use deltalake::datafusion::prelude::col;
     let batches = session
         .context()
         .table(weightlake_schemas::silver::FILES.to_string())
         .await?
-        .filter(
-            col("model_id")
-                .eq(lit(manifest.model_id.clone()))
-                .and(col("revision").eq(lit(manifest.revision.clone())))
-                .and(col("unsafe_pickle"))
-                .and(pins),
-        )?
+        .filter(manifest.pinned_rows().and(col("unsafe_pickle")))?
         .select_columns(&["file_path"])?
         .collect()
         .await?;
