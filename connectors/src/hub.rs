@@ -48,6 +48,16 @@ pub struct HubRevision {
 impl HubRevision {
     /// The download URL of `path` at the resolved commit.
     pub fn resolve_url(&self, path: &str) -> Result<Url> {
+        self.resolve_under(&[&self.commit, path])
+    }
+
+    /// The prefix of every file's download URL at any commit of the
+    /// repository: `{endpoint}/{repo}/resolve/`.
+    pub fn resolve_root(&self) -> Result<Url> {
+        self.resolve_under(&[""])
+    }
+
+    fn resolve_under(&self, tail: &[&str]) -> Result<Url> {
         let mut u = self.endpoint.clone();
         {
             let mut seg = u.path_segments_mut().map_err(|_| {
@@ -60,8 +70,9 @@ impl HubRevision {
             seg.pop_if_empty();
             seg.extend(self.repo.split('/'));
             seg.push("resolve");
-            seg.push(&self.commit);
-            seg.extend(path.split('/'));
+            for t in tail {
+                seg.extend(t.split('/'));
+            }
         }
         Ok(u)
     }
@@ -213,6 +224,10 @@ mod tests {
         assert_eq!(
             r.resolve_url("onnx/model.onnx").expect("url").as_str(),
             "http://127.0.0.1:1/org/m/resolve/abc/onnx/model.onnx"
+        );
+        assert_eq!(
+            r.resolve_root().expect("url").as_str(),
+            "http://127.0.0.1:1/org/m/resolve/"
         );
     }
 }

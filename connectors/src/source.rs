@@ -289,6 +289,10 @@ pub struct ResolvedSource {
     pub default_revision: String,
     /// The files, sorted by path.
     pub files: Vec<RemoteFile>,
+    /// The prefix of the `source_uri` of every file this source can list
+    /// (`https://hub/org/m/resolve/`, `file:///models/m/`), whatever the
+    /// revision's commit; `None` for a single file or URL.
+    pub root: Option<String>,
 }
 
 /// What resolving needs: the shared HTTP client, storage options, hub token.
@@ -338,6 +342,7 @@ impl SourceSpec {
                 let (store, prefix) = ctx.storage.object_store(&url)?;
                 let filter = PathFilter::new(&s.include, &s.exclude)?;
                 let files = list_store(store, &prefix, &url, &filter).await?;
+                let root = Some(listing_root(&url));
                 match files.is_empty() && s.include.is_empty() {
                     // Nothing under it as a prefix: maybe it is an object's own
                     // key, as copied from a console.
@@ -345,11 +350,13 @@ impl SourceSpec {
                         default_model_id: name,
                         default_revision: default_revision(),
                         files,
+                        root,
                     }),
                     false => ResolvedSource {
                         default_model_id: name,
                         default_revision: default_revision(),
                         files,
+                        root,
                     },
                 }
             }
@@ -417,6 +424,7 @@ async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSour
             ranges: probe.ranges,
             location: FileLocation::Http(target),
         }],
+        root: None,
     })
 }
 
@@ -464,6 +472,7 @@ async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSour
         default_model_id: h.repo.clone(),
         default_revision: h.revision.clone(),
         files,
+        root: Some(redact(&rev.resolve_root()?)),
     })
 }
 
@@ -513,6 +522,7 @@ async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<Resolved
         default_model_id: name,
         default_revision: default_revision(),
         files,
+        root: only.is_none().then(|| listing_root(&url)),
     })
 }
 
@@ -592,7 +602,13 @@ async fn single_object(ctx: &ResolveContext, url: &Url) -> Result<Option<Resolve
             .unwrap_or_else(|| parent.host_str().unwrap_or("model").to_string()),
         default_revision: default_revision(),
         files: vec![file],
+        root: None,
     }))
+}
+
+/// The prefix of the `source_uri` of every file [`list_store`] lists under `url`.
+fn listing_root(url: &Url) -> String {
+    format!("{}/", url.as_str().trim_end_matches('/'))
 }
 
 async fn list_store(
