@@ -324,20 +324,32 @@ fn print_ingest(stage: &str, r: &IngestReport) {
         r.commits,
         r.run_id
     );
-    if !r.not_listed.is_empty() {
-        let shown: Vec<String> = r
-            .not_listed
-            .iter()
-            .take(5)
-            .map(|(m, rev, p)| format!("{m}@{rev}/{p}"))
-            .collect();
-        println!(
-            "  {} file(s) of a revision its source no longer lists stay part of it: {}{}",
-            r.not_listed.len(),
-            shown.join(", "),
-            if r.not_listed.len() > 5 { ", …" } else { "" }
-        );
+    print_paths(
+        &r.removed,
+        "its source no longer lists: removed from the revision (earlier gold versions keep them)",
+    );
+    print_paths(
+        &r.not_listed,
+        "that no source of this run lists, added by another source: kept",
+    );
+}
+
+/// `  N file(s) WHY: m@rev/path, …` for up to five paths.
+fn print_paths(paths: &[(String, String, String)], why: &str) {
+    if paths.is_empty() {
+        return;
     }
+    let shown: Vec<String> = paths
+        .iter()
+        .take(5)
+        .map(|(m, rev, p)| format!("{m}@{rev}/{p}"))
+        .collect();
+    println!(
+        "  {} file(s) {why}: {}{}",
+        paths.len(),
+        shown.join(", "),
+        if paths.len() > 5 { ", …" } else { "" }
+    );
 }
 
 fn print_tensorise(stage: &str, r: &TensoriseReport) {
@@ -369,6 +381,12 @@ fn print_tensorise(stage: &str, r: &TensoriseReport) {
     }
     for (path, err) in &r.files_quarantined {
         println!("  quarantined {path}: {err}");
+    }
+    if r.files_removed > 0 {
+        println!(
+            "  {} file(s) removed from their revision, as bronze records",
+            r.files_removed
+        );
     }
 }
 

@@ -345,6 +345,21 @@ pub fn string_value(col: &dyn Array, row: usize) -> Option<&str> {
     }
 }
 
+/// Microseconds since the epoch of a timestamp value (microsecond columns,
+/// as every `*_at` column is).
+pub fn timestamp_micros(col: &dyn Array, row: usize) -> Option<i64> {
+    use deltalake::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Some(col.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        _ => None,
+    }
+}
+
 /// An integer value of any integer column, widened to i64.
 pub fn int_value(col: &dyn Array, row: usize) -> Option<i64> {
     use deltalake::arrow::datatypes::{Int32Type, Int64Type};

@@ -397,7 +397,11 @@ pub async fn revisions_of(session: &LakeSession, model_id: &str) -> Result<Vec<S
         .context()
         .table(silver::FILES.to_string())
         .await?
-        .filter(col("model_id").eq(lit(model_id.to_string())))?
+        .filter(
+            col("model_id")
+                .eq(lit(model_id.to_string()))
+                .and(col("format").not_eq(lit(silver::REMOVED_FORMAT))),
+        )?
         .select_columns(&["revision"])?
         .distinct()?
         .sort(vec![col("revision").sort(true, true)])?
@@ -478,7 +482,12 @@ async fn file_rows(
             latest.insert(path, row);
         }
     }
-    Ok(latest.into_values().collect())
+    // A path whose newest row records its removal is not part of the
+    // revision (pinned runs never name such a row).
+    Ok(latest
+        .into_values()
+        .filter(|r| r.entry.format != silver::REMOVED_FORMAT)
+        .collect())
 }
 
 /// Tensors of one silver file row, in file order, with their padding.

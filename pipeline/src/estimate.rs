@@ -147,6 +147,9 @@ pub async fn estimate(p: &ValidatedPipeline, stages: &[String], history: &Histor
                     if plan.files_of_unknown_size > 0 {
                         let _ = write!(work, ", {} of unknown size", plan.files_of_unknown_size);
                     }
+                    if plan.files_to_remove > 0 {
+                        let _ = write!(work, ", {} to remove", plan.files_to_remove);
+                    }
                     e.work = Some(work);
                     e.bytes = Some(plan.bytes_to_ingest);
                     ingested.insert(name.clone(), plan.bytes_to_ingest);
@@ -175,6 +178,9 @@ pub async fn estimate(p: &ValidatedPipeline, stages: &[String], history: &Histor
                             gb(plan.bytes_to_tensorise),
                             plan.files_present
                         );
+                        if plan.files_to_remove > 0 {
+                            let _ = write!(work, ", {} to remove", plan.files_to_remove);
+                        }
                         if upstream > 0 {
                             let _ = write!(work, ", + {} from ingest upstream", gb(upstream));
                         }

@@ -38,6 +38,13 @@ pub const DATA_COLUMN: &str = "data";
 /// announce; such uploads cannot be resumed (their `etag` is unique to the run).
 pub const UNKNOWN_SIZE: i64 = -1;
 
+/// `file_size` of a `bronze.files` row that records a removal rather than a
+/// file: the revision's source, listed whole, no longer has the path (a branch
+/// that moved, a file deleted from a directory). Such a row has no chunks
+/// (`chunk_count` 0) and an empty `file_sha256`. A path belongs to a revision
+/// when its newest row (by `ingested_at`) is not a removal.
+pub const REMOVED_SIZE: i64 = -1;
+
 /// The columns that identify one upload of one source file. `upload_id` is a
 /// hash of them (see `docs/TABLES.md`); chunks of the same upload committed by an
 /// earlier, interrupted run are reused, and readers join chunks to their

@@ -35,6 +35,13 @@ pub const TENSOR_BLOBS: TableName = TableName {
 /// Schema version of the silver tables.
 pub const VERSION: u32 = 1;
 
+/// `format` of a `silver.files` row that records a removal: bronze's newest
+/// row for the path is a removal ([`crate::bronze::REMOVED_SIZE`]), so the
+/// revision no longer has the file. A path belongs to a revision when its
+/// newest row (by `tensorised_at`) is not a removal; older rows stay, and
+/// gold versions pinned to them still rebuild.
+pub const REMOVED_FORMAT: &str = "removed";
+
 /// Largest blob part.
 pub const MAX_PART_BYTES: usize = 64 << 20;
 

@@ -144,3 +144,75 @@ async fn hostile_listing_paths_are_rejected_with_exit_2() {
     );
     assert!(!tmp.path().join("etc").exists());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_branch_that_moves_back_and_drops_a_file_is_mirrored_by_its_revision() {
+    let fx = HttpFixture::start().await.expect("server");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().expect("utf8");
+    let cli = |args: &[&str]| {
+        let out = bin()
+            .args(args)
+            .env("HF_ENDPOINT", fx.base_url())
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (a, b) = (safetensors_f32(20_000, 1), safetensors_f32(20_000, 2));
+    let both = [("model.safetensors", true), ("config.json", false)];
+    fx.add_file("config.json", b"{}".to_vec());
+    for (commit, weights) in [("c1", &a), ("c2", &b)] {
+        fx.add_file("model.safetensors", weights.clone());
+        fx.set_hub_repo("org/m", commit, &both);
+        cli(&[
+            "ingest",
+            "hf://org/m",
+            "--lake",
+            lake_s,
+            "--chunk-size",
+            "16KiB",
+            "-q",
+        ]);
+        cli(&["tensorise", "--lake", lake_s, "-q"]);
+    }
+    // `main` moves back to the first weights and drops config.json.
+    fx.add_file("model.safetensors", a.clone());
+    fx.set_hub_repo("org/m", "c3", &[("model.safetensors", true)]);
+    let out = cli(&[
+        "ingest",
+        "hf://org/m",
+        "--lake",
+        lake_s,
+        "--chunk-size",
+        "16KiB",
+        "-q",
+    ]);
+    assert!(
+        out.contains("1 files ingested") && out.contains("org/m@main/config.json"),
+        "{out}"
+    );
+    // The first weights' chunks are still in bronze: recorded again, not downloaded.
+    assert!(
+        out.contains("0 chunks written") && !out.contains("(0 reused)"),
+        "{out}"
+    );
+    cli(&["tensorise", "--lake", lake_s, "-q"]);
+    let to = tmp.path().join("out");
+    cli(&[
+        "export",
+        "org/m@main",
+        "--lake",
+        lake_s,
+        "--to",
+        to.to_str().expect("utf8"),
+        "-q",
+    ]);
+    let files: Vec<String> = tree_digest(&to).into_keys().collect();
+    assert_eq!(files, ["model.safetensors"]);
+    assert_eq!(
+        std::fs::read(to.join("model.safetensors")).expect("read"),
+        a
+    );
+}

@@ -255,32 +255,95 @@ async fn real_minilm_weights_are_ingested_byte_for_byte() {
 }
 
 #[test]
-fn a_file_gone_from_its_source_is_named_when_the_revision_is_ingested_again() {
+fn a_file_gone_from_its_directory_leaves_the_revision_and_older_gold_versions_keep_it() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("m");
-    write_tree(&dir, &[("config.json", b"{}"), ("old.bin", b"a")]);
+    let weights = safetensors_f32(1000, 1);
+    write_tree(&dir, &[("model.safetensors", &weights), ("old.bin", b"a")]);
+    // A file another source added to the revision.
+    let extra = tmp.path().join("elsewhere").join("extra.txt");
+    write_tree(&tmp.path().join("elsewhere"), &[("extra.txt", b"x")]);
     let lake = tmp.path().join("lake");
     let (dir_s, lake_s) = (dir.to_str().expect("utf8"), lake.to_str().expect("utf8"));
-    run_ok(&["ingest", dir_s, "--lake", lake_s, "-q"]);
+    let extra_s = extra.to_str().expect("utf8");
+    run_ok(&[
+        "ingest",
+        dir_s,
+        extra_s,
+        "--lake",
+        lake_s,
+        "--model-id",
+        "m",
+        "-q",
+    ]);
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    run_ok(&["promote", "m@main", "--lake", lake_s, "--name", "gm", "-q"]);
+
     std::fs::remove_file(dir.join("old.bin")).expect("rm");
     std::fs::write(dir.join("new.bin"), b"b").expect("write");
-    let out = run(&["ingest", dir_s, "--lake", lake_s]);
-    assert!(out.status.success(), "{}", text(&out));
+    let out = run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
     assert!(
-        text(&out).contains("no longer lists") && text(&out).contains("old.bin"),
-        "{}",
-        text(&out)
+        out.contains("1 file(s) its source no longer lists: removed from the revision")
+            && out.contains("m@main/old.bin"),
+        "{out}"
     );
-    let warned = text(&out)
-        .lines()
-        .filter(|l| l.contains("bronze has this file"))
-        .count();
-    assert_eq!(warned, 1, "{}", text(&out));
-    // The summary says so too, also under -q (which hides warnings).
-    std::fs::write(dir.join("newer.bin"), b"c").expect("write");
-    let quiet = run_ok(&["ingest", dir_s, "--lake", lake_s, "-q"]);
     assert!(
-        quiet.contains("no longer lists stay part of it") && quiet.contains("/old.bin"),
-        "{quiet}"
+        out.contains("added by another source: kept") && out.contains("m@main/extra.txt"),
+        "{out}"
+    );
+    let out = run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    assert!(
+        out.contains("1 file(s) removed from their revision"),
+        "{out}"
+    );
+
+    // The revision now is what the directory holds, plus the other source's file.
+    let now = tmp.path().join("now");
+    run_ok(&[
+        "export",
+        "m@main",
+        "--lake",
+        lake_s,
+        "--to",
+        now.to_str().expect("utf8"),
+        "-q",
+    ]);
+    let files: Vec<String> = tree_digest(&now).into_keys().collect();
+    assert_eq!(files, ["extra.txt", "model.safetensors", "new.bin"]);
+    // Version 1 was promoted before the removal and still rebuilds it.
+    let v1 = tmp.path().join("v1");
+    run_ok(&[
+        "export",
+        "gm:1",
+        "--lake",
+        lake_s,
+        "--to",
+        v1.to_str().expect("utf8"),
+        "-q",
+    ]);
+    let files: Vec<String> = tree_digest(&v1).into_keys().collect();
+    assert_eq!(files, ["extra.txt", "model.safetensors", "old.bin"]);
+
+    // Ingesting the same listing again removes nothing more.
+    let out = run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    assert!(!out.contains("removed from the revision"), "{out}");
+    // A file put back is part of the revision again.
+    std::fs::write(dir.join("old.bin"), b"a2").expect("write");
+    let out = run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    assert!(out.contains("1 files ingested"), "{out}");
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    let back = tmp.path().join("back");
+    run_ok(&[
+        "export",
+        "m@main",
+        "--lake",
+        lake_s,
+        "--to",
+        back.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert_eq!(
+        std::fs::read(back.join("old.bin")).expect("old.bin exported"),
+        b"a2"
     );
 }

@@ -10,24 +10,6 @@ use weightlake_jobs::lake::Lake;
 
 use crate::support::*;
 
-/// A safetensors file with one F32 tensor of `n` finite values.
-fn safetensors(n: usize, seed: usize) -> Vec<u8> {
-    let header = format!(
-        r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
-        4 * n
-    );
-    let mut header = header.into_bytes();
-    while header.len() % 8 != 0 {
-        header.push(b' ');
-    }
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&header);
-    for i in 0..n {
-        out.extend_from_slice(&(((i * 31 + seed * 7) % 1000) as f32 * 1e-3).to_le_bytes());
-    }
-    out
-}
-
 fn spawn_shards(stage: &str, pipeline: &std::path::Path, run_id: &str) -> Vec<Child> {
     (0..4)
         .map(|i| {
@@ -66,7 +48,7 @@ async fn four_shard_tasks_share_one_pipeline_on_s3() {
         .map(|i| {
             (
                 format!("model-{i:05}-of-00008.safetensors"),
-                safetensors(40_000 + i * 1000, i),
+                safetensors_f32(40_000 + i * 1000, i),
             )
         })
         .collect();

@@ -232,6 +232,24 @@ pub fn base_and_finetune_lake(root: &Path) -> (String, PathBuf, PathBuf, serde_j
     (lake, base, ft, info)
 }
 
+/// A safetensors file with one F32 tensor of `n` finite values.
+pub fn safetensors_f32(n: usize, seed: usize) -> Vec<u8> {
+    let header = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+        4 * n
+    );
+    let mut header = header.into_bytes();
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    for i in 0..n {
+        out.extend_from_slice(&(((i * 31 + seed * 7) % 1000) as f32 * 1e-3).to_le_bytes());
+    }
+    out
+}
+
 /// Every file under `dir` (relative path -> sha256).
 pub fn tree_digest(dir: &Path) -> std::collections::BTreeMap<String, String> {
     let mut out = std::collections::BTreeMap::new();

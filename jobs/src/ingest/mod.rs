@@ -17,6 +17,7 @@
 
 mod download;
 mod plan;
+mod removed;
 mod state;
 mod writer;
 
@@ -42,6 +43,7 @@ use crate::shard::Shard;
 use crate::sql::LakeSession;
 use crate::{JobError, Result};
 use download::{Msg, produce};
+use removed::Removal;
 use state::{BronzeState, UploadKey};
 use writer::{BronzeWriter, ChunkRow, FileRow};
 
@@ -71,37 +73,13 @@ pub struct IngestReport {
     pub commits: usize,
     /// Wall time.
     pub elapsed: Duration,
-    /// Files bronze has for a revision whose source lists the whole
-    /// revision but no longer lists them (`(model_id, revision, path)`): a
-    /// branch that moved, a file deleted from a directory.
+    /// Files this run recorded as removed from their revision
+    /// (`(model_id, revision, path)`): its source, listed whole, no longer
+    /// lists them (a branch that moved, a file deleted from a directory).
+    pub removed: Vec<(String, String, String)>,
+    /// Files no source of this run lists, of a revision one source listed
+    /// whole, that another source added (a single URL): kept.
     pub not_listed: Vec<(String, String, String)>,
-}
-
-/// `(model, revision, path)` of every complete bronze file of a revision that
-/// a whole-revision source of `tasks` lists, and that it does not list.
-fn not_listed(tasks: &[FileTask], state: &BronzeState) -> Vec<(String, String, String)> {
-    let mut listed: std::collections::BTreeMap<(&str, &str), std::collections::HashSet<&str>> =
-        Default::default();
-    for t in tasks.iter().filter(|t| t.whole_listing) {
-        listed
-            .entry((t.model_id.as_str(), t.revision.as_str()))
-            .or_default()
-            .insert(t.file.file_path.as_str());
-    }
-    let mut out = Vec::new();
-    for ((model, revision), paths) in listed {
-        let mut gone: Vec<&str> = state
-            .paths(model, revision)
-            .filter(|p| !paths.contains(p))
-            .collect();
-        gone.sort_unstable();
-        gone.dedup();
-        out.extend(
-            gone.into_iter()
-                .map(|p| (model.to_string(), revision.to_string(), p.to_string())),
-        );
-    }
-    out
 }
 
 /// Builder of an ingest run; `.await` it.
@@ -200,8 +178,6 @@ struct FileTask {
     file: RemoteFile,
     /// Set once planned: the upload's identity and id.
     upload: Option<(UploadKey, String)>,
-    /// Its source lists every file of the revision (see `plan.rs`).
-    whole_listing: bool,
 }
 
 /// How a file is read: planned chunks (ranged), or one stream cut into chunks.
@@ -255,7 +231,7 @@ impl IngestJob {
             ));
         }
         let http = HttpClient::new(self.download.clone())?;
-        let tasks = self.resolve_tasks(&http).await?;
+        let (tasks, listings) = self.resolve_tasks(&http).await?;
         let mut report = IngestReport {
             run_id: run_id.clone(),
             files_total: tasks.len(),
@@ -283,18 +259,16 @@ impl IngestJob {
         model_ids.sort();
         model_ids.dedup();
         let state = BronzeState::load(&session, &model_ids).await?;
-        if self.shard == Shard::ALL {
-            report.not_listed = not_listed(&tasks, &state);
-            for (model, revision, path) in &report.not_listed {
-                warn!(
-                    model = %model,
-                    revision = %revision,
-                    file = %path,
-                    "bronze has this file of the revision but its source no longer lists it; \
-                     it stays part of {model}@{revision} (tensorise, promote and export include it): \
-                     ingest a new revision to drop it"
-                );
-            }
+        let compared = listings.compare(&state, self.shard);
+        report.not_listed = compared.kept;
+        for (model, revision, path) in &report.not_listed {
+            warn!(
+                model = %model,
+                revision = %revision,
+                file = %path,
+                "no source of this run lists this file of the revision, and it came from \
+                 another source; it stays part of {model}@{revision}"
+            );
         }
 
         let (done, todo): (Vec<_>, Vec<_>) = tasks
@@ -450,6 +424,7 @@ impl IngestJob {
         producer
             .await
             .map_err(|e| JobError::Invalid(format!("download task panicked: {e}")))?;
+        record_removals(&mut writer, &mut report, compared.removed, &run_id);
         report.commits = writer.finish().await?;
         report.chunks_written = writer.chunks_written;
         report.elapsed = started.elapsed();
@@ -461,6 +436,34 @@ impl IngestJob {
             });
         }
         Ok(report)
+    }
+}
+
+/// Queue a removal row for each file the revision's source no longer lists,
+/// once every file of the run succeeded: old shards of a re-sharded
+/// checkpoint go only when the new ones are complete.
+fn record_removals(
+    writer: &mut BronzeWriter,
+    report: &mut IngestReport,
+    removed: Vec<Removal>,
+    run_id: &str,
+) {
+    if removed.is_empty() {
+        return;
+    }
+    if !report.files_failed.is_empty() {
+        warn!(
+            files = removed.len(),
+            "files the source no longer lists stay in their revision until a run \
+             without failed files"
+        );
+        return;
+    }
+    for r in removed {
+        info!(model = %r.model_id, revision = %r.revision, file = %r.file_path,
+            "the source no longer lists this file: removed from the revision");
+        writer.file_complete(r.row(run_id));
+        report.removed.push((r.model_id, r.revision, r.file_path));
     }
 }
 

@@ -5,6 +5,7 @@ use weightlake_connectors::http::HttpClient;
 use weightlake_connectors::source::{ResolveContext, SourceSpec};
 use weightlake_schemas::bronze;
 
+use super::removed::Listings;
 use super::state::BronzeState;
 use super::{FileTask, IngestJob, check_id};
 use crate::Result;
@@ -21,6 +22,9 @@ pub struct IngestPlan {
     pub bytes_to_ingest: u64,
     /// Files still to ingest whose size the source does not announce.
     pub files_of_unknown_size: usize,
+    /// Files bronze has for a revision that its source, listed whole, no
+    /// longer lists: the run records them as removed.
+    pub files_to_remove: usize,
 }
 
 impl IngestPlan {
@@ -35,7 +39,11 @@ impl IngestJob {
     /// download now. Reads only; creates no table.
     pub async fn plan(self) -> Result<IngestPlan> {
         let http = HttpClient::new(self.download.clone())?;
-        let tasks = self.resolve_tasks(&http).await?;
+        let (tasks, listings) = self.resolve_tasks(&http).await?;
+        let mut plan = IngestPlan {
+            files_total: tasks.len(),
+            ..Default::default()
+        };
         let present: Vec<bool> = if self.lake.open(bronze::FILES).await?.is_some()
             && self.lake.open(bronze::MODEL_FILES).await?.is_some()
         {
@@ -44,16 +52,13 @@ impl IngestJob {
             ids.sort();
             ids.dedup();
             let state = BronzeState::load(&session, &ids).await?;
+            plan.files_to_remove = listings.compare(&state, self.shard).removed.len();
             tasks
                 .iter()
                 .map(|t| state.is_complete(&t.model_id, &t.revision, &t.file))
                 .collect()
         } else {
             vec![false; tasks.len()]
-        };
-        let mut plan = IngestPlan {
-            files_total: tasks.len(),
-            ..Default::default()
         };
         for (t, done) in tasks.iter().zip(present) {
             match (done, t.file.size) {
@@ -66,21 +71,32 @@ impl IngestJob {
     }
 
     /// The files of every source that this shard owns, with their model id
-    /// and revision.
-    pub(super) async fn resolve_tasks(&self, http: &HttpClient) -> Result<Vec<FileTask>> {
+    /// and revision, and what the sources list in every shard.
+    pub(super) async fn resolve_tasks(
+        &self,
+        http: &HttpClient,
+    ) -> Result<(Vec<FileTask>, Listings)> {
         let ctx = ResolveContext {
             http: http.clone(),
             storage: self.lake.storage().clone(),
             hf_token: self.hf_token.clone(),
         };
         let mut tasks = Vec::new();
+        let mut listings = Listings::default();
         for spec in &self.sources {
             let whole_listing = lists_a_whole_revision(spec);
             let resolved = spec.resolve(&ctx).await?;
-            let model_id = self.model_id.clone().unwrap_or(resolved.default_model_id);
-            let revision = self.revision.clone().unwrap_or(resolved.default_revision);
+            let model_id = self
+                .model_id
+                .clone()
+                .unwrap_or_else(|| resolved.default_model_id.clone());
+            let revision = self
+                .revision
+                .clone()
+                .unwrap_or_else(|| resolved.default_revision.clone());
             check_id("model id", &model_id)?;
             check_id("revision", &revision)?;
+            listings.add(&model_id, &revision, &resolved, whole_listing);
             for file in resolved.files {
                 if self.shard.owns(&[&model_id, &revision, &file.file_path]) {
                     tasks.push(FileTask {
@@ -88,13 +104,12 @@ impl IngestJob {
                         revision: revision.clone(),
                         file,
                         upload: None,
-                        whole_listing,
                     });
                 }
             }
         }
         refuse_file_and_directory(&tasks)?;
-        Ok(tasks)
+        Ok((tasks, listings))
     }
 }
 

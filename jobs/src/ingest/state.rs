@@ -2,6 +2,7 @@
 //! interrupted uploads (reused on resume).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use sha2::Digest;
 
@@ -10,7 +11,7 @@ use deltalake::datafusion::prelude::{col, lit};
 use weightlake_connectors::source::RemoteFile;
 use weightlake_schemas::bronze;
 
-use crate::sql::{LakeSession, binary_value, int_value, string_value};
+use crate::sql::{LakeSession, binary_value, int_value, string_value, timestamp_micros};
 use crate::{JobError, Result};
 
 /// Identity of one upload of one source file (see [`bronze::FILE_IDENTITY`]).
@@ -48,30 +49,42 @@ pub(crate) struct CommittedChunk {
     pub len: i64,
 }
 
+/// The newest `bronze.files` row of a path.
 #[derive(Debug, Clone)]
-struct CompleteFile {
+struct NewestRow {
     size: i64,
     sha256: String,
     etag: String,
+    source_uri: String,
+    ingested_at: i64,
+}
+
+impl NewestRow {
+    /// A removal row ([`bronze::REMOVED_SIZE`]), not a file.
+    fn is_removal(&self) -> bool {
+        self.size == bronze::REMOVED_SIZE
+    }
 }
 
 /// Bronze state for a set of models.
 pub(crate) struct BronzeState {
-    complete: HashMap<(String, String, String), Vec<CompleteFile>>,
+    /// The newest `bronze.files` row of each (model, revision, path).
+    newest: HashMap<(String, String, String), NewestRow>,
     chunks: HashMap<String, HashMap<i32, CommittedChunk>>,
 }
 
 impl BronzeState {
-    /// Paths of the complete files of `model_id@revision`.
-    pub fn paths<'a>(
+    /// `(path, source_uri)` of the files `model_id@revision` has now: paths
+    /// whose newest row is a file, not a removal.
+    pub fn files_of<'a>(
         &'a self,
         model_id: &'a str,
         revision: &'a str,
-    ) -> impl Iterator<Item = &'a str> {
-        self.complete
-            .keys()
-            .filter(move |(m, r, _)| m == model_id && r == revision)
-            .map(|(_, _, p)| p.as_str())
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.newest
+            .iter()
+            .filter(move |((m, r, _), row)| m == model_id && r == revision && !row.is_removal())
+            .map(|((_, _, p), row)| (p.as_str(), row.source_uri.as_str()))
     }
 
     /// Load the state of `model_ids` from both bronze tables.
@@ -89,10 +102,12 @@ impl BronzeState {
                 "file_size",
                 "file_sha256",
                 "etag",
+                "source_uri",
+                "ingested_at",
             ])?
             .collect()
             .await?;
-        let mut complete: HashMap<_, Vec<CompleteFile>> = HashMap::new();
+        let mut newest: HashMap<_, NewestRow> = HashMap::new();
         for b in &files {
             for r in 0..b.num_rows() {
                 let s = |c: usize| {
@@ -100,14 +115,22 @@ impl BronzeState {
                         .unwrap_or_default()
                         .to_string()
                 };
-                complete
-                    .entry((s(0), s(1), s(2)))
-                    .or_default()
-                    .push(CompleteFile {
-                        size: int_value(b.column(3).as_ref(), r).unwrap_or(-1),
-                        sha256: s(4),
-                        etag: s(5),
-                    });
+                let row = NewestRow {
+                    size: int_value(b.column(3).as_ref(), r).unwrap_or(-1),
+                    sha256: s(4),
+                    etag: s(5),
+                    source_uri: s(6),
+                    ingested_at: timestamp_micros(b.column(7).as_ref(), r).unwrap_or(0),
+                };
+                match newest.entry((s(0), s(1), s(2))) {
+                    Entry::Occupied(mut e) if e.get().ingested_at <= row.ingested_at => {
+                        e.insert(row);
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(e) => {
+                        e.insert(row);
+                    }
+                }
             }
         }
         let chunk_batches = ctx
@@ -133,27 +156,30 @@ impl BronzeState {
                 );
             }
         }
-        Ok(Self { complete, chunks })
+        Ok(Self { newest, chunks })
     }
 
-    /// Is `file` already complete in bronze for `model_id@revision`?
+    /// Is `file` what bronze has now for its path in `model_id@revision`?
     ///
-    /// With a published sha256 the content must match; otherwise size and a
-    /// non-empty ETag must match (or the size alone, when the source has no ETag).
+    /// Only the path's newest row counts: after a change and a change back
+    /// (a reverted commit), the older row of the same content is history, and
+    /// the file is recorded again (its chunks are reused while bronze keeps
+    /// them). With a published sha256 the content must match; otherwise size
+    /// and ETag must match.
     pub fn is_complete(&self, model_id: &str, revision: &str, file: &RemoteFile) -> bool {
         let key = (
             model_id.to_string(),
             revision.to_string(),
             file.file_path.clone(),
         );
-        let Some(done) = self.complete.get(&key) else {
+        let Some(c) = self.newest.get(&key).filter(|c| !c.is_removal()) else {
             return false;
         };
-        done.iter().any(|c| match (&file.sha256, file.size) {
+        match (&file.sha256, file.size) {
             (Some(sha), _) => c.sha256.eq_ignore_ascii_case(sha),
             (None, Some(size)) => c.size == size as i64 && c.etag == file.etag,
             (None, None) => false,
-        })
+        }
     }
 
     /// Chunks already committed for `key`.

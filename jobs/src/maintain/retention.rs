@@ -25,8 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deltalake::arrow::array::{Array, AsArray};
-use deltalake::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use deltalake::datafusion::prelude::{Expr, col, lit};
 use futures::StreamExt;
 use tracing::{info, warn};
@@ -35,7 +33,7 @@ use weightlake_schemas::{bronze, silver};
 use crate::append::table_writer_properties;
 use crate::export::rebuild;
 use crate::lake::Lake;
-use crate::sql::{LakeSession, int_value, string_value};
+use crate::sql::{LakeSession, int_value, string_value, timestamp_micros};
 use crate::view::ModelView;
 use crate::{JobError, Result};
 
@@ -368,17 +366,4 @@ async fn verify(
         ));
     }
     Ok(())
-}
-
-/// Microseconds since the epoch of a timestamp value.
-fn timestamp_micros(col: &dyn Array, row: usize) -> Option<i64> {
-    if col.is_null(row) {
-        return None;
-    }
-    match col.data_type() {
-        DataType::Timestamp(TimeUnit::Microsecond, _) => {
-            Some(col.as_primitive::<TimestampMicrosecondType>().value(row))
-        }
-        _ => None,
-    }
 }

@@ -13,6 +13,7 @@ mod process;
 mod reader;
 mod rows;
 mod spill;
+mod work;
 
 use std::collections::{HashMap, HashSet};
 use std::future::IntoFuture;
@@ -28,7 +29,8 @@ use weightlake_schemas::{bronze, silver};
 pub use plan::TensorisePlan;
 use process::{BaseTensor, PartSink, Processor};
 use reader::{BronzeFileRef, BronzeReader};
-use rows::{FileKey, file_batch, tensors_batch};
+use rows::{FileKey, SilverFileRow, file_batch, tensors_batch};
+use work::{SilverNewest, bronze_files, delete_orphans};
 
 use crate::append::{OrderedCommits, TableAppender};
 use crate::blobs::{BlobPart, blob_row, complete_contents};
@@ -47,6 +49,9 @@ pub struct TensoriseReport {
     pub files_tensorised: usize,
     /// Files already in silver.
     pub files_skipped: usize,
+    /// Files recorded as removed from their revision (bronze recorded that
+    /// their source no longer lists them).
+    pub files_removed: usize,
     /// Files that failed to parse (kept whole, recorded with their error).
     pub files_quarantined: Vec<(String, String)>,
     /// Tensors recorded.
@@ -305,14 +310,17 @@ impl TensoriseJob {
                 }
             )));
         }
-        let done = silver_uploads(&session).await?;
+        let done = SilverNewest::load(&session).await?;
         let mut todo = Vec::new();
+        let mut removals = Vec::new();
         for f in candidates {
             if !self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
                 continue; // another shard's, done or not
             }
-            if done.contains(&f.upload_id) {
+            if done.has(&f) {
                 report.files_skipped += 1;
+            } else if f.removed {
+                removals.push(f);
             } else {
                 todo.push(f);
             }
@@ -332,6 +340,15 @@ impl TensoriseJob {
             commit_bytes,
             run_id: run_id.clone(),
         };
+        for f in &removals {
+            info!(model = %f.model_id, revision = %f.revision, file = %f.file_path,
+                "removed from its revision at the source");
+            sink.commits.push(
+                FILES,
+                file_batch(&FileKey::of(f), &SilverFileRow::removal(), &run_id)?,
+            );
+        }
+        report.files_removed = removals.len();
         // Files of the base model go first, so the others can refer to them.
         let is_base = |f: &BronzeFileRef| {
             self.base_model
@@ -423,14 +440,7 @@ impl TensoriseJob {
                 scratch_dir: self.scratch_dir.as_deref(),
             };
             let mut result = p.file(&mut reader).await?;
-            let key = FileKey {
-                model_id: f.model_id.clone(),
-                revision: f.revision.clone(),
-                file_path: f.file_path.clone(),
-                upload_id: f.upload_id.clone(),
-                file_size: f.file_size as i64,
-                file_sha256: f.file_sha256.clone(),
-            };
+            let key = FileKey::of(f);
             result.row.base_model = base.map(|b| b.0.to_string());
             if !result.tensors.is_empty() {
                 sink.commits.push(
@@ -465,125 +475,6 @@ impl TensoriseJob {
         }
         Ok(())
     }
-}
-
-/// Complete bronze files, the newest upload per (model, revision, path).
-async fn bronze_files(session: &LakeSession, model: Option<&str>) -> Result<Vec<BronzeFileRef>> {
-    let mut df = session.context().table(bronze::FILES.to_string()).await?;
-    if let Some(m) = model {
-        df = df.filter(col("model_id").eq(lit(m.to_string())))?;
-    }
-    let batches = df
-        .select_columns(&[
-            "model_id",
-            "revision",
-            "file_path",
-            "upload_id",
-            "file_size",
-            "file_sha256",
-            "chunk_size",
-            "ingested_at",
-        ])?
-        .sort(vec![col("ingested_at").sort(true, true)])?
-        .collect()
-        .await?;
-    let mut latest: HashMap<(String, String, String), BronzeFileRef> = HashMap::new();
-    for b in &batches {
-        for r in 0..b.num_rows() {
-            let s = |c: usize| {
-                string_value(b.column(c).as_ref(), r)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let i = |c: usize| int_value(b.column(c).as_ref(), r).unwrap_or(0);
-            let f = BronzeFileRef {
-                model_id: s(0),
-                revision: s(1),
-                file_path: s(2),
-                upload_id: s(3),
-                file_size: i(4) as u64,
-                file_sha256: s(5),
-                chunk_size: i(6) as u64,
-            };
-            latest.insert(
-                (f.model_id.clone(), f.revision.clone(), f.file_path.clone()),
-                f,
-            );
-        }
-    }
-    let mut out: Vec<_> = latest.into_values().collect();
-    out.sort_by(|a, b| {
-        (&a.model_id, &a.revision, &a.file_path).cmp(&(&b.model_id, &b.revision, &b.file_path))
-    });
-    Ok(out)
-}
-
-async fn silver_uploads(session: &LakeSession) -> Result<HashSet<String>> {
-    let batches = session
-        .query("SELECT DISTINCT upload_id FROM silver.files")
-        .await?;
-    Ok(batches
-        .iter()
-        .flat_map(|b| {
-            (0..b.num_rows())
-                .filter_map(move |r| string_value(b.column(0).as_ref(), r).map(str::to_string))
-        })
-        .collect())
-}
-
-/// Delete tensor rows that an interrupted run wrote for files about to be redone.
-async fn delete_orphans(
-    table: deltalake::DeltaTable,
-    session: &LakeSession,
-    todo: &[BronzeFileRef],
-) -> Result<deltalake::DeltaTable> {
-    let batches = session
-        .query("SELECT DISTINCT model_id, revision, file_path, file_sha256 FROM silver.tensors")
-        .await?;
-    let mut present = HashSet::new();
-    for b in &batches {
-        for r in 0..b.num_rows() {
-            let s = |c: usize| {
-                string_value(b.column(c).as_ref(), r)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            present.insert((s(0), s(1), s(2), s(3)));
-        }
-    }
-    let orphans: Vec<&BronzeFileRef> = todo
-        .iter()
-        .filter(|f| {
-            present.contains(&(
-                f.model_id.clone(),
-                f.revision.clone(),
-                f.file_path.clone(),
-                f.file_sha256.clone(),
-            ))
-        })
-        .collect();
-    let Some(first) = orphans.first() else {
-        return Ok(table);
-    };
-    let one = |f: &BronzeFileRef| {
-        col("model_id")
-            .eq(lit(f.model_id.clone()))
-            .and(col("revision").eq(lit(f.revision.clone())))
-            .and(col("file_path").eq(lit(f.file_path.clone())))
-    };
-    let predicate = orphans[1..]
-        .iter()
-        .fold(one(first), |acc, f| acc.or(one(f)));
-    info!(
-        files = orphans.len(),
-        "deleting tensor rows of an interrupted run"
-    );
-    let (table, _) = table
-        .delete()
-        .with_predicate(predicate)
-        .await
-        .map_err(|e| JobError::delta(silver::TENSORS, e))?;
-    Ok(table)
 }
 
 async fn base_tensors(
@@ -642,7 +533,8 @@ async fn in_bronze(session: &LakeSession, model_id: &str, revision: &str) -> Res
         .filter(
             col("model_id")
                 .eq(lit(model_id))
-                .and(col("revision").eq(lit(revision))),
+                .and(col("revision").eq(lit(revision)))
+                .and(col("file_size").not_eq(lit(bronze::REMOVED_SIZE))),
         )?
         .count()
         .await?;

@@ -1,9 +1,10 @@
 //! What a tensorise would do now, without doing it: complete bronze files
 //! compared with `silver.files` (for `weightlake plan` and cost estimates).
 
-use weightlake_schemas::{bronze, silver};
+use weightlake_schemas::bronze;
 
-use super::{TensoriseJob, bronze_files, silver_uploads};
+use super::TensoriseJob;
+use super::work::{SilverNewest, bronze_files};
 use crate::Result;
 use crate::sql::LakeSession;
 
@@ -18,6 +19,8 @@ pub struct TensorisePlan {
     pub files_to_tensorise: usize,
     /// Their bytes.
     pub bytes_to_tensorise: u64,
+    /// Removals from a revision that bronze records and silver does not yet.
+    pub files_to_remove: usize,
 }
 
 impl TensoriseJob {
@@ -30,18 +33,18 @@ impl TensoriseJob {
         }
         let session = LakeSession::new(&self.lake).await?;
         let candidates = bronze_files(&session, self.model_id.as_deref()).await?;
-        let done = if self.lake.open(silver::FILES).await?.is_some() {
-            silver_uploads(&session).await?
-        } else {
-            Default::default()
-        };
-        plan.files_total = candidates.len();
+        let done = SilverNewest::load(&session).await?;
+        plan.files_total = candidates.iter().filter(|f| !f.removed).count();
         for f in candidates {
-            if done.contains(&f.upload_id) {
-                plan.files_present += 1;
+            if done.has(&f) {
+                plan.files_present += usize::from(!f.removed);
             } else if self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
-                plan.files_to_tensorise += 1;
-                plan.bytes_to_tensorise += f.file_size;
+                if f.removed {
+                    plan.files_to_remove += 1;
+                } else {
+                    plan.files_to_tensorise += 1;
+                    plan.bytes_to_tensorise += f.file_size;
+                }
             }
         }
         Ok(plan)

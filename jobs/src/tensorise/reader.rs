@@ -28,6 +28,8 @@ pub(crate) struct BronzeFileRef {
     pub file_size: u64,
     pub file_sha256: String,
     pub chunk_size: u64,
+    /// The row records a removal (`bronze::REMOVED_SIZE`), not a file.
+    pub removed: bool,
 }
 
 pub(crate) struct BronzeReader {

@@ -52,6 +52,37 @@ pub(crate) struct SilverFileRow {
     pub suffix: Vec<u8>,
 }
 
+impl FileKey {
+    /// The key of the silver rows made from bronze's row `f`.
+    pub fn of(f: &super::reader::BronzeFileRef) -> Self {
+        Self {
+            model_id: f.model_id.clone(),
+            revision: f.revision.clone(),
+            file_path: f.file_path.clone(),
+            upload_id: f.upload_id.clone(),
+            file_size: f.file_size as i64,
+            file_sha256: f.file_sha256.clone(),
+        }
+    }
+}
+
+impl SilverFileRow {
+    /// The row that records a path's removal from its revision
+    /// ([`silver::REMOVED_FORMAT`]).
+    pub fn removal() -> Self {
+        Self {
+            format: silver::REMOVED_FORMAT,
+            tensor_count: 0,
+            unsafe_pickle: false,
+            error: None,
+            base_model: None,
+            metadata: None,
+            header: Vec::new(),
+            suffix: Vec::new(),
+        }
+    }
+}
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
