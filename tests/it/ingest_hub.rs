@@ -177,6 +177,16 @@ async fn a_branch_that_moves_back_and_drops_a_file_is_mirrored_by_its_revision()
         ]);
         cli(&["tensorise", "--lake", lake_s, "-q"]);
     }
+    // A version promoted from the second weights must survive what follows.
+    cli(&[
+        "promote",
+        "org/m@main",
+        "--lake",
+        lake_s,
+        "--name",
+        "gm",
+        "-q",
+    ]);
     // `main` moves back to the first weights and drops config.json.
     fx.add_file("model.safetensors", a.clone());
     fx.set_hub_repo("org/m", "c3", &[("model.safetensors", true)]);
@@ -215,4 +225,20 @@ async fn a_branch_that_moves_back_and_drops_a_file_is_mirrored_by_its_revision()
         std::fs::read(to.join("model.safetensors")).expect("read"),
         a
     );
+    // Redoing the path kept the silver rows that version 1 is pinned to.
+    let v1 = tmp.path().join("v1");
+    cli(&[
+        "export",
+        "gm:1",
+        "--lake",
+        lake_s,
+        "--to",
+        v1.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert_eq!(
+        std::fs::read(v1.join("model.safetensors")).expect("read"),
+        b
+    );
+    assert!(v1.join("config.json").exists());
 }
