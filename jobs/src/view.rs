@@ -95,6 +95,27 @@ impl Manifest {
                 .all(|(a, b)| a.path == b.path && a.size == b.size && a.sha256 == b.sha256)
     }
 
+    /// The files `model_id@revision` has now (each path's newest silver
+    /// row), without their tensors: enough for [`Self::pinned_rows`]. No
+    /// files when the lake has no silver tables or silver has no such
+    /// revision.
+    pub async fn newest(session: &LakeSession, model_id: &str, revision: &str) -> Result<Self> {
+        let files = if session.has_table(silver::FILES) {
+            file_rows(session, model_id, revision, None)
+                .await?
+                .into_iter()
+                .map(|r| r.entry)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            model_id: model_id.to_string(),
+            revision: revision.to_string(),
+            files,
+        })
+    }
+
     /// A filter for the manifest's exact silver rows (of `silver.files` or
     /// `silver.tensors`): its model and revision, and one (file, silver run)
     /// pair per file.

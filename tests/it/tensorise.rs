@@ -554,3 +554,54 @@ async fn overlapping_tensorise_runs_store_each_file_once() {
     let row: Vec<&str> = counts.lines().nth(1).expect("row").split(',').collect();
     assert_eq!((row[0], row[2]), (row[1], row[3]), "{counts}");
 }
+
+#[test]
+fn a_fine_tune_is_compared_with_what_its_base_revision_has_now() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (base, ft) = (tmp.path().join("base"), tmp.path().join("ft"));
+    let lake = tmp.path().join("lake");
+    let (base_s, ft_s, lake_s) = (
+        base.to_str().expect("utf8"),
+        ft.to_str().expect("utf8"),
+        lake.to_str().expect("utf8"),
+    );
+    // The base's weights change upstream after a first tensorise.
+    for seed in [1, 2] {
+        write_tree(
+            &base,
+            &[("model.safetensors", &safetensors_f32(5000, seed))],
+        );
+        run_ok(&[
+            "ingest",
+            base_s,
+            "--lake",
+            lake_s,
+            "--model-id",
+            "base",
+            "-q",
+        ]);
+        run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    }
+    // A fine-tune that left the current base weights untouched.
+    write_tree(&ft, &[("model.safetensors", &safetensors_f32(5000, 2))]);
+    run_ok(&["ingest", ft_s, "--lake", lake_s, "--model-id", "ft", "-q"]);
+    run_ok(&[
+        "tensorise",
+        "--lake",
+        lake_s,
+        "--model-id",
+        "ft",
+        "--base-model",
+        "base@main",
+        "-q",
+    ]);
+    let out = run_ok(&[
+        "sql",
+        "--lake",
+        lake_s,
+        "--format",
+        "csv",
+        "SELECT identical_to_base, rel_l2_change FROM silver.tensors WHERE model_id = 'ft'",
+    ]);
+    assert_eq!(out.lines().nth(1), Some("true,0.0"), "{out}");
+}

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::datafusion::prelude::{col, lit};
 use futures::future::BoxFuture;
 use tracing::{info, warn};
 use weightlake_schemas::{bronze, silver};
@@ -38,6 +37,7 @@ use crate::lake::Lake;
 use crate::progress::{NoProgress, Progress};
 use crate::shard::Shard;
 use crate::sql::{LakeSession, int_value, string_value};
+use crate::view::Manifest;
 use crate::{JobError, Result};
 
 /// What a tensorise run did.
@@ -486,10 +486,12 @@ async fn base_tensors(
         .context()
         .table(silver::TENSORS.to_string())
         .await?
+        // Only the files the base revision has now: after a change upstream,
+        // older rows of a path would offer an older tensor of the same name.
         .filter(
-            col("model_id")
-                .eq(lit(model.to_string()))
-                .and(col("revision").eq(lit(revision.to_string()))),
+            Manifest::newest(session, model, revision)
+                .await?
+                .pinned_rows(),
         )?
         .select_columns(&["tensor_name", "dtype", "shape", "content_sha256"])?
         .collect()
