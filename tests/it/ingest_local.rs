@@ -347,3 +347,28 @@ fn a_file_gone_from_its_directory_leaves_the_revision_and_older_gold_versions_ke
         b"a2"
     );
 }
+
+#[test]
+fn two_sources_giving_one_revision_the_same_path_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    write_tree(&a, &[("config.json", b"{\"v\":1}"), ("w.bin", b"1")]);
+    write_tree(&b, &[("config.json", b"{\"v\":2}")]);
+    let lake = tmp.path().join("lake");
+    let out = run(&[
+        "ingest",
+        a.to_str().expect("utf8"),
+        b.to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--model-id",
+        "m",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("m@main is listed twice as `config.json`"),
+        "{}",
+        text(&out)
+    );
+    assert!(!lake.join("bronze").exists(), "nothing may be written");
+}

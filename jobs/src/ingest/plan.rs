@@ -108,29 +108,37 @@ impl IngestJob {
                 }
             }
         }
-        refuse_file_and_directory(&tasks)?;
+        refuse_ambiguous_paths(&tasks)?;
         Ok((tasks, listings))
     }
 }
 
 /// A revision cannot hold both a file `a` and a file `a/b`: no file system
-/// (and no export) can. Refused before anything is downloaded.
-fn refuse_file_and_directory(tasks: &[FileTask]) -> Result<()> {
-    let paths: std::collections::BTreeSet<(&str, &str, &str)> = tasks
-        .iter()
-        .map(|t| {
-            (
-                t.model_id.as_str(),
-                t.revision.as_str(),
-                t.file.file_path.as_str(),
-            )
-        })
-        .collect();
-    for &(m, r, p) in &paths {
+/// (and no export) can. Nor can it hold one path twice (two sources of one
+/// revision listing the same file, or a hub listing naming it twice): which
+/// copy would the revision have? Refused before anything is downloaded.
+fn refuse_ambiguous_paths(tasks: &[FileTask]) -> Result<()> {
+    let mut paths: std::collections::BTreeMap<(&str, &str, &str), &FileTask> = Default::default();
+    for t in tasks {
+        let key = (
+            t.model_id.as_str(),
+            t.revision.as_str(),
+            t.file.file_path.as_str(),
+        );
+        if let Some(first) = paths.insert(key, t) {
+            return Err(crate::JobError::Invalid(format!(
+                "{}@{} is listed twice as `{}` (from {} and {}); a revision holds one file per \
+                 path (use include/exclude or separate model ids)",
+                key.0, key.1, key.2, first.file.source_uri, t.file.source_uri
+            )));
+        }
+    }
+    for &(m, r, p) in paths.keys() {
         let dir = format!("{p}/");
         if let Some((_, _, inner)) = paths
             .range((m, r, dir.as_str())..)
             .next()
+            .map(|(k, _)| k)
             .filter(|(m2, r2, q)| *m2 == m && *r2 == r && q.starts_with(&dir))
         {
             return Err(crate::JobError::Invalid(format!(
