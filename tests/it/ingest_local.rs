@@ -372,3 +372,115 @@ fn two_sources_giving_one_revision_the_same_path_are_refused() {
     );
     assert!(!lake.join("bronze").exists(), "nothing may be written");
 }
+
+/// Paths exported for `model@main` from the lake at `lake`.
+fn exported(tmp: &std::path::Path, lake: &str, model: &str, name: &str) -> Vec<String> {
+    let to = tmp.join(name);
+    run_ok(&[
+        "export",
+        &format!("{model}@main"),
+        "--lake",
+        lake,
+        "--to",
+        to.to_str().expect("utf8"),
+        "-q",
+    ]);
+    tree_digest(&to).into_keys().collect()
+}
+
+#[test]
+fn a_filtered_listing_removes_the_files_its_globs_keep_and_only_those() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    write_tree(&dir, &[("a.bin", b"a"), ("b.bin", b"b"), ("c.json", b"{}")]);
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().expect("utf8");
+    let spec = tmp.path().join("p.yaml");
+    let pipeline = |include: &str| {
+        std::fs::write(
+            &spec,
+            format!(
+                "name: f\nlake: {lake_s}\nsources:\n  m: {{ local: {{ path: {}, include: [{include}] }} }}\nstages:\n  ingest: {{ job: ingest, sources: [m], model_id: m }}\n",
+                dir.display()
+            ),
+        )
+        .expect("write");
+    };
+    pipeline("\"*\"");
+    run_ok(&["run", spec.to_str().expect("utf8"), "-q"]);
+    // Upstream drops b.bin and c.json; this pipeline now takes only *.bin.
+    std::fs::remove_file(dir.join("b.bin")).expect("rm");
+    std::fs::remove_file(dir.join("c.json")).expect("rm");
+    pipeline("\"*.bin\"");
+    let out = run_ok(&["run", spec.to_str().expect("utf8"), "-q"]);
+    assert!(
+        out.contains("m@main/b.bin") && !out.contains("c.json"),
+        "{out}"
+    );
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    // c.json is outside the globs: the listing says nothing about it.
+    assert_eq!(
+        exported(tmp.path(), lake_s, "m", "out"),
+        ["a.bin", "c.json"]
+    );
+}
+
+#[test]
+fn each_shard_removes_the_paths_it_owns_even_with_nothing_left_to_ingest() {
+    use weightlake_jobs::shard::Shard;
+    let owner = |p: &str| {
+        (0..2)
+            .find(|i| {
+                format!("{i}/2")
+                    .parse::<Shard>()
+                    .expect("shard")
+                    .owns(&["m", "main", p])
+            })
+            .expect("one shard owns it")
+    };
+    // One file that shard 0 owns stays; files of shard 1 go.
+    let names: Vec<String> = (0..40).map(|i| format!("f{i}.bin")).collect();
+    let keep = names
+        .iter()
+        .find(|n| owner(n) == 0)
+        .expect("a shard-0 name");
+    let gone: Vec<&String> = names.iter().filter(|n| owner(n) == 1).take(2).collect();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    for n in std::iter::once(keep).chain(gone.iter().copied()) {
+        write_tree(&dir, &[(n.as_str(), n.as_bytes())]);
+    }
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().expect("utf8");
+    let spec = tmp.path().join("p.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: s\nlake: {lake_s}\nsources:\n  m: {{ local: {{ path: {} }} }}\nstages:\n  ingest: {{ job: ingest, sources: [m], model_id: m }}\n",
+            dir.display()
+        ),
+    )
+    .expect("write");
+    let shards = || {
+        for i in 0..2 {
+            let shard = format!("{i}/2");
+            let spec_s = spec.to_str().expect("utf8");
+            run_ok(&[
+                "task",
+                "ingest",
+                "--pipeline",
+                spec_s,
+                "--shard",
+                &shard,
+                "-q",
+            ]);
+        }
+    };
+    shards();
+    for n in &gone {
+        std::fs::remove_file(dir.join(n.as_str())).expect("rm");
+    }
+    shards();
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    assert_eq!(exported(tmp.path(), lake_s, "m", "out"), vec![keep.to_string()]);
+}

@@ -255,10 +255,9 @@ impl IngestJob {
             )
             .await?;
         let session = Arc::new(LakeSession::new(&self.lake).await?);
-        let mut model_ids: Vec<String> = tasks.iter().map(|t| t.model_id.clone()).collect();
-        model_ids.sort();
-        model_ids.dedup();
-        let state = BronzeState::load(&session, &model_ids).await?;
+        // Every model the sources list, not only this shard's: a shard with
+        // no file of a model may still own a path removed from it.
+        let state = BronzeState::load(&session, &listings.model_ids()).await?;
         let compared = listings.compare(&state, self.shard);
         report.not_listed = compared.kept;
         for (model, revision, path) in &report.not_listed {

@@ -2,6 +2,7 @@
 //! compared with `bronze.files` (for `weightlake plan` and cost estimates).
 
 use weightlake_connectors::http::HttpClient;
+use weightlake_connectors::paths::PathFilter;
 use weightlake_connectors::source::{ResolveContext, SourceSpec};
 use weightlake_schemas::bronze;
 
@@ -48,10 +49,7 @@ impl IngestJob {
             && self.lake.open(bronze::MODEL_FILES).await?.is_some()
         {
             let session = LakeSession::new(&self.lake).await?;
-            let mut ids: Vec<String> = tasks.iter().map(|t| t.model_id.clone()).collect();
-            ids.sort();
-            ids.dedup();
-            let state = BronzeState::load(&session, &ids).await?;
+            let state = BronzeState::load(&session, &listings.model_ids()).await?;
             plan.files_to_remove = listings.compare(&state, self.shard).removed.len();
             tasks
                 .iter()
@@ -84,7 +82,7 @@ impl IngestJob {
         let mut tasks = Vec::new();
         let mut listings = Listings::default();
         for spec in &self.sources {
-            let whole_listing = lists_a_whole_revision(spec);
+            let filter = listing_filter(spec)?;
             let resolved = spec.resolve(&ctx).await?;
             let model_id = self
                 .model_id
@@ -96,7 +94,7 @@ impl IngestJob {
                 .unwrap_or_else(|| resolved.default_revision.clone());
             check_id("model id", &model_id)?;
             check_id("revision", &revision)?;
-            listings.add(&model_id, &revision, &resolved, whole_listing);
+            listings.add(&model_id, &revision, &resolved, filter);
             for file in resolved.files {
                 if self.shard.owns(&[&model_id, &revision, &file.file_path]) {
                     tasks.push(FileTask {
@@ -150,18 +148,18 @@ fn refuse_ambiguous_paths(tasks: &[FileTask]) -> Result<()> {
     Ok(())
 }
 
-/// Whether `spec` lists every file of its revision (a hub repository, a
-/// directory or a prefix, unfiltered), so a file bronze has for that revision
-/// and the listing lacks was removed at the source.
-fn lists_a_whole_revision(spec: &SourceSpec) -> bool {
-    match spec {
-        SourceSpec::Hub(h) => h.include.is_empty() && h.exclude.is_empty(),
-        SourceSpec::Local(l) => {
-            l.include.is_empty() && l.exclude.is_empty() && std::path::Path::new(&l.path).is_dir()
-        }
-        SourceSpec::ObjectStore(o) => {
-            o.include.is_empty() && o.exclude.is_empty() && o.url.ends_with('/')
-        }
-        SourceSpec::Url(_) => false,
-    }
+/// The globs that say which files under its root `spec` lists: every file
+/// they keep is listed, so one missing from the listing is gone. `None` for
+/// a single URL (it lists one file, not a revision).
+fn listing_filter(spec: &SourceSpec) -> Result<Option<PathFilter>> {
+    let globs = match spec {
+        SourceSpec::Hub(h) => Some((&h.include, &h.exclude)),
+        SourceSpec::Local(l) => Some((&l.include, &l.exclude)),
+        SourceSpec::ObjectStore(o) => Some((&o.include, &o.exclude)),
+        SourceSpec::Url(_) => None,
+    };
+    Ok(match globs {
+        Some((include, exclude)) => Some(PathFilter::new(include, exclude)?),
+        None => None,
+    })
 }

@@ -1,6 +1,8 @@
 //! Files a revision no longer has: paths bronze holds for a revision that the
-//! revision's own source, listed whole, no longer lists (a hub branch that
-//! moved, a file deleted from a directory or prefix).
+//! revision's own source no longer lists (a hub branch that moved, a file
+//! deleted from a directory or prefix). A source with include/exclude globs
+//! speaks only for the paths its globs keep: a path they keep that the
+//! listing lacks is gone; a path they filter out is not its business.
 //!
 //! Such a path gets a removal row in `bronze.files` ([`bronze::REMOVED_SIZE`])
 //! at the end of a run in which every file succeeded, so a re-sharded
@@ -16,6 +18,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use weightlake_connectors::paths::PathFilter;
 use weightlake_connectors::source::ResolvedSource;
 use weightlake_schemas::bronze;
 
@@ -33,8 +36,9 @@ pub(super) struct Listings {
 struct Listed {
     /// Every path any source of the run lists for the revision.
     paths: HashSet<String>,
-    /// Roots of the sources that list the whole revision.
-    roots: Vec<String>,
+    /// Roots of the sources that list the revision, with the globs that
+    /// say which paths under the root each one lists.
+    roots: Vec<(String, PathFilter)>,
 }
 
 /// A path to record as removed.
@@ -58,9 +62,16 @@ pub(super) struct Compared {
 }
 
 impl Listings {
-    /// Record what `resolved` lists for `model_id@revision`; `whole` when it
-    /// lists every file of the revision (unfiltered).
-    pub fn add(&mut self, model_id: &str, revision: &str, resolved: &ResolvedSource, whole: bool) {
+    /// Record what `resolved` lists for `model_id@revision`; `filter` when it
+    /// lists every file of its root that the filter keeps (a hub repository,
+    /// a directory, a prefix), `None` for a single file or URL.
+    pub fn add(
+        &mut self,
+        model_id: &str,
+        revision: &str,
+        resolved: &ResolvedSource,
+        filter: Option<PathFilter>,
+    ) {
         let listed = self
             .revisions
             .entry((model_id.to_string(), revision.to_string()))
@@ -68,14 +79,22 @@ impl Listings {
         listed
             .paths
             .extend(resolved.files.iter().map(|f| f.file_path.clone()));
-        if let (true, Some(root)) = (whole, &resolved.root) {
-            listed.roots.push(root.clone());
+        if let (Some(filter), Some(root)) = (filter, &resolved.root) {
+            listed.roots.push((root.clone(), filter));
         }
     }
 
-    /// The files bronze has for a listed-whole revision that no source of
-    /// the run lists: removed when they came from a whole listing's root
-    /// (and this shard owns them), kept otherwise.
+    /// Every model id the sources list, in any shard.
+    pub fn model_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.revisions.keys().map(|(m, _)| m.clone()).collect();
+        ids.dedup();
+        ids
+    }
+
+    /// The files bronze has for a listed revision that no source of the run
+    /// lists: removed when they came from under a listing's root and its
+    /// globs keep them (and this shard owns them); kept when they came from
+    /// elsewhere.
     pub fn compare(&self, state: &BronzeState, shard: Shard) -> Compared {
         let mut out = Compared::default();
         for ((model, revision), listed) in &self.revisions {
@@ -88,12 +107,14 @@ impl Listings {
                 .collect();
             gone.sort_unstable();
             for (path, source_uri) in gone {
-                match listed
+                let under = listed
                     .roots
                     .iter()
-                    .find(|r| source_uri.starts_with(r.as_str()))
-                {
-                    Some(root) if shard.owns(&[model, revision, path]) => {
+                    .find(|(root, _)| source_uri.starts_with(root.as_str()));
+                match under {
+                    // Filtered out by this listing's globs: not its business.
+                    Some((_, filter)) if !filter.matches(path) => {}
+                    Some((root, _)) if shard.owns(&[model, revision, path]) => {
                         out.removed.push(Removal {
                             model_id: model.clone(),
                             revision: revision.clone(),
