@@ -38,6 +38,54 @@ pub struct LakeSession {
     id: u64,
 }
 
+/// Views of what each revision has **now** (each path's newest row, without
+/// removals; docs/TABLES.md, "Which files a revision has"), beside the
+/// tables, which keep every row ever written. Registered when their tables
+/// exist. Other engines get the same with the SQL below.
+const CURRENT_VIEWS: &[(&[TableName], &str, &str)] = &[
+    (
+        &[weightlake_schemas::bronze::FILES],
+        "bronze.current_files",
+        "SELECT * EXCEPT (row_rank) FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY model_id, revision, file_path
+                                        ORDER BY ingested_at DESC) AS row_rank
+           FROM bronze.files)
+         WHERE row_rank = 1 AND file_size >= 0",
+    ),
+    (
+        &[weightlake_schemas::silver::FILES],
+        "silver.current_files",
+        "SELECT * EXCEPT (row_rank) FROM (
+           SELECT *, ROW_NUMBER() OVER (PARTITION BY model_id, revision, file_path
+                                        ORDER BY tensorised_at DESC) AS row_rank
+           FROM silver.files)
+         WHERE row_rank = 1 AND format <> 'removed'",
+    ),
+    (
+        &[
+            weightlake_schemas::silver::FILES,
+            weightlake_schemas::silver::TENSORS,
+        ],
+        "silver.current_tensors",
+        "SELECT t.* FROM silver.tensors t
+         JOIN silver.current_files f
+           ON t.model_id = f.model_id AND t.revision = f.revision
+          AND t.file_path = f.file_path AND t.run_id = f.run_id",
+    ),
+];
+
+async fn register_current_views(
+    ctx: &SessionContext,
+    tables: &HashMap<TableName, deltalake::DeltaTable>,
+) -> Result<()> {
+    for (needs, name, query) in CURRENT_VIEWS {
+        if needs.iter().all(|t| tables.contains_key(t)) {
+            ctx.sql(&format!("CREATE VIEW {name} AS {query}")).await?;
+        }
+    }
+    Ok(())
+}
+
 /// How `weightlake sql` prints results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
@@ -73,6 +121,7 @@ impl LakeSession {
             ctx.register_table(format!("{}.{}", name.layer, name.table), provider)?;
             snapshots.insert(*name, table);
         }
+        register_current_views(&ctx, &snapshots).await?;
         Ok(Self {
             ctx,
             snapshots,

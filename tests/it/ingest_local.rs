@@ -310,6 +310,32 @@ fn a_file_gone_from_its_directory_leaves_the_revision_and_older_gold_versions_ke
     ]);
     let files: Vec<String> = tree_digest(&now).into_keys().collect();
     assert_eq!(files, ["extra.txt", "model.safetensors", "new.bin"]);
+    // SQL sees the same through the current_* views; the tables keep history.
+    for view in ["bronze.current_files", "silver.current_files"] {
+        let out = run_ok(&[
+            "sql",
+            "--lake",
+            lake_s,
+            "--format",
+            "csv",
+            &format!("SELECT file_path FROM {view} WHERE model_id = 'm' ORDER BY 1"),
+        ]);
+        assert_eq!(
+            out.lines().skip(1).collect::<Vec<_>>(),
+            files,
+            "{view}: {out}"
+        );
+    }
+    let out = run_ok(&[
+        "sql",
+        "--lake",
+        lake_s,
+        "--format",
+        "csv",
+        "SELECT (SELECT count(*) FROM silver.files WHERE file_path = 'old.bin'), \
+                (SELECT count(*) FROM silver.current_tensors WHERE file_path = 'old.bin') AS now",
+    ]);
+    assert_eq!(out.lines().nth(1), Some("2,0"), "{out}");
     // Version 1 was promoted before the removal and still rebuilds it.
     let v1 = tmp.path().join("v1");
     run_ok(&[
@@ -482,5 +508,8 @@ fn each_shard_removes_the_paths_it_owns_even_with_nothing_left_to_ingest() {
     }
     shards();
     run_ok(&["tensorise", "--lake", lake_s, "-q"]);
-    assert_eq!(exported(tmp.path(), lake_s, "m", "out"), vec![keep.to_string()]);
+    assert_eq!(
+        exported(tmp.path(), lake_s, "m", "out"),
+        vec![keep.to_string()]
+    );
 }

@@ -318,7 +318,7 @@ impl TensoriseJob {
                 continue; // another shard's, done or not
             }
             if done.has(&f) {
-                report.files_skipped += 1;
+                report.files_skipped += usize::from(!f.removed);
             } else if f.removed {
                 removals.push(f);
             } else {
