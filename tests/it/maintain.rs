@@ -568,3 +568,31 @@ async fn concurrent_compactions_never_duplicate_rows() {
         assert_eq!(rows, distinct, "round {round}: duplicated chunk rows");
     }
 }
+
+#[test]
+fn retention_says_why_it_keeps_a_version_replaced_before_it_was_tensorised() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    let lake = tmp.path().join("lake");
+    let (dir_s, lake_s) = (dir.to_str().expect("utf8"), lake.to_str().expect("utf8"));
+    for content in [&b"first"[..], &b"second version"[..]] {
+        write_tree(&dir, &[("a.bin", content)]);
+        run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    }
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    let out = run_ok(&[
+        "maintain",
+        "--lake",
+        lake_s,
+        "--bronze-retention",
+        "0s",
+        "--no-vacuum",
+    ]);
+    let kept: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("kept")).collect();
+    assert!(
+        kept.len() == 1
+            && kept[0].contains("m@main/a.bin")
+            && kept[0].contains("replaced at the source before it was tensorised"),
+        "{out}"
+    );
+}

@@ -100,6 +100,9 @@ struct Candidate {
     ingested_at: i64,
     chunks: u64,
     bytes: u64,
+    /// The path's newest bronze row is another upload or a removal: this
+    /// version was replaced at the source.
+    superseded: bool,
 }
 
 impl Candidate {
@@ -244,6 +247,8 @@ async fn candidates(session: &LakeSession, cutoff: i64) -> Result<(Vec<Candidate
         .await?;
     // One entry per upload (two racing ingests may both write its row).
     let mut by_upload: BTreeMap<String, Candidate> = BTreeMap::new();
+    // The newest row of each path: (ingested_at, upload_id).
+    let mut newest: HashMap<(String, String, String), (i64, String)> = HashMap::new();
     for b in &files {
         for r in 0..b.num_rows() {
             let s = |c: usize| {
@@ -252,10 +257,14 @@ async fn candidates(session: &LakeSession, cutoff: i64) -> Result<(Vec<Candidate
                     .to_string()
             };
             let upload_id = s(3);
+            let ingested_at = timestamp_micros(b.column(6).as_ref(), r).unwrap_or(i64::MAX);
+            let path = (s(0), s(1), s(2));
+            if newest.get(&path).is_none_or(|(at, _)| *at <= ingested_at) {
+                newest.insert(path, (ingested_at, upload_id.clone()));
+            }
             let Some(&(chunks, bytes)) = with_chunks.get(&upload_id) else {
                 continue; // dropped already
             };
-            let ingested_at = timestamp_micros(b.column(6).as_ref(), r).unwrap_or(i64::MAX);
             let c = Candidate {
                 model_id: s(0),
                 revision: s(1),
@@ -266,10 +275,15 @@ async fn candidates(session: &LakeSession, cutoff: i64) -> Result<(Vec<Candidate
                 ingested_at,
                 chunks,
                 bytes,
+                superseded: false,
             };
             let e = by_upload.entry(upload_id).or_insert_with(|| c.clone());
             e.ingested_at = e.ingested_at.min(c.ingested_at);
         }
+    }
+    for c in by_upload.values_mut() {
+        let path = (c.model_id.clone(), c.revision.clone(), c.file_path.clone());
+        c.superseded = newest.get(&path).is_some_and(|(_, id)| *id != c.upload_id);
     }
     let (old, recent): (Vec<_>, Vec<_>) = by_upload
         .into_values()
@@ -341,7 +355,13 @@ async fn verify(
     c: &Candidate,
     row: Option<SilverRow>,
 ) -> std::result::Result<(), String> {
-    let row = row.ok_or_else(|| "not in silver (run tensorise first)".to_string())?;
+    let row = row.ok_or_else(|| match c.superseded {
+        // Tensorise only takes a path's newest version: this one never will
+        // be, and bronze holds its only copy.
+        true => "replaced at the source before it was tensorised; bronze holds its only copy"
+            .to_string(),
+        false => "not in silver (run tensorise first)".to_string(),
+    })?;
     if row.file_sha256 != c.file_sha256 || row.file_size != c.file_size {
         return Err(format!(
             "silver has {} bytes with sha256 {}, bronze {} bytes with {}",
