@@ -77,11 +77,7 @@ pub async fn promote(a: PromoteArgs) -> Result<(), CliError> {
         "promote: {}:{}{}{} ({} files, {}){}",
         report.name,
         report.version,
-        if report.existing {
-            " (these weights were already promoted)"
-        } else {
-            ""
-        },
+        existing_text(&report, ""),
         crate::gold::alias_text(&report),
         report.files,
         crate::progress::size(report.bytes),
@@ -275,6 +271,23 @@ fn print_version(state: &GoldState, v: &GoldVersion) {
 }
 
 /// ` @alias`, and where it moved from when the promotion moved it.
+/// ` (these weights were already promoted…)` for weights promoted before,
+/// naming the newer version `NAME` still resolves to; `new` otherwise.
+pub(crate) fn existing_text(
+    r: &weightlake_jobs::gold::promote::PromoteReport,
+    new: &str,
+) -> String {
+    match (r.existing, r.newer_version) {
+        (true, Some(n)) => format!(
+            " (these weights were already promoted; {}:{n} stays the newest version, \
+             what {} and {}@main resolve to)",
+            r.name, r.name, r.name
+        ),
+        (true, None) => " (these weights were already promoted)".to_string(),
+        (false, _) => new.to_string(),
+    }
+}
+
 pub(crate) fn alias_text(r: &weightlake_jobs::gold::promote::PromoteReport) -> String {
     match (&r.alias, r.alias_moved_from) {
         (Some(a), Some(from)) => format!(" @{a} (moved from version {from})"),

@@ -158,11 +158,7 @@ pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
         r.name,
         r.version,
         crate::gold::alias_text(r),
-        if r.existing {
-            " (already promoted)"
-        } else {
-            " (new version)"
-        },
+        crate::gold::existing_text(r, " (new version)"),
         r.files,
         crate::progress::size(r.bytes),
         r.mlflow_version

@@ -513,3 +513,36 @@ fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
         "{out}"
     );
 }
+
+#[test]
+fn promote_warns_about_untensorised_changes_and_says_which_version_stays_newest() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    let lake = tmp.path().join("lake");
+    let (dir_s, lake_s) = (dir.to_str().expect("utf8"), lake.to_str().expect("utf8"));
+    let promote = || run_ok(&["promote", "m@main", "--lake", lake_s, "--name", "g", "-q"]);
+    for seed in [1, 2] {
+        write_tree(&dir, &[("model.safetensors", &safetensors_f32(1000, seed))]);
+        run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+        run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+        let out = promote();
+        assert!(out.contains(&format!("g:{seed} (1 files")), "{out}");
+    }
+    // Upstream goes back to the first weights; tensorise has not run yet.
+    write_tree(&dir, &[("model.safetensors", &safetensors_f32(1000, 1))]);
+    run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    let out = promote();
+    assert!(
+        out.contains("promote: g:2 (these weights were already promoted)")
+            && out.contains("gate silver_current")
+            && out.contains("model.safetensors"),
+        "{out}"
+    );
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    let out = promote();
+    assert!(
+        out.contains("g:1 (these weights were already promoted; g:2 stays the newest version")
+            && !out.contains("silver_current"),
+        "{out}"
+    );
+}

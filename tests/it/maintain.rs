@@ -588,7 +588,10 @@ fn retention_says_why_it_keeps_a_version_replaced_before_it_was_tensorised() {
         "0s",
         "--no-vacuum",
     ]);
-    let kept: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("kept")).collect();
+    let kept: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("kept"))
+        .collect();
     assert!(
         kept.len() == 1
             && kept[0].contains("m@main/a.bin")

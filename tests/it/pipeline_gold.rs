@@ -86,7 +86,7 @@ async fn ingest_tensorise_promote_export_pipeline_with_ledger_and_idempotent_rer
     // Again: nothing new is promoted, and the ledger has the second run.
     let again = run_ok(&["run", &p, "-q", "--run-id", "run-two"]);
     assert!(
-        again.contains("promote: minilm:1 @champion (already promoted)"),
+        again.contains("promote: minilm:1 @champion (these weights were already promoted)"),
         "{again}"
     );
     let state = GoldState::load(&local_lake(tmp.path()), None)

@@ -76,6 +76,9 @@ pub struct PromoteReport {
     /// The version the alias pointed to before, when this promotion moved it
     /// (a re-run of a pipeline that promotes old weights moves it back).
     pub alias_moved_from: Option<i64>,
+    /// For weights promoted before: the newest version of the name when it
+    /// is a later one (what `NAME` and `NAME@main` still resolve to).
+    pub newer_version: Option<i64>,
     /// Gate results.
     pub gates: Vec<GateResult>,
     /// Metrics used.
@@ -208,6 +211,9 @@ impl PromoteJob {
             gates.insert(0, g);
         }
         if let Some(g) = pickles(&session, &manifest).await? {
+            gates.insert(0, g);
+        }
+        if let Some(g) = silver_current(&session, &self.model_id, &self.revision).await? {
             gates.insert(0, g);
         }
         for g in &gates {
@@ -371,13 +377,15 @@ impl PromoteJob {
                     ..base_event.clone()
                 });
             }
+            let newest = state.next_version(&self.name) - 1;
             if append_if_unchanged(table, &events).await?.is_some() {
                 let moved_from = before.filter(|b| *b != version);
-                outcome = Some((version, existing.is_some(), moved_from));
+                let newer = Some(newest).filter(|n| existing.is_some() && *n > version);
+                outcome = Some((version, existing.is_some(), moved_from, newer));
                 break;
             }
         }
-        let (version, existing, alias_moved_from) = outcome.ok_or_else(|| {
+        let (version, existing, alias_moved_from, newer_version) = outcome.ok_or_else(|| {
             JobError::Invalid(format!(
                 "gold.models kept changing; gave up after {CAS_ATTEMPTS} attempts"
             ))
@@ -402,6 +410,7 @@ impl PromoteJob {
             existing,
             alias: self.alias,
             alias_moved_from,
+            newer_version,
             gates,
             metrics,
             mlflow_version,
@@ -438,6 +447,38 @@ async fn base_model_of(session: &LakeSession, m: &Manifest) -> Result<Option<Str
         .find(|b| b.num_rows() > 0)
         .and_then(|b| crate::sql::string_value(b.column(0).as_ref(), 0))
         .map(str::to_string))
+}
+
+/// The built-in `silver_current` gate, a warning: bronze holds a newer state
+/// of the revision (files ingested or removed since the last tensorise), so
+/// this version is the revision as silver last saw it.
+async fn silver_current(
+    session: &LakeSession,
+    model_id: &str,
+    revision: &str,
+) -> Result<Option<GateResult>> {
+    let pending = crate::tensorise::not_tensorised(session, model_id, revision).await?;
+    if pending.is_empty() {
+        return Ok(None);
+    }
+    let shown: Vec<&str> = pending.iter().take(5).map(String::as_str).collect();
+    Ok(Some(GateResult {
+        name: "silver_current".into(),
+        action: GateAction::Warn,
+        expr: "bronze has nothing newer than silver for this revision".into(),
+        passed: false,
+        detail: format!(
+            "{} file(s) ingested or removed since the last tensorise, not in this version: {}{} \
+             (run tensorise, then promote again)",
+            pending.len(),
+            shown.join(", "),
+            if pending.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            }
+        ),
+    }))
 }
 
 /// The built-in gate over files tensorise quarantined (they failed to parse):

@@ -29,6 +29,7 @@ pub use plan::TensorisePlan;
 use process::{BaseTensor, PartSink, Processor};
 use reader::{BronzeFileRef, BronzeReader};
 use rows::{FileKey, SilverFileRow, file_batch, tensors_batch};
+pub(crate) use work::not_tensorised;
 use work::{SilverNewest, bronze_files, delete_orphans};
 
 use crate::append::{OrderedCommits, TableAppender};

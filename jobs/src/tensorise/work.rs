@@ -202,3 +202,22 @@ pub(super) async fn delete_orphans(
         .map_err(|e| JobError::delta(silver::TENSORS, e))?;
     Ok(table)
 }
+
+/// Paths of `model_id@revision` whose newest bronze row silver does not
+/// reflect yet (ingested or removed since the last tensorise), sorted.
+pub(crate) async fn not_tensorised(
+    session: &LakeSession,
+    model_id: &str,
+    revision: &str,
+) -> Result<Vec<String>> {
+    if !session.has_table(bronze::FILES) {
+        return Ok(Vec::new());
+    }
+    let silver = SilverNewest::load(session).await?;
+    Ok(bronze_files(session, Some(model_id))
+        .await?
+        .into_iter()
+        .filter(|f| f.revision == revision && !silver.has(f))
+        .map(|f| f.file_path)
+        .collect())
+}
