@@ -134,6 +134,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 a.to
             );
             crate::pipelines::warn_other_files(&a.to, &report);
+            crate::pipelines::note_missing(&report);
             Ok(())
         }
         Command::Verify(a) => {
@@ -153,6 +154,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 report.files,
                 crate::progress::size(report.bytes)
             );
+            crate::pipelines::note_missing(&report);
             Ok(())
         }
         Command::Maintain(a) => {

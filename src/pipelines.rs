@@ -168,6 +168,25 @@ pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
     );
 }
 
+/// Name the shards an index of the model names that the model lacks: the
+/// checkpoint is incomplete (files failed or not yet ingested upstream).
+pub(crate) fn note_missing(r: &ExportReport) {
+    if r.missing.is_empty() {
+        return;
+    }
+    println!(
+        "  incomplete checkpoint: {} file(s) an index names are not part of the model: {}{}",
+        r.missing.len(),
+        r.missing
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        if r.missing.len() > 5 { ", …" } else { "" }
+    );
+}
+
 /// One line for an export stage.
 /// Warn that the destination also holds files that are not the model's
 /// (left from an earlier export, or someone else's): a trainer reading the
@@ -199,6 +218,7 @@ pub(crate) fn print_export(stage: &str, r: &ExportReport) {
         r.bytes as f64 / secs / 1e6
     );
     warn_other_files(&format!("the destination of `{stage}`"), r);
+    note_missing(r);
 }
 
 /// `weightlake plan`: the DAG, then (unless `--offline`) what each stage

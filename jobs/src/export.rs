@@ -44,6 +44,9 @@ pub struct ExportReport {
     /// How many such files the destination holds (listing at most
     /// [`OTHERS_LISTED`] entries).
     pub others_count: usize,
+    /// Shards an index of the model names that it does not have (an
+    /// incomplete checkpoint: exported as it is).
+    pub missing: Vec<String>,
 }
 
 /// Names of unrelated destination files an [`ExportReport`] keeps.
@@ -127,6 +130,7 @@ impl ExportJob {
             }
             Selection::Pinned(m) => ModelView::pinned(&session, m).await?,
         };
+        let missing = view.missing_shards(&session).await?;
         let dest: Option<Destination> = match &self.to {
             Some(d) => {
                 let url = parse_location(d)?;
@@ -193,7 +197,10 @@ impl ExportJob {
         if let Some(e) = first_error {
             return Err(e);
         }
-        let mut report = ExportReport::default();
+        let mut report = ExportReport {
+            missing,
+            ..Default::default()
+        };
         if let Some(d) = dest.as_ref() {
             (report.others, report.others_count) = others_in(d, &ours).await;
         }

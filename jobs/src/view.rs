@@ -56,6 +56,9 @@ pub struct FileEntry {
     pub tensors: Vec<TensorEntry>,
 }
 
+/// Largest `*.index.json` [`ModelView::missing_shards`] reads.
+const MAX_INDEX_BYTES: u64 = 64 << 20;
+
 /// What rebuilds every file of one model revision, bit for bit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -345,6 +348,46 @@ impl ModelView {
     ) -> Result<Self> {
         let rows = file_rows(session, model_id, revision, Some(pins)).await?;
         Self::assemble(session, model_id, revision, rows).await
+    }
+
+    /// Shards a `*.index.json` of the view names that the view does not
+    /// hold (`"model-00003-of-00003.safetensors (in model.safetensors.index.json)"`):
+    /// what an ingest that failed for some files, or a sharded ingest whose
+    /// shards are not all done, leaves.
+    pub async fn missing_shards(&self, session: &LakeSession) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for (path, f) in &self.files {
+            if !path.ends_with(".index.json") || f.entry.size > MAX_INDEX_BYTES {
+                continue;
+            }
+            let mut reader = f.reader(session, 0..f.entry.size);
+            let mut bytes = Vec::new();
+            while let Some(b) = reader.next().await? {
+                bytes.extend_from_slice(&b);
+            }
+            let Ok(index) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                continue;
+            };
+            let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else {
+                continue;
+            };
+            let dir = path
+                .rsplit_once('/')
+                .map(|(d, _)| format!("{d}/"))
+                .unwrap_or_default();
+            let shards: std::collections::BTreeSet<String> = map
+                .values()
+                .filter_map(|v| v.as_str())
+                .map(|s| format!("{dir}{s}"))
+                .collect();
+            missing.extend(
+                shards
+                    .into_iter()
+                    .filter(|s| !self.files.contains_key(s))
+                    .map(|s| format!("{s} (in {path})")),
+            );
+        }
+        Ok(missing)
     }
 
     /// The manifest of this view.

@@ -468,6 +468,28 @@ fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
             text(&out)
         );
     }
+    // Silver still exports and verifies it as it is, and says what is missing.
+    let to = tmp.path().join("out");
+    for args in [
+        vec!["verify", "sharded@main", "--lake", &lake, "-q"],
+        vec![
+            "export",
+            "sharded@main",
+            "--lake",
+            &lake,
+            "--to",
+            to.to_str().expect("utf8"),
+            "-q",
+        ],
+    ] {
+        let out = run_ok(&args);
+        assert!(
+            out.contains("incomplete checkpoint: 1 file(s) an index names")
+                && out
+                    .contains("model-00002-of-00002.safetensors (in model.safetensors.index.json)"),
+            "{args:?}: {out}"
+        );
+    }
     // With the shard, the same model is promoted.
     write_tree(
         &sharded,

@@ -488,38 +488,7 @@ async fn silver_current(
 /// no weights at all. Both are what an ingest that failed for some files
 /// leaves when tensorise and promote then run on the rest.
 async fn files_complete(session: &LakeSession, view: &ModelView) -> Result<Option<GateResult>> {
-    let mut missing = Vec::new();
-    for (path, f) in &view.files {
-        if !path.ends_with(".index.json") || f.entry.size > MAX_INDEX_BYTES {
-            continue;
-        }
-        let mut reader = f.reader(session, 0..f.entry.size);
-        let mut bytes = Vec::new();
-        while let Some(b) = reader.next().await? {
-            bytes.extend_from_slice(&b);
-        }
-        let Ok(index) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
-        let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else {
-            continue;
-        };
-        let dir = path
-            .rsplit_once('/')
-            .map(|(d, _)| format!("{d}/"))
-            .unwrap_or_default();
-        let shards: std::collections::BTreeSet<String> = map
-            .values()
-            .filter_map(|v| v.as_str())
-            .map(|s| format!("{dir}{s}"))
-            .collect();
-        missing.extend(
-            shards
-                .into_iter()
-                .filter(|s| !view.files.contains_key(s))
-                .map(|s| format!("{s} (in {path})")),
-        );
-    }
+    let missing = view.missing_shards(session).await?;
     let has_weights = view
         .files
         .values()
@@ -575,9 +544,6 @@ async fn pickles(session: &LakeSession, manifest: &Manifest) -> Result<Option<Ga
         ),
     }))
 }
-
-/// Largest `*.index.json` the `files_complete` gate reads.
-const MAX_INDEX_BYTES: u64 = 64 << 20;
 
 /// Whether a file stored whole is a checkpoint by its name.
 fn looks_like_weights(path: &str) -> bool {
