@@ -6,7 +6,7 @@
 //! ```yaml
 //! alerts:
 //!   throughput_drop_pct: 15     # a stage > 15 % below its median MB/s (default 15)
-//!   history: 5                  # the median of its last 5 runs that moved bytes (default 5)
+//!   history: 5                  # the median of its last 5 runs that moved ≥ 16 MB (default 5)
 //!   min_history: 3              # and only once it has 3 of them (default 3)
 //!   max_usd_per_run: 2.50       # a run that cost more (needs `cost:`)
 //!   webhook: https://hooks.example/weightlake
