@@ -384,6 +384,12 @@ fn print_tensorise(stage: &str, r: &TensoriseReport) {
     for (path, err) in &r.files_quarantined {
         println!("  quarantined {path}: {err}");
     }
+    if r.files_restored > 0 {
+        println!(
+            "  {} file(s) changed back to a version silver already had: its rows are current again",
+            r.files_restored
+        );
+    }
     if r.files_removed > 0 {
         println!(
             "  {} file(s) removed from their revision, as bronze records",

@@ -599,3 +599,67 @@ fn retention_says_why_it_keeps_a_version_replaced_before_it_was_tensorised() {
         "{out}"
     );
 }
+
+#[test]
+fn a_file_changed_back_survives_retention_before_tensorise_and_its_rows_come_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    let lake = tmp.path().join("lake");
+    let (dir_s, lake_s) = (dir.to_str().expect("utf8"), lake.to_str().expect("utf8"));
+    let original = safetensors_f32(3000, 1);
+    write_tree(
+        &dir,
+        &[("model.safetensors", &original), ("config.json", b"{}")],
+    );
+    let ingest = || run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    ingest();
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    // Upstream changes the weights, then changes them back. A rename keeps
+    // the file's identity (inode, mtime, size), as a hub's LFS sha256 or an
+    // S3 ETag does for the same content.
+    let held = tmp.path().join("held.safetensors");
+    std::fs::rename(dir.join("model.safetensors"), &held).expect("mv");
+    write_tree(&dir, &[("model.safetensors", &safetensors_f32(3000, 2))]);
+    ingest();
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    std::fs::rename(&held, dir.join("model.safetensors")).expect("mv back");
+    let out = ingest();
+    assert!(
+        out.contains("1 files ingested") && out.contains("0 chunks written"),
+        "{out}"
+    );
+    // Retention runs before tensorise: the reverted version's chunks stay.
+    let out = run_ok(&[
+        "maintain",
+        "--lake",
+        lake_s,
+        "--bronze-retention",
+        "0s",
+        "--no-vacuum",
+    ]);
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("kept")
+            && l.contains("m@main/model.safetensors")
+            && l.contains("changed back to this version")),
+        "{out}"
+    );
+    let out = run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    assert!(
+        out.contains("0 files tensorised") && out.contains("1 file(s) changed back"),
+        "{out}"
+    );
+    let to = tmp.path().join("out");
+    run_ok(&[
+        "export",
+        "m@main",
+        "--lake",
+        lake_s,
+        "--to",
+        to.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert_eq!(
+        std::fs::read(to.join("model.safetensors")).expect("read"),
+        original
+    );
+}

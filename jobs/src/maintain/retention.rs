@@ -144,11 +144,27 @@ pub(crate) async fn drop_verified(
     let (old, recent) = candidates(&session, cutoff.timestamp_micros()).await?;
     report.recent = recent;
     let silver_rows = silver_rows(&session, &old).await?;
+    let silver_now = crate::tensorise::SilverNewest::load(&session).await?;
     let checks = futures::stream::iter(old)
         .map(|c| {
-            let (session, row) = (session.clone(), silver_rows.get(&c.upload_id).cloned());
+            // A revision's current file that silver's newest row was not made
+            // from is still to tensorise (a change back to an earlier upload
+            // whose older silver rows exist): its chunks are needed.
+            let row = silver_rows.get(&c.upload_id).cloned();
+            let waiting = !c.superseded
+                && row.is_some()
+                && silver_now.newest_upload(&c.model_id, &c.revision, &c.file_path)
+                    != Some(c.upload_id.as_str());
+            let session = session.clone();
             async move {
-                let verdict = verify(&session, &c, row).await;
+                let verdict = match waiting {
+                    true => Err(
+                        "changed back to this version; silver's newest row is another one \
+                         (run tensorise first)"
+                            .to_string(),
+                    ),
+                    false => verify(&session, &c, row).await,
+                };
                 (c, verdict)
             }
         })

@@ -29,8 +29,8 @@ pub use plan::TensorisePlan;
 use process::{BaseTensor, PartSink, Processor};
 use reader::{BronzeFileRef, BronzeReader};
 use rows::{FileKey, SilverFileRow, file_batch, tensors_batch};
-pub(crate) use work::not_tensorised;
-use work::{SilverNewest, bronze_files, delete_orphans};
+pub(crate) use work::{SilverNewest, not_tensorised};
+use work::{bronze_files, delete_orphans, restored_row};
 
 use crate::append::{OrderedCommits, TableAppender};
 use crate::blobs::{BlobPart, blob_row, complete_contents};
@@ -53,6 +53,9 @@ pub struct TensoriseReport {
     /// Files recorded as removed from their revision (bronze recorded that
     /// their source no longer lists them).
     pub files_removed: usize,
+    /// Files changed back to a version silver already had: its rows were
+    /// made current again, nothing was read from bronze.
+    pub files_restored: usize,
     /// Files that failed to parse (kept whole, recorded with their error).
     pub files_quarantined: Vec<(String, String)>,
     /// Tensors recorded.
@@ -314,6 +317,7 @@ impl TensoriseJob {
         let done = SilverNewest::load(&session).await?;
         let mut todo = Vec::new();
         let mut removals = Vec::new();
+        let mut restores = Vec::new();
         for f in candidates {
             if !self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
                 continue; // another shard's, done or not
@@ -322,6 +326,8 @@ impl TensoriseJob {
                 report.files_skipped += usize::from(!f.removed);
             } else if f.removed {
                 removals.push(f);
+            } else if done.had(&f) {
+                restores.push(f);
             } else {
                 todo.push(f);
             }
@@ -350,6 +356,12 @@ impl TensoriseJob {
             );
         }
         report.files_removed = removals.len();
+        for f in &restores {
+            info!(model = %f.model_id, revision = %f.revision, file = %f.file_path,
+                "changed back to a version silver has: its rows are current again");
+            sink.commits.push(FILES, restored_row(&session, f).await?);
+        }
+        report.files_restored = restores.len();
         // Files of the base model go first, so the others can refer to them.
         let is_base = |f: &BronzeFileRef| {
             self.base_model

@@ -43,7 +43,10 @@ impl TensoriseJob {
                     plan.files_to_remove += 1;
                 } else {
                     plan.files_to_tensorise += 1;
-                    plan.bytes_to_tensorise += f.file_size;
+                    // A change back to a version silver has reads nothing.
+                    if !done.had(&f) {
+                        plan.bytes_to_tensorise += f.file_size;
+                    }
                 }
             }
         }

@@ -83,9 +83,10 @@ impl BronzeReader {
         })
         .find(|c| binary_value(c.as_ref(), 0).is_some());
         let array = found.ok_or_else(|| {
-            JobError::Invalid(format!(
-                "{}: chunk {index} missing from bronze",
-                self.file.file_path
+            JobError::Corrupt(format!(
+                "{}@{}: chunk {index} of {} (upload {}) is missing from bronze.model_files \
+                 though bronze.files records the file complete",
+                self.file.model_id, self.file.revision, self.file.file_path, self.file.upload_id
             ))
         })?;
         self.fetched += 1;

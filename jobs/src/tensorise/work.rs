@@ -82,13 +82,15 @@ pub(super) async fn bronze_files(
 /// Silver's newest row of each path: its upload, and whether it records a
 /// removal.
 #[derive(Debug, Default)]
-pub(super) struct SilverNewest {
+pub(crate) struct SilverNewest {
     newest: HashMap<PathKey, (i64, String, bool)>,
+    /// Every (path, upload) silver has a file row of, newest or not.
+    uploads: HashSet<(PathKey, String)>,
 }
 
 impl SilverNewest {
     /// Read `silver.files` (empty when the table does not exist).
-    pub async fn load(session: &LakeSession) -> Result<Self> {
+    pub(crate) async fn load(session: &LakeSession) -> Result<Self> {
         let mut out = Self::default();
         if !session.has_table(silver::FILES) {
             return Ok(out);
@@ -116,6 +118,7 @@ impl SilverNewest {
                 };
                 let at = timestamp_micros(b.column(5).as_ref(), r).unwrap_or(0);
                 let key = (s(0), s(1), s(2));
+                out.uploads.insert((key.clone(), s(3)));
                 match out.newest.get(&key) {
                     Some((t, _, _)) if *t > at => {}
                     _ => {
@@ -126,6 +129,21 @@ impl SilverNewest {
             }
         }
         Ok(out)
+    }
+
+    /// The upload silver's newest row of a path was made from (a removal's
+    /// too), if silver has the path.
+    pub fn newest_upload(&self, model_id: &str, revision: &str, path: &str) -> Option<&str> {
+        let key = (model_id.to_string(), revision.to_string(), path.to_string());
+        self.newest.get(&key).map(|(_, upload, _)| upload.as_str())
+    }
+
+    /// Does silver hold an earlier row of the path made from `f`'s upload
+    /// (the file changed and changed back)? Then that row is restored rather
+    /// than the file tensorised again.
+    pub fn had(&self, f: &BronzeFileRef) -> bool {
+        let key = (f.model_id.clone(), f.revision.clone(), f.file_path.clone());
+        !f.removed && self.uploads.contains(&(key, f.upload_id.clone()))
     }
 
     /// Does silver already reflect bronze's newest row `f`?
@@ -220,4 +238,59 @@ pub(crate) async fn not_tensorised(
         .filter(|f| f.revision == revision && !silver.has(f))
         .map(|f| f.file_path)
         .collect())
+}
+
+/// The newest `silver.files` row of `f`'s path made from `f`'s upload, as a
+/// new row: the same columns (its `run_id` still names the tensor rows that
+/// rebuild it) with `tensorised_at` now, so it becomes the path's newest row
+/// again. How a change back to an earlier version is recorded without
+/// reading bronze.
+pub(super) async fn restored_row(
+    session: &LakeSession,
+    f: &BronzeFileRef,
+) -> Result<deltalake::arrow::array::RecordBatch> {
+    use deltalake::arrow::array::{ArrayRef, TimestampMicrosecondArray};
+    use deltalake::arrow::compute::cast;
+    let batches = session
+        .context()
+        .table(silver::FILES.to_string())
+        .await?
+        .filter(
+            col("model_id")
+                .eq(lit(f.model_id.clone()))
+                .and(col("revision").eq(lit(f.revision.clone())))
+                .and(col("file_path").eq(lit(f.file_path.clone())))
+                .and(col("upload_id").eq(lit(f.upload_id.clone())))
+                .and(col("format").not_eq(lit(silver::REMOVED_FORMAT))),
+        )?
+        .sort(vec![col("tensorised_at").sort(false, true)])?
+        .limit(0, Some(1))?
+        .collect()
+        .await?;
+    let row = batches
+        .into_iter()
+        .find(|b| b.num_rows() > 0)
+        .ok_or_else(|| {
+            JobError::Invalid(format!(
+                "{}@{}: silver no longer has the earlier row of {} to restore",
+                f.model_id, f.revision, f.file_path
+            ))
+        })?;
+    let schema = silver::files_schema();
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let column = if field.name() == "tensorised_at" {
+            std::sync::Arc::new(TimestampMicrosecondArray::from(vec![now]).with_timezone("UTC"))
+        } else {
+            let got = row.column_by_name(field.name()).ok_or_else(|| {
+                JobError::Invalid(format!("silver.files has no column {}", field.name()))
+            })?;
+            cast(got, field.data_type())?
+        };
+        columns.push(column);
+    }
+    Ok(deltalake::arrow::array::RecordBatch::try_new(
+        schema, columns,
+    )?)
 }
