@@ -56,6 +56,26 @@ fn classify_pipeline(e: weightlake_pipeline::PipelineError) -> CliError {
     }
 }
 
+/// [`dispatch`], stopped by Ctrl-C or SIGTERM (exit 130): dropping the
+/// command's future drops what it holds, so a lake lock is deleted and the
+/// next run does not wait for it to go stale. `run` records the stop in its
+/// ledger itself; `serve` shuts down on its own terms.
+pub async fn dispatch_until_stopped(cli: Cli) -> Result<(), CliError> {
+    if matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
+        return dispatch(cli).await;
+    }
+    tokio::select! {
+        r = dispatch(cli) => r,
+        signal = weightlake_pipeline::runner::stop_signal() => Err(CliError {
+            error: anyhow::anyhow!(
+                "interrupted by {signal}: work in flight was stopped; what was committed stays, \
+                 and running the command again goes on from there"
+            ),
+            code: 130,
+        }),
+    }
+}
+
 pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let quiet = cli.quiet;
     match cli.command {

@@ -3,7 +3,10 @@
 //! with a conditional put (`If-None-Match: *` on S3, an exclusive create on
 //! local disk), rewritten every [`HEARTBEAT`] while held and deleted at the
 //! end. A lock whose heartbeat is older than [`STALE_AFTER`] was left by a
-//! process that died, and is taken over.
+//! process that died, and is taken over; so is, at once, a lock whose holder
+//! ran on this machine (same host, boot and process namespace) and whose
+//! process is gone (killed outright, or stopped by a signal it did not
+//! handle).
 //!
 //! - **Compaction of a table** (`maintain`): delta-rs lets two compactions
 //!   read from the same version both commit (a compaction removes files
@@ -41,6 +44,69 @@ pub(crate) struct Holder {
     pub run_id: String,
     /// When it was last rewritten (seconds since the Unix epoch).
     pub heartbeat_at: i64,
+    /// The holding process, where it can be checked from the same machine.
+    #[serde(default)]
+    pub process: Option<Process>,
+}
+
+/// A process as another process on the same machine can check it: Linux's
+/// host name, boot id and pid namespace say "same machine", the pid and its
+/// start time (clock ticks after boot) say "same process" (pids are reused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Process {
+    /// `host/boot id/pid namespace`.
+    pub machine: String,
+    /// The process id.
+    pub pid: u32,
+    /// Its start time, field 22 of `/proc/PID/stat`.
+    pub start: u64,
+}
+
+impl Process {
+    /// This process, on Linux.
+    fn current() -> Option<Self> {
+        let pid = std::process::id();
+        Some(Self {
+            machine: machine()?,
+            pid,
+            start: start_time(pid)?,
+        })
+    }
+
+    /// Whether this process ran on this machine and is gone.
+    fn gone_from_here(&self) -> bool {
+        machine().as_deref() == Some(self.machine.as_str())
+            && start_time(self.pid) != Some(self.start)
+    }
+}
+
+/// `host/boot id/pid namespace` of this machine, on Linux.
+fn machine() -> Option<String> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!(
+        "{}/{}/{}",
+        read("/proc/sys/kernel/hostname")?,
+        read("/proc/sys/kernel/random/boot_id")?,
+        ns.display()
+    ))
+}
+
+/// The start time of live (not zombie) process `pid`, on Linux.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid …`: comm may hold spaces and parentheses.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 (state); field 22 is fields[19].
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
 }
 
 /// A held lock; [`LakeLock::release`] deletes it.
@@ -114,6 +180,7 @@ pub(crate) async fn acquire(
                 serde_json::from_slice::<Holder>(&bytes).unwrap_or(Holder {
                     run_id: "unknown".into(),
                     heartbeat_at: 0,
+                    process: None,
                 })
             }
             // Released between the two calls: try again.
@@ -121,14 +188,16 @@ pub(crate) async fn acquire(
             Err(e) => return Err(failed(e)),
         };
         let age = chrono::Utc::now().timestamp() - holder.heartbeat_at;
-        if age <= STALE_AFTER.as_secs() as i64 {
+        let gone = holder.process.as_ref().is_some_and(Process::gone_from_here);
+        if age <= STALE_AFTER.as_secs() as i64 && !gone {
             return Ok(Err(holder));
         }
         tracing::warn!(
             lock = %path,
             holder = %holder.run_id,
             age_s = age,
-            "taking over a lock whose holder stopped"
+            "taking over a lock whose holder stopped{}",
+            if gone { " (its process on this machine is gone)" } else { "" }
         );
         match store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -182,6 +251,7 @@ fn payload(run_id: &str) -> Result<PutPayload> {
     let holder = Holder {
         run_id: run_id.to_string(),
         heartbeat_at: chrono::Utc::now().timestamp(),
+        process: Process::current(),
     };
     Ok(PutPayload::from(
         serde_json::to_vec(&holder).map_err(|e| JobError::Invalid(format!("lock: {e}")))?,
@@ -195,5 +265,39 @@ async fn beat(store: Arc<dyn ObjectStore>, path: Path, run_id: String) {
         if let Err(e) = store.put(&path, body).await {
             tracing::warn!(lock = %path, error = %e, "lock heartbeat failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn a_holder_on_this_machine_is_gone_once_its_process_ends() {
+        let me = Process::current().expect("linux");
+        assert!(!me.gone_from_here());
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        let start = start_time(pid);
+        child.wait().expect("wait");
+        let ended = Process {
+            machine: me.machine.clone(),
+            pid,
+            start: start.unwrap_or(0),
+        };
+        assert!(ended.gone_from_here());
+        // Another process now holding the pid is not the holder either.
+        let reused = Process {
+            start: me.start + 1,
+            ..me.clone()
+        };
+        assert!(reused.gone_from_here());
+        // A holder on another machine is judged by its heartbeat alone.
+        let elsewhere = Process {
+            machine: "other-host/boot/ns".into(),
+            ..ended
+        };
+        assert!(!elsewhere.gone_from_here());
     }
 }

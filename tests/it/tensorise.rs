@@ -605,3 +605,70 @@ fn a_fine_tune_is_compared_with_what_its_base_revision_has_now() {
     ]);
     assert_eq!(out.lines().nth(1), Some("true,0.0"), "{out}");
 }
+
+/// A `tensorise` of MiniLM into a fresh lake, started; returns once it
+/// holds its lock.
+fn tensorise_holding_its_lock(lake: &Path) -> std::process::Child {
+    run_ok(&[
+        "ingest",
+        model_dir("all-minilm-l6-v2").to_str().expect("utf8"),
+        "--lake",
+        lake.to_str().expect("utf8"),
+        "--model-id",
+        "minilm",
+        "-q",
+    ]);
+    let child = bin()
+        .args(["tensorise", "--lake", lake.to_str().expect("utf8"), "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let lock = lake.join("_system/locks/tensorise.0-of-1");
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !lock.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(lock.exists(), "tensorise never took its lock");
+    child
+}
+
+#[test]
+fn a_stopped_or_killed_tensorise_does_not_hold_up_the_next_one() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // SIGTERM: stopped with exit 130, and the lock is gone.
+    let lake = tmp.path().join("term");
+    let child = tensorise_holding_its_lock(&lake);
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(
+        text(&out).contains("interrupted by SIGTERM"),
+        "{}",
+        text(&out)
+    );
+    assert!(!lake.join("_system/locks/tensorise.0-of-1").exists());
+    // SIGKILL leaves the lock; the next run on this machine sees its
+    // holder's process is gone and takes it over at once.
+    let lake = tmp.path().join("kill");
+    let mut child = tensorise_holding_its_lock(&lake);
+    child.kill().expect("kill -9");
+    child.wait().expect("wait");
+    assert!(lake.join("_system/locks/tensorise.0-of-1").exists());
+    let again = bin()
+        .args(["tensorise", "--lake", lake.to_str().expect("utf8"), "-q"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run");
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("its process on this machine is gone")
+            && !text(&again).contains("waiting for another run"),
+        "{}",
+        text(&again)
+    );
+}

@@ -370,7 +370,10 @@ impl MaintainJob {
                     tracing::warn!(
                         table = %name,
                         holder = %holder.run_id,
-                        "another maintain run is compacting this table; not compacting it again"
+                        renewed_s_ago = chrono::Utc::now().timestamp() - holder.heartbeat_at,
+                        "another maintain run is compacting this table; not compacting it again \
+                         (a lock not renewed for 90 s, or whose process on this machine is gone, \
+                         is taken over)"
                     );
                 }
             }

@@ -178,7 +178,7 @@ async fn ctrl_c() {
 }
 
 /// The first of Ctrl-C (SIGINT) and SIGTERM to arrive, by name.
-async fn stop_signal() -> &'static str {
+pub async fn stop_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

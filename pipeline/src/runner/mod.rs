@@ -38,7 +38,7 @@ use crate::cost::budget::CostMeter;
 use crate::ledger::{Attempt, AttemptSink, AttemptStatus};
 use crate::spec::{RunIf, StageSpec};
 pub use crate::stages::run_stage;
-pub use entry::{run, run_task, selected_stages};
+pub use entry::{run, run_task, selected_stages, stop_signal};
 
 mod entry;
 use crate::{PipelineError, ValidatedPipeline};
