@@ -488,6 +488,9 @@ fn print_maintain(stage: &str, r: &MaintainReport) {
     for t in &r.missing {
         println!("  {t}: does not exist yet, skipped");
     }
+    if let Some(why) = &r.bronze_skipped {
+        println!("  bronze retention skipped: {why}");
+    }
     if let Some(b) = &r.bronze {
         println!(
             "  bronze retention (completed before {}): {} files dropped ({} chunks, {}; vacuum frees the storage), {} kept, {} more recent",

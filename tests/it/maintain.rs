@@ -663,3 +663,48 @@ fn a_file_changed_back_survives_retention_before_tensorise_and_its_rows_come_bac
         original
     );
 }
+
+#[test]
+fn two_maintains_applying_bronze_retention_at_once_both_succeed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake").to_string_lossy().into_owned();
+    for i in 0..3 {
+        ingest(&lake, &tiny(), &format!("m{i}"), "4KiB", "16KiB");
+    }
+    run_ok(&["tensorise", "--lake", &lake, "-q"]);
+    let retention = || {
+        bin()
+            .args(["maintain", "--lake", &lake, "--bronze-retention", "0s"])
+            .args(["--no-vacuum", "--no-optimize", "--no-checkpoint"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    };
+    let (a, b) = (retention(), retention());
+    for out in [
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    ] {
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // Whatever the interleaving, every file silver rebuilds is dropped once.
+    let again = run_ok(&[
+        "maintain",
+        "--lake",
+        &lake,
+        "--bronze-retention",
+        "0s",
+        "--no-vacuum",
+    ]);
+    assert!(again.contains("0 files dropped"), "{again}");
+    let left = run_ok(&[
+        "sql",
+        "--lake",
+        &lake,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM bronze.model_files",
+    ]);
+    assert_eq!(left.lines().nth(1), Some("0"), "{left}");
+}

@@ -98,8 +98,11 @@ pub struct MaintainReport {
     pub tables: Vec<TableReport>,
     /// Tables asked for that do not exist yet (skipped).
     pub missing: Vec<TableName>,
-    /// Bronze retention, when it was on.
+    /// Bronze retention, when it was on and ran.
     pub bronze: Option<RetentionReport>,
+    /// Why bronze retention was on and did not run (another maintain run
+    /// was rewriting `bronze.model_files`).
+    pub bronze_skipped: Option<String>,
     /// Wall time.
     pub elapsed: Duration,
 }
@@ -264,11 +267,34 @@ impl MaintainJob {
             }
         }
         if let Some(older_than) = self.bronze_retention {
-            let now = self.now.unwrap_or_else(Utc::now);
-            report.bronze = Some(
-                retention::drop_verified(&self.lake, older_than, now, &run_id, VERIFY_CONCURRENCY)
-                    .await?,
-            );
+            // Retention deletes rows of bronze.model_files: it takes the
+            // table's compaction lock, so two maintains never rewrite it at
+            // once (Delta would fail one of them on the conflict).
+            let lock_name = crate::lock::compaction(weightlake_schemas::bronze::MODEL_FILES);
+            match crate::lock::acquire(&self.lake, &lock_name, &run_id).await? {
+                Ok(lock) => {
+                    let now = self.now.unwrap_or_else(Utc::now);
+                    let done = retention::drop_verified(
+                        &self.lake,
+                        older_than,
+                        now,
+                        &run_id,
+                        VERIFY_CONCURRENCY,
+                    )
+                    .await;
+                    lock.release().await;
+                    report.bronze = Some(done?);
+                }
+                Err(holder) => {
+                    let why = format!(
+                        "another maintain run ({}) is rewriting bronze.model_files; the next run \
+                         applies retention",
+                        holder.run_id
+                    );
+                    tracing::warn!("bronze retention skipped: {why}");
+                    report.bronze_skipped = Some(why);
+                }
+            }
         }
         for (name, files_before) in tables {
             // Reopen: bronze retention may have committed since.
