@@ -171,6 +171,23 @@ pub(crate) fn print_promote(stage: &str, r: &PromoteReport) {
 /// Name the shards an index of the model names that the model lacks: the
 /// checkpoint is incomplete (files failed or not yet ingested upstream).
 pub(crate) fn note_missing(r: &ExportReport) {
+    if !r.not_tensorised.is_empty() {
+        println!(
+            "  bronze is ahead of silver: {} file(s) ingested or removed since the last tensorise are not reflected: {}{} (run tensorise)",
+            r.not_tensorised.len(),
+            r.not_tensorised
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if r.not_tensorised.len() > 5 {
+                ", …"
+            } else {
+                ""
+            }
+        );
+    }
     if r.missing.is_empty() {
         return;
     }

@@ -47,6 +47,10 @@ pub struct ExportReport {
     /// Shards an index of the model names that it does not have (an
     /// incomplete checkpoint: exported as it is).
     pub missing: Vec<String>,
+    /// For a silver revision: paths bronze holds newer states of (ingested
+    /// or removed since the last tensorise) that this export does not
+    /// reflect.
+    pub not_tensorised: Vec<String>,
 }
 
 /// Names of unrelated destination files an [`ExportReport`] keeps.
@@ -131,6 +135,14 @@ impl ExportJob {
             Selection::Pinned(m) => ModelView::pinned(&session, m).await?,
         };
         let missing = view.missing_shards(&session).await?;
+        // A silver revision (not a gold version, which is fixed): bronze may
+        // already hold a newer state that tensorise has not stored.
+        let not_tensorised = match &self.selection {
+            Selection::Latest { model_id, revision } => {
+                crate::tensorise::not_tensorised(&session, model_id, revision).await?
+            }
+            Selection::Pinned(_) => Vec::new(),
+        };
         let dest: Option<Destination> = match &self.to {
             Some(d) => {
                 let url = parse_location(d)?;
@@ -199,6 +211,7 @@ impl ExportJob {
         }
         let mut report = ExportReport {
             missing,
+            not_tensorised,
             ..Default::default()
         };
         if let Some(d) = dest.as_ref() {

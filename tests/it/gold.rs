@@ -553,6 +553,11 @@ fn promote_warns_about_untensorised_changes_and_says_which_version_stays_newest(
     // Upstream goes back to the first weights; tensorise has not run yet.
     write_tree(&dir, &[("model.safetensors", &safetensors_f32(1000, 1))]);
     run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    let out = run_ok(&["verify", "m@main", "--lake", lake_s, "-q"]);
+    assert!(
+        out.contains("bronze is ahead of silver: 1 file(s)") && out.contains("model.safetensors"),
+        "{out}"
+    );
     let out = promote();
     assert!(
         out.contains("promote: g:2 (these weights were already promoted)")
