@@ -141,6 +141,11 @@ pub struct ExportArgs {
     /// Files rebuilt at once (1 or more).
     #[arg(long, default_value_t = 4, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub parallelism: usize,
+    /// Once every file is written and verified, delete the destination's
+    /// files that are not part of the model (an earlier version's shards),
+    /// so it holds exactly the model.
+    #[arg(long)]
+    pub delete_others: bool,
 }
 
 #[derive(Debug, Args)]

@@ -144,6 +144,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let report = job
                 .to(a.to.clone())
                 .with_concurrency(a.parallelism)
+                .delete_others(a.delete_others)
                 .await
                 .map_err(classify_job)?;
             println!(

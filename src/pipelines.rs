@@ -209,12 +209,19 @@ pub(crate) fn note_missing(r: &ExportReport) {
 /// (left from an earlier export, or someone else's): a trainer reading the
 /// directory would see them too.
 pub(crate) fn warn_other_files(to: &str, r: &ExportReport) {
+    if r.others_deleted > 0 {
+        println!(
+            "  deleted {} file(s) under {to} that are not part of this model",
+            r.others_deleted
+        );
+    }
     if r.others_count == 0 {
         return;
     }
     let more = r.others_count.saturating_sub(r.others.len());
     eprintln!(
-        "warning: {to} also holds {} file(s) that are not part of this model, left as they are: {}{}",
+        "warning: {to} also holds {} file(s) that are not part of this model, left as they are \
+         (--delete-others, or `delete_others: true` on an export stage, deletes them): {}{}",
         r.others_count,
         r.others.join(", "),
         if more > 0 {

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use object_store::ObjectStore;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
@@ -47,6 +47,9 @@ pub struct ExportReport {
     /// Shards an index of the model names that it does not have (an
     /// incomplete checkpoint: exported as it is).
     pub missing: Vec<String>,
+    /// Files deleted from the destination because they are not part of the
+    /// model ([`ExportJob::delete_others`]).
+    pub others_deleted: usize,
     /// For a silver revision: paths bronze holds newer states of (ingested
     /// or removed since the last tensorise) that this export does not
     /// reflect.
@@ -72,6 +75,7 @@ pub struct ExportJob {
     selection: Selection,
     to: Option<String>,
     concurrency: usize,
+    delete_others: bool,
 }
 
 impl ExportJob {
@@ -86,6 +90,7 @@ impl ExportJob {
             },
             to: None,
             concurrency: 4,
+            delete_others: false,
         }
     }
 
@@ -96,12 +101,22 @@ impl ExportJob {
             selection: Selection::Pinned(Box::new(manifest)),
             to: None,
             concurrency: 4,
+            delete_others: false,
         }
     }
 
     /// Write the files under this directory or `s3://`/`gs://`/`file://` prefix.
     pub fn to(mut self, dest: impl Into<String>) -> Self {
         self.to = Some(dest.into());
+        self
+    }
+
+    /// Once every file is written and verified, delete the destination's
+    /// files that are not part of the model (an earlier version's shards,
+    /// staging leftovers), so the destination holds exactly the model.
+    /// Refused for a destination that holds the lake or lies inside it.
+    pub fn delete_others(mut self, on: bool) -> Self {
+        self.delete_others = on;
         self
     }
 
@@ -146,6 +161,9 @@ impl ExportJob {
         let dest: Option<Destination> = match &self.to {
             Some(d) => {
                 let url = parse_location(d)?;
+                if self.delete_others {
+                    refuse_lake_overlap(self.lake.root(), &url)?;
+                }
                 if let Ok(p) = url.to_file_path() {
                     std::fs::create_dir_all(&p).map_err(|e| {
                         JobError::Invalid(format!("cannot create {}: {e}", p.display()))
@@ -215,7 +233,26 @@ impl ExportJob {
             ..Default::default()
         };
         if let Some(d) = dest.as_ref() {
-            (report.others, report.others_count) = others_in(d, &ours).await;
+            let mut others = others_in(d, &ours).await;
+            if self.delete_others {
+                for (rel, key) in std::mem::take(&mut others) {
+                    match d.0.delete(&key).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                            report.others_deleted += 1
+                        }
+                        Err(e) => {
+                            warn!(file = %rel, error = %e, "could not delete a file that is not part of the model");
+                            others.push((rel, key));
+                        }
+                    }
+                }
+            }
+            report.others_count = others.len();
+            report.others = others
+                .into_iter()
+                .take(OTHERS_SHOWN)
+                .map(|(rel, _)| rel)
+                .collect();
         }
         report.elapsed = started.elapsed();
         for (path, sha, n) in results {
@@ -226,6 +263,19 @@ impl ExportJob {
         report.checked.sort();
         Ok(report)
     }
+}
+
+/// Deleting "files not part of the model" under a destination that holds
+/// the lake, or inside the lake, would delete the lake.
+fn refuse_lake_overlap(lake: &Url, dest: &Url) -> Result<()> {
+    let dir = |u: &Url| format!("{}/", u.as_str().trim_end_matches('/'));
+    let (lake_dir, dest_dir) = (dir(lake), dir(dest));
+    if lake_dir.starts_with(&dest_dir) || dest_dir.starts_with(&lake_dir) {
+        return Err(JobError::Invalid(format!(
+            "refusing to delete other files under {dest}: it holds the lake {lake} or lies inside it"
+        )));
+    }
+    Ok(())
 }
 
 /// The first directory of `path` under `dir` that exists as a symbolic link.
@@ -276,13 +326,13 @@ fn remove_staged_leftovers<'a>(dir: &std::path::Path, paths: impl Iterator<Item 
     }
 }
 
-/// Files under the destination that are not among `ours` (the first
-/// [`OTHERS_SHOWN`], sorted) and how many, from at most [`OTHERS_LISTED`]
-/// listed entries. A listing that fails counts as none.
+/// Files under the destination that are not among `ours` (relative name
+/// and key, sorted), from at most [`OTHERS_LISTED`] listed entries. A
+/// listing that fails counts as none.
 async fn others_in(
     dest: &Destination,
     ours: &std::collections::BTreeSet<String>,
-) -> (Vec<String>, usize) {
+) -> Vec<(String, StorePath)> {
     let (store, prefix, _) = dest;
     let base = prefix.as_ref().trim_end_matches('/');
     let listed: Vec<_> = store
@@ -291,21 +341,21 @@ async fn others_in(
         .filter_map(|m| async move { m.ok() })
         .collect()
         .await;
-    let mut others: Vec<String> = listed
-        .iter()
+    let mut others: Vec<(String, StorePath)> = listed
+        .into_iter()
         .map(|m| {
             let key = m.location.as_ref();
-            key.strip_prefix(base)
+            let rel = key
+                .strip_prefix(base)
                 .unwrap_or(key)
                 .trim_start_matches('/')
-                .to_string()
+                .to_string();
+            (rel, m.location)
         })
-        .filter(|rel| !ours.contains(rel))
+        .filter(|(rel, _)| !ours.contains(rel))
         .collect();
     others.sort();
-    let count = others.len();
-    others.truncate(OTHERS_SHOWN);
-    (others, count)
+    others
 }
 
 /// Rebuild one file, hashing as it goes; upload it when `dest` is set. Fails

@@ -32,7 +32,7 @@ pub(crate) fn check(spec: &PipelineSpec, name: &str, stage: &StageSpec, errs: &m
     let raw = errs.raw;
     let at = |key: &str| locate_path(raw, &["stages", name, key]);
     let job = stage.job.as_str();
-    let misplaced: [(&str, bool, &[JobKind]); 8] = [
+    let misplaced: [(&str, bool, &[JobKind]); 9] = [
         (
             "model",
             stage.model.is_some(),
@@ -49,6 +49,7 @@ pub(crate) fn check(spec: &PipelineSpec, name: &str, stage: &StageSpec, errs: &m
             &[JobKind::Promote],
         ),
         ("to", stage.to.is_some(), &[JobKind::Export]),
+        ("delete_others", stage.delete_others, &[JobKind::Export]),
     ];
     for (key, set, jobs) in misplaced {
         if set && !jobs.contains(&stage.job) {
@@ -341,6 +342,7 @@ pub(crate) async fn export(stage: &StageSpec, lake: Lake) -> Result<ExportReport
     let (job, label) = ExportJob::for_reference(lake, model).await?;
     tracing::info!(%label, %to, "exporting");
     job.to(to.clone())
+        .delete_others(stage.delete_others)
         .with_concurrency(stage.parallelism.unwrap_or(DEFAULT_EXPORT_PARALLELISM))
         .await
 }

@@ -452,6 +452,11 @@ pub struct StageSpec {
     /// (export) Destination: a directory, `file://…`, `s3://…` or `gs://…`.
     #[serde(default)]
     pub to: Option<String>,
+    /// (export) Once every file is written and verified, delete the
+    /// destination's files that are not part of the model (an earlier
+    /// version's shards), so it holds exactly the model. Default false.
+    #[serde(default)]
+    pub delete_others: bool,
     /// (maintain) Tables to optimize, vacuum and checkpoint, e.g.
     /// `[bronze.model_files, silver.tensor_blobs]`. Default every table.
     #[serde(default)]

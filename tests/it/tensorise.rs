@@ -173,6 +173,44 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
         "{}",
         text(&out)
     );
+    // Asked to, the export leaves the destination holding exactly the model.
+    let (lake_s, dest_s) = (
+        lake_dir.to_str().expect("utf8"),
+        dest.to_str().expect("utf8"),
+    );
+    let mirrored = run_ok(&[
+        "export",
+        "minilm@main",
+        "--lake",
+        lake_s,
+        "--to",
+        dest_s,
+        "--delete-others",
+        "-q",
+    ]);
+    assert!(
+        mirrored.contains("deleted 1 file(s)") && !dest.join("notes.txt").exists(),
+        "{mirrored}"
+    );
+    // Never where that would delete the lake.
+    let parent = lake_dir.parent().expect("parent").to_str().expect("utf8");
+    let refused = run(&[
+        "export",
+        "minilm@main",
+        "--lake",
+        lake_s,
+        "--to",
+        parent,
+        "--delete-others",
+        "-q",
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("holds the lake"),
+        "{}",
+        text(&refused)
+    );
+    assert!(lake_dir.join("silver").exists());
     for entry in walk(&src) {
         let rel = entry.strip_prefix(&src).expect("prefix");
         let rebuilt =
