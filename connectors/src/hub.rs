@@ -30,6 +30,10 @@ pub struct HubFile {
     pub size: Option<u64>,
     /// sha256 of the content, listed for LFS files.
     pub sha256: Option<String>,
+    /// The git blob id (`blobId`), listed for every file with `blobs=true`:
+    /// it names the content, so a small non-LFS file that did not change
+    /// keeps it across commits.
+    pub blob_id: Option<String>,
 }
 
 /// A hub revision resolved to a commit.
@@ -92,6 +96,8 @@ struct ApiSibling {
     size: Option<u64>,
     #[serde(default)]
     lfs: Option<ApiLfs>,
+    #[serde(default, rename = "blobId")]
+    blob_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -189,7 +195,15 @@ pub async fn resolve_revision(
                 Some(l) => (l.size.or(s.size), Some(l.sha256.to_ascii_lowercase())),
                 None => (s.size, None),
             };
-            Ok(HubFile { path, size, sha256 })
+            let blob_id = s
+                .blob_id
+                .filter(|b| !b.is_empty() && b.chars().all(|c| c.is_ascii_alphanumeric()));
+            Ok(HubFile {
+                path,
+                size,
+                sha256,
+                blob_id,
+            })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(HubRevision {

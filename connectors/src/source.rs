@@ -459,10 +459,12 @@ async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSour
             source_uri: redact(&url),
             size,
             sha256: f.sha256.clone(),
-            etag: if etag.is_empty() {
-                rev.commit.clone()
-            } else {
-                etag
+            // A non-LFS file's version tag: its blob id when listed (the same
+            // content keeps it across commits), else the commit.
+            etag: match (etag.is_empty(), &f.blob_id) {
+                (false, _) => etag,
+                (true, Some(blob)) => format!("blob:{blob}"),
+                (true, None) => rev.commit.clone(),
             },
             ranges,
             location: FileLocation::Http(target),

@@ -414,7 +414,9 @@ fn hub_api(st: &State, path: &str) -> Option<Response<Body>> {
         .iter()
         .map(|(p, lfs)| {
             let data = files.get(p).map(|f| f.0.clone()).unwrap_or_default();
-            let mut v = serde_json::json!({ "rfilename": p, "size": data.len() });
+            // Like git's blob id, it names the content (here: by its sha256).
+            let blob = &hex::encode(Sha256::digest(&data))[..40];
+            let mut v = serde_json::json!({ "rfilename": p, "size": data.len(), "blobId": blob });
             if *lfs {
                 v["lfs"] = serde_json::json!({ "sha256": hex::encode(Sha256::digest(&data)), "size": data.len(), "pointerSize": 134 });
             }
