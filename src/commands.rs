@@ -386,7 +386,7 @@ fn print_tensorise(stage: &str, r: &TensoriseReport) {
         _ => String::new(),
     };
     println!(
-        "{stage}: {} files tensorised, {} already present, {} quarantined, {} tensors, {} deduplicated, {} read, {} newly stored{ratio} in {:.2}s, run {}",
+        "{stage}: {} files tensorised, {} already present, {} quarantined, {} tensors, {} contents already stored (tensors and whole files), {} read, {} newly stored{ratio} in {:.2}s, run {}",
         r.files_tensorised,
         r.files_skipped,
         r.files_quarantined.len(),

@@ -102,7 +102,8 @@ fn seconds(d: Duration) -> String {
 fn gb(bytes: u64) -> String {
     match bytes {
         0 => "0 bytes".into(),
-        1..1_000_000 => format!("{:.0} KB", (bytes as f64 / 1e3).max(1.0)),
+        1..1_000 => format!("{bytes} bytes"),
+        1_000..1_000_000 => format!("{:.0} KB", bytes as f64 / 1e3),
         1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
         _ => format!("{:.2} GB", bytes as f64 / 1e9),
     }
