@@ -44,6 +44,9 @@ pub(crate) struct Holder {
     pub run_id: String,
     /// When it was last rewritten (seconds since the Unix epoch).
     pub heartbeat_at: i64,
+    /// When it was taken (microseconds since the Unix epoch; 0 when unknown).
+    #[serde(default)]
+    pub since: i64,
     /// The holding process, where it can be checked from the same machine.
     #[serde(default)]
     pub process: Option<Process>,
@@ -115,6 +118,8 @@ pub(crate) struct LakeLock {
     path: Path,
     heartbeat: tokio::task::JoinHandle<()>,
     released: bool,
+    /// When it was taken (microseconds since the Unix epoch).
+    since: i64,
 }
 
 /// The name of the compaction lock of `table`.
@@ -159,16 +164,19 @@ pub(crate) async fn acquire(
         .map_err(|e| JobError::Invalid(format!("lock path: {e}")))?;
     let failed = |e: object_store::Error| JobError::Invalid(format!("lock {path}: {e}"));
     for _ in 0..2 {
-        let body = payload(run_id)?;
+        let since = chrono::Utc::now().timestamp_micros();
+        let body = payload(run_id, since)?;
         let create = PutOptions::from(PutMode::Create);
         match store.put_opts(&path, body, create).await {
             Ok(_) => {
-                let heartbeat = tokio::spawn(beat(store.clone(), path.clone(), run_id.to_string()));
+                let heartbeat =
+                    tokio::spawn(beat(store.clone(), path.clone(), run_id.to_string(), since));
                 return Ok(Ok(LakeLock {
                     store,
                     path,
                     heartbeat,
                     released: false,
+                    since,
                 }));
             }
             Err(object_store::Error::AlreadyExists { .. }) => {}
@@ -180,6 +188,7 @@ pub(crate) async fn acquire(
                 serde_json::from_slice::<Holder>(&bytes).unwrap_or(Holder {
                     run_id: "unknown".into(),
                     heartbeat_at: 0,
+                    since: 0,
                     process: None,
                 })
             }
@@ -187,11 +196,11 @@ pub(crate) async fn acquire(
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(failed(e)),
         };
-        let age = chrono::Utc::now().timestamp() - holder.heartbeat_at;
-        let gone = holder.process.as_ref().is_some_and(Process::gone_from_here);
-        if age <= STALE_AFTER.as_secs() as i64 && !gone {
+        if holder.is_live() {
             return Ok(Err(holder));
         }
+        let age = chrono::Utc::now().timestamp() - holder.heartbeat_at;
+        let gone = holder.process.as_ref().is_some_and(Process::gone_from_here);
         tracing::warn!(
             lock = %path,
             holder = %holder.run_id,
@@ -247,10 +256,96 @@ impl LakeLock {
     }
 }
 
-fn payload(run_id: &str) -> Result<PutPayload> {
+impl Holder {
+    /// Renewed within [`STALE_AFTER`], by a process not known to be gone.
+    fn is_live(&self) -> bool {
+        let age = chrono::Utc::now().timestamp() - self.heartbeat_at;
+        age <= STALE_AFTER.as_secs() as i64
+            && !self.process.as_ref().is_some_and(Process::gone_from_here)
+    }
+}
+
+/// Take lock `name` like [`wait_for`], and also wait while a live lock whose
+/// name starts with `family` and that `compatible` rejects was taken
+/// earlier: tensorise runs with different shard counts (`tensorise.0-of-1`
+/// beside `tensorise.1-of-2`) own different sets of files and would both
+/// store the files the two sets share. Of two such runs starting at once,
+/// each lists the others after taking its own lock, so the later one sees
+/// the earlier and steps back.
+pub(crate) async fn wait_for_family(
+    lake: &Lake,
+    name: &str,
+    family: &str,
+    compatible: impl Fn(&str) -> bool,
+    run_id: &str,
+) -> Result<LakeLock> {
+    let mut told = false;
+    loop {
+        let lock = wait_for(lake, name, run_id).await?;
+        let Some(earlier) = earlier_incompatible(&lock, family, &compatible).await? else {
+            return Ok(lock);
+        };
+        lock.release().await;
+        if !told {
+            tracing::warn!(
+                lock = name,
+                other = %earlier.0,
+                holder = %earlier.1,
+                "waiting for another run holding {} (it shards the same work differently)",
+                earlier.0
+            );
+            told = true;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `(name, run id)` of a live lock of `family` that `compatible` rejects and
+/// that was taken before `mine`.
+async fn earlier_incompatible(
+    mine: &LakeLock,
+    family: &str,
+    compatible: &impl Fn(&str) -> bool,
+) -> Result<Option<(String, String)>> {
+    use futures::TryStreamExt;
+    let failed = |e: object_store::Error| JobError::Invalid(format!("locks: {e}"));
+    let dir = Path::parse(mine.path.as_ref().rsplit_once('/').map_or("", |(d, _)| d))
+        .map_err(|e| JobError::Invalid(format!("lock path: {e}")))?;
+    let listed: Vec<_> = mine
+        .store
+        .list(Some(&dir))
+        .try_collect()
+        .await
+        .map_err(failed)?;
+    for meta in listed {
+        let Some(other) = meta.location.filename() else {
+            continue;
+        };
+        if meta.location == mine.path || !other.starts_with(family) || compatible(other) {
+            continue;
+        }
+        let holder = match mine.store.get(&meta.location).await {
+            Ok(got) => {
+                match serde_json::from_slice::<Holder>(&got.bytes().await.map_err(failed)?) {
+                    Ok(h) => h,
+                    Err(_) => continue,
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(failed(e)),
+        };
+        if holder.is_live() && holder.since < mine.since {
+            return Ok(Some((other.to_string(), holder.run_id)));
+        }
+    }
+    Ok(None)
+}
+
+fn payload(run_id: &str, since: i64) -> Result<PutPayload> {
     let holder = Holder {
         run_id: run_id.to_string(),
         heartbeat_at: chrono::Utc::now().timestamp(),
+        since,
         process: Process::current(),
     };
     Ok(PutPayload::from(
@@ -258,10 +353,12 @@ fn payload(run_id: &str) -> Result<PutPayload> {
     ))
 }
 
-async fn beat(store: Arc<dyn ObjectStore>, path: Path, run_id: String) {
+async fn beat(store: Arc<dyn ObjectStore>, path: Path, run_id: String, since: i64) {
     loop {
         tokio::time::sleep(HEARTBEAT).await;
-        let Ok(body) = payload(&run_id) else { return };
+        let Ok(body) = payload(&run_id, since) else {
+            return;
+        };
         if let Err(e) = store.put(&path, body).await {
             tracing::warn!(lock = %path, error = %e, "lock heartbeat failed");
         }

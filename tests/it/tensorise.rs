@@ -710,3 +710,44 @@ fn a_stopped_or_killed_tensorise_does_not_hold_up_the_next_one() {
         text(&again)
     );
 }
+
+#[test]
+fn tensorise_runs_with_different_shard_counts_do_not_both_store_a_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().expect("utf8");
+    let whole = tensorise_holding_its_lock(&lake);
+    let shards: Vec<_> = ["0/2", "1/2"]
+        .iter()
+        .map(|s| {
+            bin()
+                .args(["tensorise", "--lake", lake_s, "--shard", s])
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let first = whole.wait_with_output().expect("wait");
+    assert!(first.status.success(), "{}", text(&first));
+    for shard in shards {
+        let out = shard.wait_with_output().expect("wait");
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("waiting for another run holding tensorise.0-of-1")
+                && text(&out).contains("0 files tensorised"),
+            "{}",
+            text(&out)
+        );
+    }
+    let twice = run_ok(&[
+        "sql",
+        "--lake",
+        lake_s,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM (SELECT file_path FROM silver.files GROUP BY file_path HAVING count(*) > 1)",
+    ]);
+    assert_eq!(twice.lines().nth(1), Some("0"), "{twice}");
+}

@@ -262,7 +262,17 @@ impl TensoriseJob {
             ));
         }
         let name = format!("tensorise.{}-of-{}", self.shard.index, self.shard.count);
-        let lock = crate::lock::wait_for(&self.lake, &name, &run_id).await?;
+        // Shards of one shard count split the files between them; a run
+        // with another count would take files a shard here also takes.
+        let same_count = format!("-of-{}", self.shard.count);
+        let lock = crate::lock::wait_for_family(
+            &self.lake,
+            &name,
+            "tensorise.",
+            |other| other.ends_with(&same_count),
+            &run_id,
+        )
+        .await?;
         let result = self.run_locked(run_id).await;
         lock.release().await;
         result
