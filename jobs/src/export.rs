@@ -161,13 +161,13 @@ impl ExportJob {
         let dest: Option<Destination> = match &self.to {
             Some(d) => {
                 let url = parse_location(d)?;
-                if self.delete_others {
-                    refuse_lake_overlap(self.lake.root(), &url)?;
-                }
                 if let Ok(p) = url.to_file_path() {
                     std::fs::create_dir_all(&p).map_err(|e| {
                         JobError::Invalid(format!("cannot create {}: {e}", p.display()))
                     })?;
+                }
+                if self.delete_others {
+                    refuse_lake_overlap(self.lake.root(), &url)?;
                 }
                 // A directory where a local file should go would fail only at
                 // its final rename, after the file (and others, in flight
@@ -235,7 +235,16 @@ impl ExportJob {
         if let Some(d) = dest.as_ref() {
             let mut others = others_in(d, &ours).await;
             if self.delete_others {
+                let local = d.2.to_file_path().ok();
+                let mut behind_links = Vec::new();
                 for (rel, key) in std::mem::take(&mut others) {
+                    // A listing walks into linked directories; deleting there
+                    // would delete outside the destination.
+                    if let Some(link) = local.as_deref().and_then(|dir| linked_parent(dir, &rel)) {
+                        behind_links.push(link);
+                        others.push((rel, key));
+                        continue;
+                    }
                     match d.0.delete(&key).await {
                         Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                             report.others_deleted += 1
@@ -246,6 +255,16 @@ impl ExportJob {
                         }
                     }
                 }
+                behind_links.sort();
+                behind_links.dedup();
+                if let Some(first) = behind_links.first() {
+                    warn!(
+                        links = behind_links.len(),
+                        first = %first.display(),
+                        "not deleting files behind symbolic links in the destination"
+                    );
+                }
+                others.sort();
             }
             report.others_count = others.len();
             report.others = others
@@ -267,8 +286,23 @@ impl ExportJob {
 
 /// Deleting "files not part of the model" under a destination that holds
 /// the lake, or inside the lake, would delete the lake.
+/// Local paths are compared as the file system resolves them (symbolic
+/// links followed), so no link leads around the check.
 fn refuse_lake_overlap(lake: &Url, dest: &Url) -> Result<()> {
-    let dir = |u: &Url| format!("{}/", u.as_str().trim_end_matches('/'));
+    let dir = |u: &Url| {
+        let resolved = u
+            .to_file_path()
+            .ok()
+            .and_then(|p| std::fs::canonicalize(p).ok())
+            .map(|p| format!("file://{}", p.display()));
+        format!(
+            "{}/",
+            resolved
+                .as_deref()
+                .unwrap_or(u.as_str())
+                .trim_end_matches('/')
+        )
+    };
     let (lake_dir, dest_dir) = (dir(lake), dir(dest));
     if lake_dir.starts_with(&dest_dir) || dest_dir.starts_with(&lake_dir) {
         return Err(JobError::Invalid(format!(

@@ -173,11 +173,15 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
         "{}",
         text(&out)
     );
-    // Asked to, the export leaves the destination holding exactly the model.
+    // Asked to, the export leaves the destination holding exactly the model,
+    // never deleting through a link in it.
     let (lake_s, dest_s) = (
         lake_dir.to_str().expect("utf8"),
         dest.to_str().expect("utf8"),
     );
+    let precious = tmp.path().join("precious");
+    write_tree(&precious, &[("keep.txt", b"mine")]);
+    std::os::unix::fs::symlink(&precious, dest.join("linked")).expect("link");
     let mirrored = run_ok(&[
         "export",
         "minilm@main",
@@ -192,24 +196,30 @@ async fn real_model_tensorises_matches_safetensors_and_rebuilds_bit_for_bit() {
         mirrored.contains("deleted 1 file(s)") && !dest.join("notes.txt").exists(),
         "{mirrored}"
     );
-    // Never where that would delete the lake.
+    assert!(precious.join("keep.txt").exists(), "deleted through a link");
+    std::fs::remove_file(dest.join("linked")).expect("rm link");
+    // Never where that would delete the lake, however the path is spelt.
     let parent = lake_dir.parent().expect("parent").to_str().expect("utf8");
-    let refused = run(&[
-        "export",
-        "minilm@main",
-        "--lake",
-        lake_s,
-        "--to",
-        parent,
-        "--delete-others",
-        "-q",
-    ]);
-    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("holds the lake"),
-        "{}",
-        text(&refused)
-    );
+    let lake_link = tmp.path().join("lake-link");
+    std::os::unix::fs::symlink(&lake_dir, &lake_link).expect("link");
+    for to in [parent, lake_link.to_str().expect("utf8")] {
+        let refused = run(&[
+            "export",
+            "minilm@main",
+            "--lake",
+            lake_s,
+            "--to",
+            to,
+            "--delete-others",
+            "-q",
+        ]);
+        assert_eq!(refused.status.code(), Some(2), "{to}: {}", text(&refused));
+        assert!(
+            text(&refused).contains("holds the lake"),
+            "{}",
+            text(&refused)
+        );
+    }
     assert!(lake_dir.join("silver").exists());
     for entry in walk(&src) {
         let rel = entry.strip_prefix(&src).expect("prefix");
