@@ -200,6 +200,26 @@ impl ViewFile {
         out
     }
 
+    /// `(sha256, length)` of each whole content that bytes `range` of the
+    /// file touch, in file order, each once.
+    pub fn contents_touched(&self, range: Range<u64>) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        let mut at = 0u64;
+        for s in &self.segments {
+            let (start, end) = (at, at + s.len());
+            at = end;
+            if end <= range.start || start >= range.end {
+                continue;
+            }
+            if let Segment::Content { sha256, range: r } = s
+                && !out.iter().any(|(sha, _)| sha == sha256)
+            {
+                out.push((sha256.clone(), r.end));
+            }
+        }
+        out
+    }
+
     /// A reader of bytes `range` of the file, one content part at a time.
     pub fn reader<'a>(&self, session: &'a LakeSession, range: Range<u64>) -> FileReader<'a> {
         let pieces = futures::stream::iter(self.segments(range))
@@ -270,6 +290,21 @@ impl FileReader<'_> {
             }
         }
     }
+}
+
+/// Whether the content `sha256` of `len` bytes decodes, part by part as a
+/// rebuild reads it, to bytes with that sha256. A range of a file has no
+/// recorded hash of its own; checking each whole content it touches is how
+/// a range is known to be right.
+pub async fn content_intact(session: &LakeSession, sha256: &str, len: u64) -> Result<bool> {
+    let mut parts = ContentParts::open(session, sha256, 0..len).await?;
+    let mut hasher = sha2::Sha256::new();
+    let mut n = 0u64;
+    while let Some(bytes) = parts.next().await? {
+        n += bytes.len() as u64;
+        hasher.update(&bytes);
+    }
+    Ok(n == len && hex::encode(hasher.finalize()) == sha256)
 }
 
 /// The files of one model revision in silver.

@@ -31,6 +31,8 @@ pub struct Resolved {
     pub session: Arc<LakeSession>,
 }
 
+/// The outcome of checking one content against its sha256, computed once.
+type ContentCheck = Arc<tokio::sync::OnceCell<bool>>;
 /// The lake's tables, gold read from them, and when.
 type Snapshot = (Arc<LakeSession>, Arc<GoldState>, Instant);
 /// A silver revision's view, its manifest sha, and the id of the session it
@@ -48,6 +50,10 @@ pub struct Catalog {
     /// Silver revisions read recently: (repo, revision) -> view, its commit,
     /// and the session it was read through (reused while the snapshot is).
     silver_views: Mutex<HashMap<(String, String), SilverView>>,
+    /// Contents checked against their sha256 (for ranges), by the session
+    /// they were read through: each is checked once, by the first range
+    /// that touches it, while the others wait for that check.
+    verified: Mutex<(u64, HashMap<String, ContentCheck>)>,
 }
 
 impl Catalog {
@@ -59,7 +65,28 @@ impl Catalog {
             views: Mutex::new(HashMap::new()),
             silver_commits: Mutex::new(HashMap::new()),
             silver_views: Mutex::new(HashMap::new()),
+            verified: Mutex::new((0, HashMap::new())),
         }
+    }
+
+    /// Whether content `sha256` (`len` bytes) read through `session` has
+    /// that sha256; checked once per content and session.
+    pub async fn content_intact(
+        &self,
+        session: &LakeSession,
+        sha256: &str,
+        len: u64,
+    ) -> Result<bool> {
+        let cell = {
+            let mut v = self.verified.lock().await;
+            if v.0 != session.id() {
+                *v = (session.id(), HashMap::new());
+            }
+            v.1.entry(sha256.to_string()).or_default().clone()
+        };
+        cell.get_or_try_init(|| weightlake_jobs::view::content_intact(session, sha256, len))
+            .await
+            .copied()
     }
 
     /// The lake as of at most [`REFRESH`] ago: a request reads no table

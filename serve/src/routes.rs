@@ -66,7 +66,10 @@ fn decode_dir(s: &str) -> Option<String> {
     }
 }
 
-async fn route(catalog: &Catalog, req: &Request<Incoming>) -> Result<Response<Body>, JobError> {
+async fn route(
+    catalog: &Arc<Catalog>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, JobError> {
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         return Ok(error(
@@ -160,7 +163,7 @@ async fn route(catalog: &Catalog, req: &Request<Incoming>) -> Result<Response<Bo
     let body = if method == Method::HEAD {
         empty()
     } else {
-        stream_file(&r, &file, bytes.clone(), range.is_none())
+        stream_file(catalog, &r, &file, bytes.clone(), range.is_none())
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -231,21 +234,42 @@ fn parse_range(v: &str, size: u64) -> Result<Option<Range<u64>>, ()> {
 /// whole file's sha256 and aborts the body when it differs. The last frame
 /// is held back until the hash is known, so a client never receives every
 /// byte of a wrong rebuild: the connection closes short of the declared
-/// length, which HTTP clients report as an error.
-fn stream_file(r: &Resolved, file: &str, range: Range<u64>, verify: bool) -> Body {
+/// length, which HTTP clients report as an error. A range (no file hash of
+/// its own) is sent only once every content it touches has been checked
+/// against its sha256 (once per content, see [`Catalog::content_intact`]).
+fn stream_file(
+    catalog: &Arc<Catalog>,
+    r: &Resolved,
+    file: &str,
+    range: Range<u64>,
+    verify: bool,
+) -> Body {
     let (tx, mut rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
     let session = r.session.clone();
     let view = r.view.clone();
     let file = file.to_string();
+    let catalog = catalog.clone();
     tokio::spawn(async move {
         let Some(f) = view.files.get(&file) else {
             return;
         };
         let mut hasher = verify.then(Sha256::new);
+        let contents = if verify {
+            Vec::new()
+        } else {
+            f.contents_touched(range.clone())
+        };
         let mut reader = f.reader(&session, range);
         let mut held: Option<Bytes> = None;
         let gone = || JobError::Invalid("client went away".into());
         let sent: Result<(), JobError> = async {
+            for (sha, len) in &contents {
+                if !catalog.content_intact(&session, sha, *len).await? {
+                    return Err(JobError::Corrupt(format!(
+                        "{file}: content {sha} does not rebuild to its sha256"
+                    )));
+                }
+            }
             while let Some(bytes) = reader.next().await? {
                 if let Some(h) = hasher.as_mut() {
                     h.update(&bytes);

