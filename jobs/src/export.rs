@@ -289,6 +289,18 @@ impl ExportJob {
 /// Local paths are compared as the file system resolves them (symbolic
 /// links followed), so no link leads around the check.
 fn refuse_lake_overlap(lake: &Url, dest: &Url) -> Result<()> {
+    if overlaps_lake(lake, dest) {
+        return Err(JobError::Invalid(format!(
+            "refusing to delete other files under {dest}: it holds the lake {lake} or lies inside it"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether the destination `dest` holds the lake at `lake` or lies inside
+/// it (where deleting "files not part of the model" would delete the lake).
+/// Local paths are compared as the file system resolves them.
+pub fn overlaps_lake(lake: &Url, dest: &Url) -> bool {
     let dir = |u: &Url| {
         let resolved = u
             .to_file_path()
@@ -304,12 +316,7 @@ fn refuse_lake_overlap(lake: &Url, dest: &Url) -> Result<()> {
         )
     };
     let (lake_dir, dest_dir) = (dir(lake), dir(dest));
-    if lake_dir.starts_with(&dest_dir) || dest_dir.starts_with(&lake_dir) {
-        return Err(JobError::Invalid(format!(
-            "refusing to delete other files under {dest}: it holds the lake {lake} or lies inside it"
-        )));
-    }
-    Ok(())
+    lake_dir.starts_with(&dest_dir) || dest_dir.starts_with(&lake_dir)
 }
 
 /// The first directory of `path` under `dir` that exists as a symbolic link.

@@ -93,7 +93,7 @@ pub(crate) fn check(spec: &PipelineSpec, name: &str, stage: &StageSpec, errs: &m
     };
     match stage.job {
         JobKind::Promote => check_promote(spec, name, stage, model, errs),
-        _ => check_export(name, stage, model, errs),
+        _ => check_export(spec, name, stage, model, errs),
     }
 }
 
@@ -188,7 +188,13 @@ fn check_promote(
     }
 }
 
-fn check_export(name: &str, stage: &StageSpec, model: &str, errs: &mut Errors<'_>) {
+fn check_export(
+    spec: &PipelineSpec,
+    name: &str,
+    stage: &StageSpec,
+    model: &str,
+    errs: &mut Errors<'_>,
+) {
     let raw = errs.raw;
     let at = |key: &str| locate_path(raw, &["stages", name, key]);
     if model.parse::<GoldRef>().is_err() && parse_model_ref(model).is_err() {
@@ -204,11 +210,23 @@ fn check_export(name: &str, stage: &StageSpec, model: &str, errs: &mut Errors<'_
             locate_path(raw, &["stages", name]),
             format!("export stage `{name}` needs `to:` (a directory, s3://… or gs://…)"),
         ),
-        Some(to) => {
-            if let Err(e) = weightlake_connectors::storage::parse_location(to) {
-                errs.at(at("to"), format!("stage `{name}`: {e}"));
+        Some(to) => match weightlake_connectors::storage::parse_location(to) {
+            Err(e) => errs.at(at("to"), format!("stage `{name}`: {e}")),
+            Ok(dest) => {
+                let lake = weightlake_connectors::storage::parse_location(&spec.lake);
+                if stage.delete_others
+                    && lake.is_ok_and(|l| weightlake_jobs::export::overlaps_lake(&l, &dest))
+                {
+                    errs.at(
+                        at("delete_others"),
+                        format!(
+                            "stage `{name}`: `delete_others` with `to: {to}`, which holds the \
+                             lake or lies inside it, would delete the lake"
+                        ),
+                    );
+                }
             }
-        }
+        },
     }
     if stage.parallelism == Some(0) {
         errs.at(
@@ -359,6 +377,21 @@ mod tests {
         load_str(&format!("{BASE}{stages}"), "t.yaml")
             .expect_err("invalid")
             .to_string()
+    }
+
+    #[test]
+    fn an_export_deleting_other_files_where_the_lake_is_is_refused() {
+        for to in [".", "./lake", "./lake/silver"] {
+            let e = err(&format!(
+                "  out: {{ job: export, model: tuned@main, to: {to}, delete_others: true }}\n"
+            ));
+            assert!(e.contains("would delete the lake"), "{to}: {e}");
+        }
+        load_str(
+            &format!("{BASE}  out: {{ job: export, model: tuned@main, to: ./out, delete_others: true }}\n"),
+            "t.yaml",
+        )
+        .expect("a destination beside the lake is fine");
     }
 
     #[test]

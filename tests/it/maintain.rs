@@ -595,7 +595,7 @@ fn retention_says_why_it_keeps_a_version_replaced_before_it_was_tensorised() {
     assert!(
         kept.len() == 1
             && kept[0].contains("m@main/a.bin")
-            && kept[0].contains("replaced at the source before it was tensorised"),
+            && kept[0].contains("replaced or removed at the source before it was tensorised"),
         "{out}"
     );
 }

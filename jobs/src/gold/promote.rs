@@ -465,11 +465,11 @@ async fn silver_current(
     Ok(Some(GateResult {
         name: "silver_current".into(),
         action: GateAction::Warn,
-        expr: "bronze has nothing newer than silver for this revision".into(),
+        expr: "silver reflects everything bronze has for the revision".into(),
         passed: false,
         detail: format!(
-            "{} file(s) ingested or removed since the last tensorise, not in this version: {}{} \
-             (run tensorise, then promote again)",
+            "{} file(s) ingested or removed since the last tensorise; this version is the \
+             revision before those changes: {}{} (run tensorise, then promote again)",
             pending.len(),
             shown.join(", "),
             if pending.len() > shown.len() {

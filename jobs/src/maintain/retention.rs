@@ -374,8 +374,10 @@ async fn verify(
     let row = row.ok_or_else(|| match c.superseded {
         // Tensorise only takes a path's newest version: this one never will
         // be, and bronze holds its only copy.
-        true => "replaced at the source before it was tensorised; bronze holds its only copy"
-            .to_string(),
+        true => {
+            "replaced or removed at the source before it was tensorised; bronze holds its only copy"
+                .to_string()
+        }
         false => "not in silver (run tensorise first)".to_string(),
     })?;
     if row.file_sha256 != c.file_sha256 || row.file_size != c.file_size {
