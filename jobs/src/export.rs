@@ -399,6 +399,32 @@ async fn others_in(
     others
 }
 
+/// An upload to the destination, aborted if it is dropped unfinished (the
+/// export was stopped: Ctrl-C, SIGTERM, a stage timeout), so no multipart
+/// upload is left pending on an object store and no staging file on disk.
+struct Upload(Option<BufWriter>);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let Some(mut w) = self.0.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| {
+                    let _ = h.block_on(w.abort());
+                });
+            }
+            Ok(h) => {
+                h.spawn(async move {
+                    let _ = w.abort().await;
+                });
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Rebuild one file, hashing as it goes; upload it when `dest` is set. Fails
 /// unless the bytes rebuilt have the file's size and sha256.
 pub(crate) async fn rebuild(
@@ -409,7 +435,7 @@ pub(crate) async fn rebuild(
     let path = &f.entry.path;
     // `parse`, not `from`: the key is the file's path as it is (`from`
     // percent-encodes `#`, `%` and every non-ASCII character into the name).
-    let mut writer = match dest {
+    let mut writer = Upload(match dest {
         Some((store, prefix, _)) => {
             let key = format!("{}/{}", prefix.as_ref().trim_end_matches('/'), path);
             let key = StorePath::parse(key.trim_start_matches('/'))
@@ -417,7 +443,7 @@ pub(crate) async fn rebuild(
             Some(BufWriter::new(store.clone(), key))
         }
         None => None,
-    };
+    });
     let mut hasher = Sha256::new();
     let mut written = 0u64;
     let mut reader = f.reader(session, 0..f.entry.size);
@@ -425,7 +451,7 @@ pub(crate) async fn rebuild(
         while let Some(bytes) = reader.next().await? {
             hasher.update(&bytes);
             written += bytes.len() as u64;
-            if let Some(w) = writer.as_mut() {
+            if let Some(w) = writer.0.as_mut() {
                 w.write_all(&bytes)
                     .await
                     .map_err(|e| JobError::Failed(format!("{path}: write failed: {e}")))?;
@@ -446,12 +472,12 @@ pub(crate) async fn rebuild(
         Ok(()) => None,
     };
     if let Some(e) = failure {
-        if let Some(mut w) = writer {
+        if let Some(mut w) = writer.0.take() {
             let _ = w.abort().await;
         }
         return Err(e);
     }
-    if let Some(mut w) = writer {
+    if let Some(mut w) = writer.0.take() {
         w.shutdown()
             .await
             .map_err(|e| JobError::Invalid(format!("{path}: {e}")))?;

@@ -761,3 +761,57 @@ fn tensorise_runs_with_different_shard_counts_do_not_both_store_a_file() {
     ]);
     assert_eq!(twice.lines().nth(1), Some("0"), "{twice}");
 }
+
+#[test]
+fn a_stopped_export_leaves_no_partial_upload_behind() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().expect("utf8");
+    let model = model_dir("all-minilm-l6-v2");
+    run_ok(&[
+        "ingest",
+        model.to_str().expect("utf8"),
+        "--lake",
+        lake_s,
+        "--model-id",
+        "m",
+        "-q",
+    ]);
+    run_ok(&["tensorise", "--lake", lake_s, "-q"]);
+    let dest = tmp.path().join("out");
+    let child = bin()
+        .args([
+            "export",
+            "m@main",
+            "--lake",
+            lake_s,
+            "--to",
+            dest.to_str().expect("utf8"),
+        ])
+        .args(["--parallelism", "1", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let staged = || {
+        std::fs::read_dir(&dest)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains('#'))
+            })
+            .unwrap_or(false)
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !staged() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(staged(), "the export never staged an upload");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(!staged(), "a staged upload was left behind");
+}
