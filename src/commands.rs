@@ -355,6 +355,11 @@ fn print_ingest(stage: &str, r: &IngestReport) {
         &r.not_listed,
         "that no source of this run lists, added by another source: kept",
     );
+    print_paths(
+        &r.replaced_from_elsewhere,
+        "replace the copy another source gave the revision (two sources feeding one path \
+         replace each other on every run)",
+    );
 }
 
 /// `  N file(s) WHY: m@rev/path, …` for up to five paths.

@@ -397,6 +397,26 @@ fn two_sources_giving_one_revision_the_same_path_are_refused() {
         text(&out)
     );
     assert!(!lake.join("bronze").exists(), "nothing may be written");
+    // Two commands (or stages) cannot be refused up front, but the second
+    // says whose copy it replaces.
+    let lake_s = lake.to_str().expect("utf8");
+    for dir in [&a, &b] {
+        let out = run_ok(&[
+            "ingest",
+            dir.to_str().expect("utf8"),
+            "--lake",
+            lake_s,
+            "--model-id",
+            "m",
+            "-q",
+        ]);
+        assert_eq!(
+            out.contains("1 file(s) replace the copy another source gave the revision")
+                && out.contains("m@main/config.json"),
+            dir == &b,
+            "{out}"
+        );
+    }
 }
 
 /// Paths exported for `model@main` from the lake at `lake`.

@@ -80,6 +80,10 @@ pub struct IngestReport {
     /// Files no source of this run lists, of a revision one source listed
     /// whole, that another source added (a single URL): kept.
     pub not_listed: Vec<(String, String, String)>,
+    /// Files this run replaces whose copy in bronze came from another
+    /// source (another stage or command feeding the same revision: the two
+    /// replace each other's copy on every run).
+    pub replaced_from_elsewhere: Vec<(String, String, String)>,
 }
 
 /// Builder of an ingest run; `.await` it.
@@ -175,6 +179,8 @@ impl IntoFuture for IngestJob {
 struct FileTask {
     model_id: String,
     revision: String,
+    /// The root of the source that lists it ([`weightlake_connectors::source::ResolvedSource::root`]).
+    root: Option<String>,
     file: RemoteFile,
     /// Set once planned: the upload's identity and id.
     upload: Option<(UploadKey, String)>,
@@ -276,6 +282,27 @@ impl IngestJob {
         report.files_skipped = done.len();
         for t in &done {
             info!(model = %t.model_id, file = %t.file.file_path, "already in bronze; skipping");
+        }
+        // Two sources (two stages, two commands) feeding one path of a
+        // revision replace each other's copy on every run: say so.
+        for t in &todo {
+            let Some(previous) = state.source_of(&t.model_id, &t.revision, &t.file.file_path)
+            else {
+                continue;
+            };
+            let same = match &t.root {
+                Some(root) => previous.starts_with(root.as_str()),
+                None => previous == t.file.source_uri,
+            };
+            if !same {
+                warn!(model = %t.model_id, revision = %t.revision, file = %t.file.file_path,
+                    previous = %previous, "replacing the copy another source gave this revision");
+                report.replaced_from_elsewhere.push((
+                    t.model_id.clone(),
+                    t.revision.clone(),
+                    t.file.file_path.clone(),
+                ));
+            }
         }
         let chunk_size = self.download.chunk_size;
         let mut todo = todo;

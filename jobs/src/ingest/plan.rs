@@ -100,6 +100,7 @@ impl IngestJob {
                     tasks.push(FileTask {
                         model_id: model_id.clone(),
                         revision: revision.clone(),
+                        root: resolved.root.clone(),
                         file,
                         upload: None,
                     });

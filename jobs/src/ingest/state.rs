@@ -87,6 +87,16 @@ impl BronzeState {
             .map(|((_, _, p), row)| (p.as_str(), row.source_uri.as_str()))
     }
 
+    /// The `source_uri` of the file `model_id@revision` has now at `path`
+    /// (none for a path it does not have).
+    pub fn source_of(&self, model_id: &str, revision: &str, path: &str) -> Option<&str> {
+        let key = (model_id.to_string(), revision.to_string(), path.to_string());
+        self.newest
+            .get(&key)
+            .filter(|r| !r.is_removal())
+            .map(|r| r.source_uri.as_str())
+    }
+
     /// Load the state of `model_ids` from both bronze tables.
     pub async fn load(session: &LakeSession, model_ids: &[String]) -> Result<Self> {
         let ids: Vec<Expr> = model_ids.iter().map(|m| lit(m.clone())).collect();
