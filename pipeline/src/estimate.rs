@@ -148,8 +148,19 @@ pub async fn estimate(p: &ValidatedPipeline, stages: &[String], history: &Histor
                     if plan.files_of_unknown_size > 0 {
                         let _ = write!(work, ", {} of unknown size", plan.files_of_unknown_size);
                     }
-                    if plan.files_to_remove > 0 {
-                        let _ = write!(work, ", {} to remove", plan.files_to_remove);
+                    if !plan.files_to_remove.is_empty() {
+                        let shown = &plan.files_to_remove[..plan.files_to_remove.len().min(3)];
+                        let _ = write!(
+                            work,
+                            ", {} to remove ({}{})",
+                            plan.files_to_remove.len(),
+                            shown.join(", "),
+                            if plan.files_to_remove.len() > shown.len() {
+                                ", …"
+                            } else {
+                                ""
+                            }
+                        );
                     }
                     e.work = Some(work);
                     e.bytes = Some(plan.bytes_to_ingest);

@@ -458,6 +458,8 @@ fn a_filtered_listing_removes_the_files_its_globs_keep_and_only_those() {
     std::fs::remove_file(dir.join("b.bin")).expect("rm");
     std::fs::remove_file(dir.join("c.json")).expect("rm");
     pipeline("\"*.bin\"");
+    let plan = run_ok(&["plan", spec.to_str().expect("utf8")]);
+    assert!(plan.contains("1 to remove (m@main/b.bin)"), "{plan}");
     let out = run_ok(&["run", spec.to_str().expect("utf8"), "-q"]);
     assert!(
         out.contains("m@main/b.bin") && !out.contains("c.json"),

@@ -23,9 +23,9 @@ pub struct IngestPlan {
     pub bytes_to_ingest: u64,
     /// Files still to ingest whose size the source does not announce.
     pub files_of_unknown_size: usize,
-    /// Files bronze has for a revision that its source, listed whole, no
-    /// longer lists: the run records them as removed.
-    pub files_to_remove: usize,
+    /// Files bronze has for a revision that its source no longer lists
+    /// (`MODEL@REVISION/PATH`, sorted): the run records them as removed.
+    pub files_to_remove: Vec<String>,
 }
 
 impl IngestPlan {
@@ -50,7 +50,12 @@ impl IngestJob {
         {
             let session = LakeSession::new(&self.lake).await?;
             let state = BronzeState::load(&session, &listings.model_ids()).await?;
-            plan.files_to_remove = listings.compare(&state, self.shard).removed.len();
+            plan.files_to_remove = listings
+                .compare(&state, self.shard)
+                .removed
+                .iter()
+                .map(|r| format!("{}@{}/{}", r.model_id, r.revision, r.file_path))
+                .collect();
             tasks
                 .iter()
                 .map(|t| state.is_complete(&t.model_id, &t.revision, &t.file))
