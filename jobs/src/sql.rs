@@ -394,6 +394,23 @@ pub fn string_value(col: &dyn Array, row: usize) -> Option<&str> {
     }
 }
 
+/// Keep `value` under `key` unless the map holds one stamped later than
+/// `at`: the newest row per key of rows read in any order (of two with the
+/// same stamp, the one read last).
+pub(crate) fn keep_newest<K: Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, (i64, V)>,
+    key: K,
+    at: i64,
+    value: V,
+) {
+    match map.get(&key) {
+        Some((t, _)) if *t > at => {}
+        _ => {
+            map.insert(key, (at, value));
+        }
+    }
+}
+
 /// Microseconds since the epoch of a timestamp value (microsecond columns,
 /// as every `*_at` column is).
 pub fn timestamp_micros(col: &dyn Array, row: usize) -> Option<i64> {

@@ -2,7 +2,6 @@
 //! interrupted uploads (reused on resume).
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 
 use sha2::Digest;
 
@@ -11,7 +10,9 @@ use deltalake::datafusion::prelude::{col, lit};
 use weightlake_connectors::source::RemoteFile;
 use weightlake_schemas::bronze;
 
-use crate::sql::{LakeSession, binary_value, int_value, string_value, timestamp_micros};
+use crate::sql::{
+    LakeSession, binary_value, int_value, keep_newest, string_value, timestamp_micros,
+};
 use crate::{JobError, Result};
 
 /// Identity of one upload of one source file (see [`bronze::FILE_IDENTITY`]).
@@ -56,7 +57,6 @@ struct NewestRow {
     sha256: String,
     etag: String,
     source_uri: String,
-    ingested_at: i64,
 }
 
 impl NewestRow {
@@ -68,8 +68,9 @@ impl NewestRow {
 
 /// Bronze state for a set of models.
 pub(crate) struct BronzeState {
-    /// The newest `bronze.files` row of each (model, revision, path).
-    newest: HashMap<(String, String, String), NewestRow>,
+    /// The newest `bronze.files` row of each (model, revision, path), with
+    /// its `ingested_at`.
+    newest: HashMap<(String, String, String), (i64, NewestRow)>,
     chunks: HashMap<String, HashMap<i32, CommittedChunk>>,
 }
 
@@ -83,8 +84,10 @@ impl BronzeState {
     ) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.newest
             .iter()
-            .filter(move |((m, r, _), row)| m == model_id && r == revision && !row.is_removal())
-            .map(|((_, _, p), row)| (p.as_str(), row.source_uri.as_str()))
+            .filter(move |((m, r, _), (_, row))| {
+                m == model_id && r == revision && !row.is_removal()
+            })
+            .map(|((_, _, p), (_, row))| (p.as_str(), row.source_uri.as_str()))
     }
 
     /// The `source_uri` of the file `model_id@revision` has now at `path`
@@ -93,6 +96,7 @@ impl BronzeState {
         let key = (model_id.to_string(), revision.to_string(), path.to_string());
         self.newest
             .get(&key)
+            .map(|(_, r)| r)
             .filter(|r| !r.is_removal())
             .map(|r| r.source_uri.as_str())
     }
@@ -117,7 +121,7 @@ impl BronzeState {
             ])?
             .collect()
             .await?;
-        let mut newest: HashMap<_, NewestRow> = HashMap::new();
+        let mut newest = HashMap::new();
         for b in &files {
             for r in 0..b.num_rows() {
                 let s = |c: usize| {
@@ -130,17 +134,9 @@ impl BronzeState {
                     sha256: s(4),
                     etag: s(5),
                     source_uri: s(6),
-                    ingested_at: timestamp_micros(b.column(7).as_ref(), r).unwrap_or(0),
                 };
-                match newest.entry((s(0), s(1), s(2))) {
-                    Entry::Occupied(mut e) if e.get().ingested_at <= row.ingested_at => {
-                        e.insert(row);
-                    }
-                    Entry::Occupied(_) => {}
-                    Entry::Vacant(e) => {
-                        e.insert(row);
-                    }
-                }
+                let at = timestamp_micros(b.column(7).as_ref(), r).unwrap_or(0);
+                keep_newest(&mut newest, (s(0), s(1), s(2)), at, row);
             }
         }
         let chunk_batches = ctx
@@ -182,7 +178,7 @@ impl BronzeState {
             revision.to_string(),
             file.file_path.clone(),
         );
-        let Some(c) = self.newest.get(&key).filter(|c| !c.is_removal()) else {
+        let Some((_, c)) = self.newest.get(&key).filter(|(_, c)| !c.is_removal()) else {
             return false;
         };
         match (&file.sha256, file.size) {

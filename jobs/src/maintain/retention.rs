@@ -33,7 +33,7 @@ use weightlake_schemas::{bronze, silver};
 use crate::append::table_writer_properties;
 use crate::export::rebuild;
 use crate::lake::Lake;
-use crate::sql::{LakeSession, int_value, string_value, timestamp_micros};
+use crate::sql::{LakeSession, int_value, keep_newest, string_value, timestamp_micros};
 use crate::view::ModelView;
 use crate::{JobError, Result};
 
@@ -275,9 +275,7 @@ async fn candidates(session: &LakeSession, cutoff: i64) -> Result<(Vec<Candidate
             let upload_id = s(3);
             let ingested_at = timestamp_micros(b.column(6).as_ref(), r).unwrap_or(i64::MAX);
             let path = (s(0), s(1), s(2));
-            if newest.get(&path).is_none_or(|(at, _)| *at <= ingested_at) {
-                newest.insert(path, (ingested_at, upload_id.clone()));
-            }
+            keep_newest(&mut newest, path, ingested_at, upload_id.clone());
             let Some(&(chunks, bytes)) = with_chunks.get(&upload_id) else {
                 continue; // dropped already
             };

@@ -14,7 +14,7 @@ use tracing::info;
 use weightlake_schemas::{bronze, silver};
 
 use super::reader::BronzeFileRef;
-use crate::sql::{LakeSession, int_value, string_value, timestamp_micros};
+use crate::sql::{LakeSession, int_value, keep_newest, string_value, timestamp_micros};
 use crate::{JobError, Result};
 
 type PathKey = (String, String, String);
@@ -64,12 +64,7 @@ pub(super) async fn bronze_files(
             };
             let at = timestamp_micros(b.column(7).as_ref(), r).unwrap_or(0);
             let key = (f.model_id.clone(), f.revision.clone(), f.file_path.clone());
-            match newest.get(&key) {
-                Some((t, _)) if *t > at => {}
-                _ => {
-                    newest.insert(key, (at, f));
-                }
-            }
+            keep_newest(&mut newest, key, at, f);
         }
     }
     let mut out: Vec<_> = newest.into_values().map(|(_, f)| f).collect();
@@ -83,7 +78,7 @@ pub(super) async fn bronze_files(
 /// removal.
 #[derive(Debug, Default)]
 pub(crate) struct SilverNewest {
-    newest: HashMap<PathKey, (i64, String, bool)>,
+    newest: HashMap<PathKey, (i64, (String, bool))>,
     /// Every (path, upload) silver has a file row of, newest or not.
     uploads: HashSet<(PathKey, String)>,
 }
@@ -119,13 +114,8 @@ impl SilverNewest {
                 let at = timestamp_micros(b.column(5).as_ref(), r).unwrap_or(0);
                 let key = (s(0), s(1), s(2));
                 out.uploads.insert((key.clone(), s(3)));
-                match out.newest.get(&key) {
-                    Some((t, _, _)) if *t > at => {}
-                    _ => {
-                        let removed = s(4) == silver::REMOVED_FORMAT;
-                        out.newest.insert(key, (at, s(3), removed));
-                    }
-                }
+                let removed = s(4) == silver::REMOVED_FORMAT;
+                keep_newest(&mut out.newest, key, at, (s(3), removed));
             }
         }
         Ok(out)
@@ -135,7 +125,9 @@ impl SilverNewest {
     /// too), if silver has the path.
     pub fn newest_upload(&self, model_id: &str, revision: &str, path: &str) -> Option<&str> {
         let key = (model_id.to_string(), revision.to_string(), path.to_string());
-        self.newest.get(&key).map(|(_, upload, _)| upload.as_str())
+        self.newest
+            .get(&key)
+            .map(|(_, (upload, _))| upload.as_str())
     }
 
     /// Does silver hold an earlier row of the path made from `f`'s upload
@@ -150,7 +142,7 @@ impl SilverNewest {
     pub fn has(&self, f: &BronzeFileRef) -> bool {
         let key = (f.model_id.clone(), f.revision.clone(), f.file_path.clone());
         match self.newest.get(&key) {
-            Some((_, upload, removed)) => *upload == f.upload_id || (f.removed && *removed),
+            Some((_, (upload, removed))) => *upload == f.upload_id || (f.removed && *removed),
             None => f.removed,
         }
     }
