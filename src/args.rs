@@ -186,6 +186,11 @@ pub struct MaintainArgs {
     /// once silver rebuilds them bit for bit. Default: off.
     #[arg(long)]
     pub bronze_retention: Option<String>,
+    /// With --bronze-retention, also drop the chunks of file versions
+    /// replaced or removed at the source before they were tensorised (bronze
+    /// holds their only copy; kept by default).
+    #[arg(long, requires = "bronze_retention")]
+    pub drop_replaced: bool,
     /// Do not write checkpoints.
     #[arg(long)]
     pub no_checkpoint: bool,

@@ -457,7 +457,9 @@ fn maintain_job(a: MaintainArgs) -> Result<MaintainJob, CliError> {
         job = job.with_vacuum_retention(parse_duration(r).map_err(text)?);
     }
     if let Some(r) = &a.bronze_retention {
-        job = job.with_bronze_retention(parse_duration(r).map_err(text)?);
+        job = job
+            .with_bronze_retention(parse_duration(r).map_err(text)?)
+            .drop_replaced(a.drop_replaced);
     }
     Ok(job)
 }

@@ -18,7 +18,7 @@ use crate::spec::{JobKind, StageSpec};
 use crate::validate::{Errors, locate_path};
 
 /// The fields only a maintain stage may set, and whether `stage` sets each.
-fn own_fields(stage: &StageSpec) -> [(&'static str, bool); 8] {
+fn own_fields(stage: &StageSpec) -> [(&'static str, bool); 9] {
     [
         ("tables", !stage.tables.is_empty()),
         ("optimize", stage.optimize.is_some()),
@@ -30,6 +30,7 @@ fn own_fields(stage: &StageSpec) -> [(&'static str, bool); 8] {
             stage.allow_short_retention.is_some(),
         ),
         ("bronze_retention", stage.bronze_retention.is_some()),
+        ("drop_replaced", stage.drop_replaced.is_some()),
         ("checkpoint", stage.checkpoint.is_some()),
     ]
 }
@@ -106,6 +107,12 @@ pub(crate) fn check(name: &str, stage: &StageSpec, errs: &mut Errors<'_>) {
             }
         }
     }
+    if stage.drop_replaced.is_some() && stage.bronze_retention.is_none() {
+        errs.at(
+            locate_path(raw, &["stages", name, "drop_replaced"]),
+            format!("stage `{name}`: `drop_replaced` needs `bronze_retention`"),
+        );
+    }
     if stage.optimize == Some(false)
         && stage.vacuum == Some(false)
         && stage.checkpoint == Some(false)
@@ -146,7 +153,9 @@ pub(crate) async fn run(
         job = job.with_vacuum_retention(r);
     }
     if let Some(r) = stage.bronze_retention {
-        job = job.with_bronze_retention(r);
+        job = job
+            .with_bronze_retention(r)
+            .drop_replaced(stage.drop_replaced.unwrap_or(false));
     }
     if let Some(id) = run_id {
         job = job.with_run_id(id);

@@ -487,6 +487,11 @@ pub struct StageSpec {
     /// Default off.
     #[serde(default, deserialize_with = "deserialize_opt_duration")]
     pub bronze_retention: Option<Duration>,
+    /// (maintain) With `bronze_retention`, also drop the chunks of file
+    /// versions replaced or removed at the source before they were
+    /// tensorised (bronze holds their only copy). Default false.
+    #[serde(default)]
+    pub drop_replaced: Option<bool>,
     /// (maintain) Write a checkpoint of each table. Default true.
     #[serde(default)]
     pub checkpoint: Option<bool>,

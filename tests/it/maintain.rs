@@ -598,6 +598,21 @@ fn retention_says_why_it_keeps_a_version_replaced_before_it_was_tensorised() {
             && kept[0].contains("replaced or removed at the source before it was tensorised"),
         "{out}"
     );
+    // Asked to, retention drops that version too; the revision is intact.
+    let out = run_ok(&[
+        "maintain",
+        "--lake",
+        lake_s,
+        "--bronze-retention",
+        "0s",
+        "--drop-replaced",
+        "--no-vacuum",
+    ]);
+    assert!(
+        out.contains("1 files dropped") && out.contains("0 kept"),
+        "{out}"
+    );
+    run_ok(&["verify", "m@main", "--lake", lake_s, "-q"]);
 }
 
 #[test]

@@ -135,6 +135,7 @@ pub struct MaintainJob {
     vacuum_retention: Option<Duration>,
     allow_short_retention: bool,
     bronze_retention: Option<Duration>,
+    drop_replaced: bool,
     checkpoint: bool,
     now: Option<DateTime<Utc>>,
     run_id: Option<String>,
@@ -153,6 +154,7 @@ impl MaintainJob {
             vacuum_retention: None,
             allow_short_retention: false,
             bronze_retention: None,
+            drop_replaced: false,
             checkpoint: true,
             now: None,
             run_id: None,
@@ -205,6 +207,15 @@ impl MaintainJob {
     /// rows rebuild them bit for bit (default off).
     pub fn with_bronze_retention(mut self, older_than: Duration) -> Self {
         self.bronze_retention = Some(older_than);
+        self
+    }
+
+    /// With bronze retention, also drop the chunks of file versions that
+    /// were replaced or removed at the source before they were tensorised
+    /// (no revision has them now, and bronze holds their only copy; kept by
+    /// default).
+    pub fn drop_replaced(mut self, on: bool) -> Self {
+        self.drop_replaced = on;
         self
     }
 
@@ -280,6 +291,7 @@ impl MaintainJob {
                         now,
                         &run_id,
                         VERIFY_CONCURRENCY,
+                        self.drop_replaced,
                     )
                     .await;
                     lock.release().await;

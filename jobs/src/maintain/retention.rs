@@ -125,6 +125,7 @@ pub(crate) async fn drop_verified(
     now: DateTime<Utc>,
     run_id: &str,
     concurrency: usize,
+    drop_replaced: bool,
 ) -> Result<RetentionReport> {
     let age = chrono::Duration::from_std(older_than)
         .map_err(|_| JobError::Invalid("bronze retention is too long".into()))?;
@@ -156,8 +157,12 @@ pub(crate) async fn drop_verified(
                 && silver_now.newest_upload(&c.model_id, &c.revision, &c.file_path)
                     != Some(c.upload_id.as_str());
             let session = session.clone();
+            // Replaced or removed at the source before it was tensorised:
+            // bronze holds the only copy of a version no revision has now.
+            let replaced = drop_replaced && c.superseded && row.is_none();
             async move {
                 let verdict = match waiting {
+                    _ if replaced => Ok(()),
                     true => Err(
                         "changed back to this version; silver's newest row is another one \
                          (run tensorise first)"
