@@ -221,8 +221,13 @@ pub(crate) fn warn_other_files(to: &str, r: &ExportReport) {
     let more = r.others_count.saturating_sub(r.others.len());
     eprintln!(
         "warning: {to} also holds {} file(s) that are not part of this model, left as they are \
-         (--delete-others, or `delete_others: true` on an export stage, deletes them): {}{}",
+         ({}): {}{}",
         r.others_count,
+        if r.delete_others {
+            "behind symbolic links, which deleting never follows, or not deletable"
+        } else {
+            "--delete-others, or `delete_others: true` on an export stage, deletes them"
+        },
         r.others.join(", "),
         if more > 0 {
             format!(" and {more} more")

@@ -50,6 +50,9 @@ pub struct ExportReport {
     /// Files deleted from the destination because they are not part of the
     /// model ([`ExportJob::delete_others`]).
     pub others_deleted: usize,
+    /// Whether deleting them was asked for (what `others` still holds is
+    /// then behind symbolic links, or failed to delete).
+    pub delete_others: bool,
     /// For a silver revision: paths bronze holds newer states of (ingested
     /// or removed since the last tensorise) that this export does not
     /// reflect.
@@ -230,6 +233,7 @@ impl ExportJob {
         let mut report = ExportReport {
             missing,
             not_tensorised,
+            delete_others: self.delete_others,
             ..Default::default()
         };
         if let Some(d) = dest.as_ref() {

@@ -200,10 +200,11 @@ impl ViewFile {
         out
     }
 
-    /// `(sha256, length)` of each whole content that bytes `range` of the
-    /// file touch, in file order, each once.
-    pub fn contents_touched(&self, range: Range<u64>) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> = Vec::new();
+    /// The whole contents that bytes `range` of the file touch, in file
+    /// order, each once: where its bytes begin within `range` (a file
+    /// offset), its sha256 and its length.
+    pub fn contents_touched(&self, range: Range<u64>) -> Vec<(u64, String, u64)> {
+        let mut out: Vec<(u64, String, u64)> = Vec::new();
         let mut at = 0u64;
         for s in &self.segments {
             let (start, end) = (at, at + s.len());
@@ -212,9 +213,9 @@ impl ViewFile {
                 continue;
             }
             if let Segment::Content { sha256, range: r } = s
-                && !out.iter().any(|(sha, _)| sha == sha256)
+                && !out.iter().any(|(_, sha, _)| sha == sha256)
             {
-                out.push((sha256.clone(), r.end));
+                out.push((start.max(range.start), sha256.clone(), r.end));
             }
         }
         out

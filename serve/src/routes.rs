@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -230,13 +231,16 @@ fn parse_range(v: &str, size: u64) -> Result<Option<Range<u64>>, ()> {
     Ok(Some(r))
 }
 
-/// Stream `range` of `file`, one content part at a time; `verify` checks the
-/// whole file's sha256 and aborts the body when it differs. The last frame
-/// is held back until the hash is known, so a client never receives every
-/// byte of a wrong rebuild: the connection closes short of the declared
-/// length, which HTTP clients report as an error. A range (no file hash of
-/// its own) is sent only once every content it touches has been checked
-/// against its sha256 (once per content, see [`Catalog::content_intact`]).
+/// Stream `range` of `file`, one content part at a time. No byte of a tensor
+/// content is sent before the whole content has been checked against its
+/// sha256 (once per content and snapshot, see [`Catalog::content_intact`];
+/// the checks run ahead of the stream): a damaged content stops the
+/// response where it begins, so neither a range (parallel downloaders fetch
+/// only ranges) nor a resumed download (huggingface_hub resumes a partial
+/// file with a range from its end) ever receives wrong bytes. `verify` also
+/// checks the whole file's sha256 (headers and padding included) and holds
+/// the last frame back until it is known. A stopped response closes the
+/// connection short of the declared length, which HTTP clients report.
 fn stream_file(
     catalog: &Arc<Catalog>,
     r: &Resolved,
@@ -253,31 +257,44 @@ fn stream_file(
         let Some(f) = view.files.get(&file) else {
             return;
         };
+        let contents = f.contents_touched(range.clone());
+        let mut checks = check_ahead(&catalog, &session, &contents);
         let mut hasher = verify.then(Sha256::new);
-        let contents = if verify {
-            Vec::new()
-        } else {
-            f.contents_touched(range.clone())
-        };
-        let mut reader = f.reader(&session, range);
+        let mut reader = f.reader(&session, range.clone());
         let mut held: Option<Bytes> = None;
         let gone = || JobError::Invalid("client went away".into());
         let sent: Result<(), JobError> = async {
-            for (sha, len) in &contents {
-                if !catalog.content_intact(&session, sha, *len).await? {
-                    return Err(JobError::Corrupt(format!(
-                        "{file}: content {sha} does not rebuild to its sha256"
-                    )));
-                }
-            }
+            let (mut pos, mut next) = (range.start, 0usize);
             while let Some(bytes) = reader.next().await? {
                 if let Some(h) = hasher.as_mut() {
                     h.update(&bytes);
                 }
                 let mut at = 0;
                 while at < bytes.len() {
-                    let end = (at + FRAME).min(bytes.len());
+                    if let Some((start, sha, _)) = contents.get(next)
+                        && pos >= *start
+                    {
+                        let Some(intact) = checks.recv().await else {
+                            return Err(JobError::Invalid("content checks ended early".into()));
+                        };
+                        let intact = intact?;
+                        if !intact {
+                            return Err(JobError::Corrupt(format!(
+                                "{file}: content {sha} does not rebuild to its sha256"
+                            )));
+                        }
+                        next += 1;
+                        continue;
+                    }
+                    let to_boundary = contents
+                        .get(next)
+                        .map_or(usize::MAX, |(start, _, _)| (start - pos) as usize);
+                    let end = (at + FRAME)
+                        .min(bytes.len())
+                        .min(at.saturating_add(to_boundary));
                     let frame = bytes.slice(at..end);
+                    pos += (end - at) as u64;
+                    at = end;
                     let ready = if verify {
                         held.replace(frame)
                     } else {
@@ -286,7 +303,6 @@ fn stream_file(
                     if let Some(frame) = ready {
                         tx.send(Ok(Frame::data(frame))).await.map_err(|_| gone())?;
                     }
-                    at = end;
                 }
             }
             Ok(())
@@ -315,6 +331,37 @@ fn stream_file(
     });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     BodyExt::boxed_unsync(StreamBody::new(stream))
+}
+
+/// Contents checked at once ahead of the bytes being sent (each check
+/// decodes its content part by part).
+const CHECKS_AHEAD: usize = 2;
+
+/// Check `contents` in order, ahead of the response, on a task of their
+/// own; the results arrive in the same order. Dropping the receiver (the
+/// response ended) stops the checks.
+fn check_ahead(
+    catalog: &Arc<Catalog>,
+    session: &Arc<weightlake_jobs::sql::LakeSession>,
+    contents: &[(u64, String, u64)],
+) -> mpsc::Receiver<Result<bool, JobError>> {
+    let (tx, rx) = mpsc::channel(CHECKS_AHEAD);
+    let jobs: Vec<(String, u64)> = contents.iter().map(|(_, s, l)| (s.clone(), *l)).collect();
+    let (catalog, session) = (catalog.clone(), session.clone());
+    tokio::spawn(async move {
+        let mut results = futures::stream::iter(jobs)
+            .map(|(sha, len)| {
+                let (catalog, session) = (catalog.clone(), session.clone());
+                async move { catalog.content_intact(&session, &sha, len).await }
+            })
+            .buffered(CHECKS_AHEAD);
+        while let Some(r) = results.next().await {
+            if tx.send(r).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 fn model_info(repo: &str, r: &Resolved) -> Response<Body> {

