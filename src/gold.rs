@@ -65,7 +65,7 @@ pub async fn promote(a: PromoteArgs) -> Result<(), CliError> {
         .map_err(classify_job)?;
     for g in &report.gates {
         println!(
-            "  gate {:<20} {:<4} {:<5} {}  ({})",
+            "  gate {:<20} {:<4} {:<5} {}  (requires: {})",
             g.name,
             g.action.to_string(),
             if g.passed { "pass" } else { "FAIL" },
