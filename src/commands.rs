@@ -64,16 +64,23 @@ pub async fn dispatch_until_stopped(cli: Cli) -> Result<(), CliError> {
     if matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         return dispatch(cli).await;
     }
-    tokio::select! {
-        r = dispatch(cli) => r,
-        signal = weightlake_pipeline::runner::stop_signal() => Err(CliError {
-            error: anyhow::anyhow!(
-                "interrupted by {signal}: work in flight was stopped; what was committed stays, \
-                 and running the command again goes on from there"
-            ),
-            code: 130,
-        }),
+    let signal = tokio::select! {
+        r = dispatch(cli) => return r,
+        signal = weightlake_pipeline::runner::stop_signal() => signal,
+    };
+    // The command's future is dropped: locks are released and unfinished
+    // uploads aborted; uploads already completing are let finish.
+    let left = weightlake_jobs::export::settle_uploads(Duration::from_secs(30)).await;
+    if left > 0 {
+        tracing::warn!(uploads = left, "stopped with uploads still completing");
     }
+    Err(CliError {
+        error: anyhow::anyhow!(
+            "interrupted by {signal}: work in flight was stopped; what was committed stays, \
+             and running the command again goes on from there"
+        ),
+        code: 130,
+    })
 }
 
 pub async fn dispatch(cli: Cli) -> Result<(), CliError> {

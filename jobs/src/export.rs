@@ -403,6 +403,46 @@ async fn others_in(
     others
 }
 
+/// Uploads being completed, which a stopped command waits for.
+static FINISHING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Woken when an upload completes.
+static FINISHED: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// One upload being completed, counted in [`FINISHING`] while it lives.
+struct Finishing;
+
+impl Finishing {
+    fn start() -> Self {
+        FINISHING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Finishing
+    }
+}
+
+impl Drop for Finishing {
+    fn drop(&mut self) {
+        FINISHING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        FINISHED.notify_waiters();
+    }
+}
+
+/// Wait (at most `limit`) for uploads that were being completed when their
+/// export was stopped: an object store's multipart upload cut off in its
+/// last step stays pending, invisible and billed. Returns how many were
+/// still running at the limit.
+pub async fn settle_uploads(limit: Duration) -> usize {
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        let notified = FINISHED.notified();
+        let left = FINISHING.load(std::sync::atomic::Ordering::SeqCst);
+        if left == 0 {
+            return 0;
+        }
+        if tokio::time::timeout_at(until, notified).await.is_err() {
+            return FINISHING.load(std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
 /// An upload to the destination, aborted if it is dropped unfinished (the
 /// export was stopped: Ctrl-C, SIGTERM, a stage timeout), so no multipart
 /// upload is left pending on an object store and no staging file on disk.
@@ -482,8 +522,18 @@ pub(crate) async fn rebuild(
         return Err(e);
     }
     if let Some(mut w) = writer.0.take() {
-        w.shutdown()
-            .await
+        // Past this point an upload cannot be aborted (object_store's
+        // `BufWriter` cannot abort once shutdown has begun), so it finishes
+        // on a task of its own even if this export is stopped; a stopped
+        // command waits for such uploads ([`settle_uploads`]).
+        let finishing = Finishing::start();
+        let done = tokio::spawn(async move {
+            let r = w.shutdown().await;
+            drop(finishing);
+            r
+        });
+        done.await
+            .map_err(|e| JobError::Invalid(format!("{path}: {e}")))?
             .map_err(|e| JobError::Invalid(format!("{path}: {e}")))?;
     }
     info!(file = %path, bytes = written, "rebuilt and verified");
