@@ -778,40 +778,50 @@ fn a_stopped_export_leaves_no_partial_upload_behind() {
         "-q",
     ]);
     run_ok(&["tensorise", "--lake", lake_s, "-q"]);
-    let dest = tmp.path().join("out");
-    let child = bin()
-        .args([
-            "export",
-            "m@main",
-            "--lake",
-            lake_s,
-            "--to",
-            dest.to_str().expect("utf8"),
-        ])
-        .args(["--parallelism", "1", "-q"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let staged = || {
-        std::fs::read_dir(&dest)
-            .map(|d| {
-                d.flatten()
-                    .any(|e| e.file_name().to_string_lossy().contains('#'))
-            })
-            .unwrap_or(false)
-    };
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !staged() && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(5));
+    // Stop the export while a file is staged; an export that finishes
+    // between two looks is run again into a fresh directory.
+    for attempt in 0..5 {
+        let dest = tmp.path().join(format!("out{attempt}"));
+        let mut child = bin()
+            .args(["export", "m@main", "--lake", lake_s])
+            .args(["--to", dest.to_str().expect("utf8")])
+            .args(["--parallelism", "1", "-q"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let staged = || {
+            std::fs::read_dir(&dest)
+                .map(|d| {
+                    d.flatten()
+                        .any(|e| e.file_name().to_string_lossy().contains('#'))
+                })
+                .unwrap_or(false)
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !staged() && std::time::Instant::now() < until {
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        if !staged() {
+            let out = child.wait_with_output().expect("wait");
+            assert!(out.status.success(), "{}", text(&out));
+            continue; // finished between two looks
+        }
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let out = child.wait_with_output().expect("wait");
+        if out.status.success() {
+            continue; // finished before the signal arrived
+        }
+        assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+        assert!(!staged(), "a staged upload was left behind");
+        return;
     }
-    assert!(staged(), "the export never staged an upload");
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let out = child.wait_with_output().expect("wait");
-    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    assert!(!staged(), "a staged upload was left behind");
+    panic!("the export never stayed staged long enough to be stopped");
 }
