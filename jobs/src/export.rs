@@ -453,19 +453,9 @@ impl Drop for Upload {
         let Some(mut w) = self.0.take() else {
             return;
         };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| {
-                    let _ = h.block_on(w.abort());
-                });
-            }
-            Ok(h) => {
-                h.spawn(async move {
-                    let _ = w.abort().await;
-                });
-            }
-            Err(_) => {}
-        }
+        crate::on_drop::finish(async move {
+            let _ = w.abort().await;
+        });
     }
 }
 

@@ -34,6 +34,7 @@ pub mod ledger;
 mod locate;
 mod lock;
 pub mod maintain;
+mod on_drop;
 pub mod progress;
 pub mod shard;
 pub mod sql;

@@ -229,19 +229,9 @@ impl Drop for LakeLock {
             return;
         }
         let (store, path) = (self.store.clone(), self.path.clone());
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-                tokio::task::block_in_place(|| {
-                    let _ = h.block_on(store.delete(&path));
-                });
-            }
-            Ok(h) => {
-                h.spawn(async move {
-                    let _ = store.delete(&path).await;
-                });
-            }
-            Err(_) => {}
-        }
+        crate::on_drop::finish(async move {
+            let _ = store.delete(&path).await;
+        });
     }
 }
 
