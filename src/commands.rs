@@ -161,6 +161,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 report.elapsed.as_secs_f64(),
                 a.to
             );
+            crate::pipelines::note_marker(&report);
             crate::pipelines::warn_other_files(&a.to, &report);
             crate::pipelines::note_missing(&report);
             Ok(())

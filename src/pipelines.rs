@@ -246,8 +246,16 @@ pub(crate) fn print_export(stage: &str, r: &ExportReport) {
         secs,
         r.bytes as f64 / secs / 1e6
     );
+    note_marker(r);
     warn_other_files(&format!("the destination of `{stage}`"), r);
     note_missing(r);
+}
+
+/// Name the completion marker an export wrote last.
+pub(crate) fn note_marker(r: &ExportReport) {
+    if let Some(m) = &r.marker {
+        println!("  complete: {m} lists every file and its sha256");
+    }
 }
 
 /// `weightlake plan`: the DAG, then (unless `--offline`) what each stage

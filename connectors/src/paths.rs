@@ -55,6 +55,17 @@ pub fn safe_relative_path(path: &str, origin: &str) -> Result<String> {
     Ok(path.to_string())
 }
 
+/// The file an export writes last under its destination, and deletes
+/// before it writes the first (the name Spark and Hadoop jobs write): a
+/// record about a directory, not a file of the model, so directory and
+/// prefix listings skip it wherever it is.
+pub const COMPLETE_MARKER: &str = "_SUCCESS";
+
+/// Whether `path` names a completion marker ([`COMPLETE_MARKER`]).
+pub fn is_complete_marker(path: &str) -> bool {
+    path.rsplit('/').next() == Some(COMPLETE_MARKER)
+}
+
 /// Whether `path` has a `.git` segment (any case: case-insensitive file
 /// systems treat `.GIT` as `.git`).
 pub fn is_git_path(path: &str) -> bool {

@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::http::{HttpClient, HttpTarget, RangeSink, redact};
 use crate::hub::{default_endpoint, resolve_revision};
-use crate::paths::{PathFilter, is_git_path, safe_relative_path};
+use crate::paths::{PathFilter, is_complete_marker, is_git_path, safe_relative_path};
 use crate::storage::{StorageConfig, parse_location};
 use crate::{ConnectorError, Result};
 
@@ -652,6 +652,12 @@ async fn list_store(
             // A clone's repository data (hooks, objects, a second copy of
             // every LFS file) is not the model; a hub never lists it.
             tracing::debug!(path = rel, "skipping git metadata");
+            continue;
+        }
+        if is_complete_marker(rel) {
+            // An export's (or a Spark job's) record that the directory is
+            // complete, not a file of the model.
+            tracing::debug!(path = rel, "skipping a completion marker");
             continue;
         }
         let file_path = match safe_relative_path(rel, &base) {

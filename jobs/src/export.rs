@@ -57,7 +57,18 @@ pub struct ExportReport {
     /// or removed since the last tensorise) that this export does not
     /// reflect.
     pub not_tensorised: Vec<String>,
+    /// The completion marker written last ([`COMPLETE_MARKER`] under the
+    /// destination), or `None` (verify, or a model with a file of that name).
+    pub marker: Option<String>,
 }
+
+/// The file an export writes under its destination once every file of the
+/// model is written and verified (and, when asked, the other files
+/// deleted), and deletes before it writes the first: a destination holds a
+/// complete export exactly while it holds this file. Its content is JSON
+/// naming what was exported and every file's sha256. The name is the one
+/// Spark and Hadoop jobs write and their consumers wait for; ingest skips it.
+pub use weightlake_connectors::paths::COMPLETE_MARKER;
 
 /// Names of unrelated destination files an [`ExportReport`] keeps.
 pub const OTHERS_SHOWN: usize = 10;
@@ -79,6 +90,7 @@ pub struct ExportJob {
     to: Option<String>,
     concurrency: usize,
     delete_others: bool,
+    label: Option<String>,
 }
 
 impl ExportJob {
@@ -94,6 +106,7 @@ impl ExportJob {
             to: None,
             concurrency: 4,
             delete_others: false,
+            label: None,
         }
     }
 
@@ -105,6 +118,7 @@ impl ExportJob {
             to: None,
             concurrency: 4,
             delete_others: false,
+            label: None,
         }
     }
 
@@ -120,6 +134,13 @@ impl ExportJob {
     /// Refused for a destination that holds the lake or lies inside it.
     pub fn delete_others(mut self, on: bool) -> Self {
         self.delete_others = on;
+        self
+    }
+
+    /// What the completion marker says was exported (e.g. `gold NAME:3
+    /// (MODEL@main)`); by default the model revision.
+    pub fn described_as(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
         self
     }
 
@@ -198,7 +219,8 @@ impl ExportJob {
                     )));
                 }
                 if let Ok(dir) = url.to_file_path() {
-                    remove_staged_leftovers(&dir, view.files.keys());
+                    let marker = COMPLETE_MARKER.to_string();
+                    remove_staged_leftovers(&dir, view.files.keys().chain([&marker]));
                 }
                 let (store, prefix) = self.lake.storage().object_store(&url)?;
                 Some((store, prefix, url))
@@ -206,6 +228,26 @@ impl ExportJob {
             None => None,
         };
         let ours: std::collections::BTreeSet<String> = view.files.keys().cloned().collect();
+        // A model with a file of the marker's name keeps it; no marker then.
+        let marker = match &dest {
+            Some(d) if !ours.contains(COMPLETE_MARKER) => {
+                let key = marker_key(d);
+                // From here on the destination changes: it is no longer a
+                // complete export until this one ends.
+                match d.0.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        return Err(JobError::Failed(format!(
+                            "cannot delete the completion marker {}/{COMPLETE_MARKER}: {e}",
+                            d.2.as_str().trim_end_matches('/')
+                        )));
+                    }
+                }
+                Some(key)
+            }
+            _ => None,
+        };
+        let (model_id, revision) = (view.model_id.clone(), view.revision.clone());
         let dest = Arc::new(dest);
         // Every file runs to its end, so a failed one does not drop the
         // uploads beside it half-staged (each aborts its own on failure).
@@ -284,8 +326,55 @@ impl ExportJob {
             report.checked.push((path, sha));
         }
         report.checked.sort();
+        if let (Some(d), Some(key)) = (dest.as_ref(), marker) {
+            let label = self
+                .label
+                .unwrap_or_else(|| format!("silver {model_id}@{revision}"));
+            let body = marker_json(&label, &model_id, &revision, &report)?;
+            d.0.put(&key, body.into_bytes().into()).await.map_err(|e| {
+                JobError::Failed(format!(
+                    "every file was written, but the completion marker could not be: {e}"
+                ))
+            })?;
+            report.marker = Some(format!(
+                "{}/{COMPLETE_MARKER}",
+                d.2.as_str().trim_end_matches('/')
+            ));
+        }
         Ok(report)
     }
+}
+
+/// Where the completion marker of a destination lives.
+fn marker_key(dest: &Destination) -> StorePath {
+    dest.1.clone().join(COMPLETE_MARKER)
+}
+
+/// The completion marker's content.
+fn marker_json(
+    label: &str,
+    model_id: &str,
+    revision: &str,
+    report: &ExportReport,
+) -> Result<String> {
+    let files: Vec<serde_json::Value> = report
+        .checked
+        .iter()
+        .map(|(path, sha)| serde_json::json!({ "path": path, "sha256": sha }))
+        .collect();
+    let body = serde_json::json!({
+        "exported": label,
+        "model_id": model_id,
+        "revision": revision,
+        "files": files,
+        "bytes": report.bytes,
+        "missing_shards": report.missing,
+        "exported_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "weightlake": env!("CARGO_PKG_VERSION"),
+    });
+    serde_json::to_string_pretty(&body)
+        .map(|s| s + "\n")
+        .map_err(|e| JobError::Invalid(format!("completion marker: {e}")))
 }
 
 /// Deleting "files not part of the model" under a destination that holds
@@ -397,7 +486,7 @@ async fn others_in(
                 .to_string();
             (rel, m.location)
         })
-        .filter(|(rel, _)| !ours.contains(rel))
+        .filter(|(rel, _)| !ours.contains(rel) && rel != COMPLETE_MARKER)
         .collect();
     others.sort();
     others
@@ -553,10 +642,11 @@ impl ExportJob {
                 "gold {}:{} ({}@{})",
                 v.name, v.version, v.model_id, v.revision
             );
-            return Ok((Self::manifest(lake, v.manifest.clone()), label));
+            let job = Self::manifest(lake, v.manifest.clone()).described_as(label.clone());
+            return Ok((job, label));
         }
         let (m, r) = crate::tensorise::parse_model_ref(reference)?;
         let label = format!("silver {m}@{r}");
-        Ok((Self::new(lake, m, r), label))
+        Ok((Self::new(lake, m, r).described_as(label.clone()), label))
     }
 }

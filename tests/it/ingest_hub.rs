@@ -223,7 +223,7 @@ async fn a_branch_that_moves_back_and_drops_a_file_is_mirrored_by_its_revision()
         to.to_str().expect("utf8"),
         "-q",
     ]);
-    let files: Vec<String> = tree_digest(&to).into_keys().collect();
+    let files: Vec<String> = exported_tree(&to).into_keys().collect();
     assert_eq!(files, ["model.safetensors"]);
     assert_eq!(
         std::fs::read(to.join("model.safetensors")).expect("read"),

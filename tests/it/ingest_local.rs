@@ -308,7 +308,7 @@ fn a_file_gone_from_its_directory_leaves_the_revision_and_older_gold_versions_ke
         now.to_str().expect("utf8"),
         "-q",
     ]);
-    let files: Vec<String> = tree_digest(&now).into_keys().collect();
+    let files: Vec<String> = exported_tree(&now).into_keys().collect();
     assert_eq!(files, ["extra.txt", "model.safetensors", "new.bin"]);
     // SQL sees the same through the current_* views; the tables keep history.
     for view in ["bronze.current_files", "silver.current_files"] {
@@ -347,7 +347,7 @@ fn a_file_gone_from_its_directory_leaves_the_revision_and_older_gold_versions_ke
         v1.to_str().expect("utf8"),
         "-q",
     ]);
-    let files: Vec<String> = tree_digest(&v1).into_keys().collect();
+    let files: Vec<String> = exported_tree(&v1).into_keys().collect();
     assert_eq!(files, ["extra.txt", "model.safetensors", "old.bin"]);
 
     // Ingesting the same listing again removes nothing more.
@@ -431,7 +431,7 @@ fn exported(tmp: &std::path::Path, lake: &str, model: &str, name: &str) -> Vec<S
         to.to_str().expect("utf8"),
         "-q",
     ]);
-    tree_digest(&to).into_keys().collect()
+    exported_tree(&to).into_keys().collect()
 }
 
 #[test]

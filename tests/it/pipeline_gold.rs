@@ -61,7 +61,7 @@ async fn ingest_tensorise_promote_export_pipeline_with_ledger_and_idempotent_rer
     );
     assert!(out.contains("export: "), "{out}");
     // The export is the fine-tune, byte for byte.
-    assert_eq!(tree_digest(&out_dir), tree_digest(&ft));
+    assert_eq!(exported_tree(&out_dir), tree_digest(&ft));
 
     let list = run_ok(&["runs", "list", "--lake", &lake]);
     assert!(

@@ -284,18 +284,7 @@ async fn a_corrupt_rebuild_never_reaches_a_client_whole() {
     run_ok(&["ingest", src, "--lake", &lake, "--model-id", "tc", "-q"]);
     run_ok(&["tensorise", "--lake", &lake, "-q"]);
     // One byte of stored tensor data flipped on disk.
-    let blobs = tmp.path().join("lake/silver/tensor_blobs");
-    let file = std::fs::read_dir(&blobs)
-        .expect("blobs")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
-        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .expect("a data file");
-    let mut bytes = std::fs::read(&file).expect("read");
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0xff;
-    std::fs::write(&file, bytes).expect("write");
+    flip_a_stored_byte(&tmp.path().join("lake"));
     assert!(
         !run(&["verify", "tc@main", "--lake", &lake, "-q"])
             .status

