@@ -265,6 +265,18 @@ impl PromoteJob {
                     break;
                 }
             }
+            // The tracking server shows the candidate that was turned away
+            // and why, beside the promotions (a FAILED run); that record is
+            // best effort, the rejection stands either way.
+            if let Some(m) = &self.mlflow {
+                let logged = self
+                    .log_promotion_run(m, &run_id, &manifest, &manifest_sha, &metrics, &gates)
+                    .await;
+                match logged {
+                    Ok(run) => info!(mlflow_run = %run, "rejection tracked in MLflow"),
+                    Err(e) => warn!(error = %e, "could not track the rejection in MLflow"),
+                }
+            }
             return Err(JobError::Rejected {
                 name: self.name.clone(),
                 failed: blocking,
@@ -283,33 +295,9 @@ impl PromoteJob {
         };
         let mut mlflow_run_id = promoted_before.clone();
         if let Some(m) = self.mlflow.as_ref().filter(|_| promoted_before.is_none()) {
-            let exp = m.client.experiment_id(&m.experiment).await?;
-            let run = m
-                .client
-                .create_run(
-                    &exp,
-                    &format!("promote {}", self.name),
-                    &[
-                        ("weightlake.run_id".into(), run_id.clone()),
-                        (MANIFEST_TAG.into(), manifest_sha.clone()),
-                    ],
-                )
+            let run = self
+                .log_promotion_run(m, &run_id, &manifest, &manifest_sha, &metrics, &gates)
                 .await?;
-            let params = vec![
-                ("model_id".to_string(), self.model_id.clone()),
-                ("revision".to_string(), self.revision.clone()),
-                ("gold_name".to_string(), self.name.clone()),
-                ("manifest_sha256".to_string(), manifest_sha.clone()),
-            ];
-            let mut logged: Vec<(String, f64)> =
-                metrics.iter().map(|(k, v)| (k.clone(), *v)).collect();
-            logged.push(("gold_bytes".into(), manifest.bytes() as f64));
-            logged.push((
-                "gates_failed".into(),
-                gates.iter().filter(|g| !g.passed).count() as f64,
-            ));
-            m.client.log_batch(&run, &params, &logged).await?;
-            m.client.finish_run(&run, true).await?;
             mlflow_run_id = Some(run);
         }
         let mlflow_version = match &self.mlflow {
@@ -418,6 +406,72 @@ impl PromoteJob {
             bytes: manifest.bytes(),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Log this promotion as an MLflow run: parameters, metrics, each gate's
+    /// result as a `weightlake.gate.NAME` tag, FINISHED when promoted and
+    /// FAILED when a gate turned the weights away. Returns the run id.
+    async fn log_promotion_run(
+        &self,
+        m: &MlflowOptions,
+        run_id: &str,
+        manifest: &Manifest,
+        manifest_sha: &str,
+        metrics: &BTreeMap<String, f64>,
+        gates: &[GateResult],
+    ) -> Result<String> {
+        let rejected = gates.iter().any(GateResult::blocks);
+        let exp = m.client.experiment_id(&m.experiment).await?;
+        let mut tags = vec![
+            ("weightlake.run_id".to_string(), run_id.to_string()),
+            (MANIFEST_TAG.to_string(), manifest_sha.to_string()),
+        ];
+        for g in gates {
+            let outcome = match (g.passed, g.action) {
+                (true, _) => "passed",
+                (false, GateAction::Fail) => "failed",
+                (false, _) => "warned",
+            };
+            // MLflow keys take letters, digits, `_-. /`; values up to 8000
+            // characters (5000 here, whatever the expression).
+            let key: String = g
+                .name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || "_-. /".contains(c) {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let value = format!("{outcome} ({}): {} — {}", g.action, g.expr, g.detail);
+            tags.push((
+                format!("weightlake.gate.{key}"),
+                value.chars().take(5000).collect(),
+            ));
+        }
+        let name = if rejected {
+            format!("promote {} (rejected)", self.name)
+        } else {
+            format!("promote {}", self.name)
+        };
+        let run = m.client.create_run(&exp, &name, &tags).await?;
+        let params = vec![
+            ("model_id".to_string(), self.model_id.clone()),
+            ("revision".to_string(), self.revision.clone()),
+            ("gold_name".to_string(), self.name.clone()),
+            ("manifest_sha256".to_string(), manifest_sha.to_string()),
+        ];
+        let mut logged: Vec<(String, f64)> = metrics.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        logged.push(("gold_bytes".into(), manifest.bytes() as f64));
+        logged.push((
+            "gates_failed".into(),
+            gates.iter().filter(|g| !g.passed).count() as f64,
+        ));
+        m.client.log_batch(&run, &params, &logged).await?;
+        m.client.finish_run(&run, !rejected).await?;
+        Ok(run)
     }
 }
 
