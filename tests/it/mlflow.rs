@@ -14,26 +14,6 @@ fn with_mlflow(args: &[&str], uri: &str) -> std::process::Output {
         .expect("spawn")
 }
 
-/// The runs of experiment `exp` named `run_name`.
-async fn search_runs(uri: &str, exp: &str, run_name: &str) -> Vec<serde_json::Value> {
-    let query = serde_json::json!({
-        "experiment_ids": [exp],
-        "filter": format!("attributes.run_name = '{run_name}'"),
-    });
-    let body = reqwest::Client::new()
-        .post(format!("{uri}/api/2.0/mlflow/runs/search"))
-        .header("content-type", "application/json")
-        .body(query.to_string())
-        .send()
-        .await
-        .expect("search")
-        .bytes()
-        .await
-        .expect("body");
-    let found: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    found["runs"].as_array().cloned().unwrap_or_default()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn promotions_register_versions_and_aliases_stay_in_sync() {
     let uri = mlflow_uri();
@@ -107,7 +87,7 @@ async fn promotions_register_versions_and_aliases_stay_in_sync() {
         .experiment_id("weightlake")
         .await
         .expect("experiment");
-    let runs = search_runs(&uri, &exp, &format!("promote {name}")).await;
+    let runs = mlflow_runs(&uri, &exp, Some(&format!("promote {name}"))).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     // A gate on the run's metric can also stop a promotion.
     let out = with_mlflow(
@@ -128,7 +108,7 @@ async fn promotions_register_versions_and_aliases_stay_in_sync() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     // The candidate turned away is tracked too: a FAILED run saying which
     // gate stopped it.
-    let rejected = search_runs(&uri, &exp, &format!("promote {name} (rejected)")).await;
+    let rejected = mlflow_runs(&uri, &exp, Some(&format!("promote {name} (rejected)"))).await;
     assert_eq!(rejected.len(), 1, "{rejected:?}");
     assert_eq!(rejected[0]["info"]["status"], "FAILED", "{rejected:?}");
     let gate = rejected[0]["data"]["tags"]

@@ -227,19 +227,8 @@ async fn a_pipeline_run_is_tracked_in_mlflow_with_stage_metrics() {
         .experiment_id(&format!("weightlake/{pipeline}"))
         .await
         .expect("experiment");
-    let body = reqwest::Client::new()
-        .post(format!("{uri}/api/2.0/mlflow/runs/search"))
-        .header("content-type", "application/json")
-        .body(serde_json::json!({ "experiment_ids": [exp] }).to_string())
-        .send()
-        .await
-        .expect("search")
-        .bytes()
-        .await
-        .expect("body");
-    let found: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    let runs = found["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 1, "{found}");
+    let runs = mlflow_runs(&uri, &exp, None).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
     let run = &runs[0];
     assert_eq!(run["info"]["status"], "FINISHED", "{run}");
     let kv = |section: &str, key: &str| {

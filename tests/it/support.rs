@@ -318,6 +318,27 @@ pub fn flip_a_stored_byte(lake_dir: &Path) {
     std::fs::write(&file, bytes).expect("write");
 }
 
+/// The runs of MLflow experiment `exp` (only those named `run_name` when
+/// given), as the tracking server's REST API returns them.
+pub async fn mlflow_runs(uri: &str, exp: &str, run_name: Option<&str>) -> Vec<serde_json::Value> {
+    let mut query = serde_json::json!({ "experiment_ids": [exp] });
+    if let Some(name) = run_name {
+        query["filter"] = format!("attributes.run_name = '{name}'").into();
+    }
+    let body = reqwest::Client::new()
+        .post(format!("{uri}/api/2.0/mlflow/runs/search"))
+        .header("content-type", "application/json")
+        .body(query.to_string())
+        .send()
+        .await
+        .expect("search")
+        .bytes()
+        .await
+        .expect("body");
+    let found: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    found["runs"].as_array().cloned().unwrap_or_default()
+}
+
 /// The MLflow server started by scripts/test.sh.
 pub fn mlflow_uri() -> String {
     env_or_explain("WEIGHTLAKE_TEST_MLFLOW_URI")
