@@ -425,6 +425,11 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (printed on start).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
+    /// How long a tensor content that matched its sha256 is trusted before a
+    /// request that touches it checks it again (e.g. 10m, 1h): damage that
+    /// appears on disk while the tables stay the same is refused from then on.
+    #[arg(long, default_value = "10m")]
+    pub recheck_after: String,
     #[command(flatten)]
     pub lake: LakeArgs,
 }

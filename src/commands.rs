@@ -235,9 +235,12 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Runs(a) => crate::runs::runs(a).await,
         Command::Serve(a) => {
             let lake = open_lake(&a.lake)?;
+            let recheck = parse_duration(&a.recheck_after)
+                .map_err(|e| bad_input(anyhow::anyhow!("--recheck-after: {e}")))?;
             let server = weightlake_serve::Server::bind(&a.addr, lake)
                 .await
-                .map_err(bad_input)?;
+                .map_err(bad_input)?
+                .with_recheck_after(recheck);
             let addr = server.local_addr().map_err(job_failed)?;
             // The first line of stdout: scripts and tests read the port from it.
             println!("serving http://{addr}");

@@ -17,6 +17,10 @@ const REFRESH: Duration = Duration::from_secs(5);
 const MAX_VIEWS: usize = 64;
 /// Silver commit shas remembered (repo, sha -> revision).
 const MAX_SILVER_COMMITS: usize = 4096;
+/// How long a content that matched its sha256 is trusted before the next
+/// request that touches it checks it again (damage that appears on disk
+/// while the lake's tables stay the same is found within this time).
+pub const DEFAULT_RECHECK_AFTER: Duration = Duration::from_secs(600);
 
 /// One servable revision.
 #[derive(Clone)]
@@ -31,8 +35,9 @@ pub struct Resolved {
     pub session: Arc<LakeSession>,
 }
 
-/// The outcome of checking one content against its sha256, computed once.
-type ContentCheck = Arc<tokio::sync::OnceCell<bool>>;
+/// The outcome of checking one content against its sha256, computed once,
+/// and when the check was asked for.
+type ContentCheck = (Arc<tokio::sync::OnceCell<bool>>, Instant);
 /// The lake's tables, gold read from them, and when.
 type Snapshot = (Arc<LakeSession>, Arc<GoldState>, Instant);
 /// A silver revision's view, its manifest sha, and the id of the session it
@@ -54,6 +59,8 @@ pub struct Catalog {
     /// they were read through: each is checked once, by the first range
     /// that touches it, while the others wait for that check.
     verified: Mutex<(u64, HashMap<String, ContentCheck>)>,
+    /// How long a passed check is trusted.
+    recheck_after: Duration,
 }
 
 impl Catalog {
@@ -66,11 +73,19 @@ impl Catalog {
             silver_commits: Mutex::new(HashMap::new()),
             silver_views: Mutex::new(HashMap::new()),
             verified: Mutex::new((0, HashMap::new())),
+            recheck_after: DEFAULT_RECHECK_AFTER,
         }
     }
 
+    /// Trust a content that matched its sha256 for this long (default
+    /// [`DEFAULT_RECHECK_AFTER`]); a request after that checks it again.
+    pub fn set_recheck_after(&mut self, after: Duration) {
+        self.recheck_after = after;
+    }
+
     /// Whether content `sha256` (`len` bytes) read through `session` has
-    /// that sha256; checked once per content and session.
+    /// that sha256; checked once per content and session, and again once
+    /// the check is older than the recheck interval.
     pub async fn content_intact(
         &self,
         session: &LakeSession,
@@ -82,7 +97,13 @@ impl Catalog {
             if v.0 != session.id() {
                 *v = (session.id(), HashMap::new());
             }
-            v.1.entry(sha256.to_string()).or_default().clone()
+            let fresh = || (Arc::new(tokio::sync::OnceCell::new()), Instant::now());
+            let entry = v.1.entry(sha256.to_string()).or_insert_with(fresh);
+            // A check still running is shared whatever its age.
+            if entry.0.initialized() && entry.1.elapsed() >= self.recheck_after {
+                *entry = fresh();
+            }
+            entry.0.clone()
         };
         cell.get_or_try_init(|| weightlake_jobs::view::content_intact(session, sha256, len))
             .await

@@ -70,6 +70,17 @@ impl Server {
         })
     }
 
+    /// Trust a tensor content that matched its sha256 for this long before
+    /// checking it again (default 10 minutes): damage that appears on disk
+    /// while the lake's tables stay the same is refused from then on.
+    pub fn with_recheck_after(mut self, after: std::time::Duration) -> Self {
+        // Not shared before `run`.
+        if let Some(catalog) = Arc::get_mut(&mut self.catalog) {
+            catalog.set_recheck_after(after);
+        }
+        self
+    }
+
     /// The address actually bound.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()

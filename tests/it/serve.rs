@@ -22,8 +22,14 @@ impl Drop for Served {
 }
 
 fn serve(lake: &str) -> Served {
+    serve_with(lake, &[])
+}
+
+/// [`serve`] with more options.
+fn serve_with(lake: &str, options: &[&str]) -> Served {
     let mut child = bin()
         .args(["serve", "--addr", "127.0.0.1:0", "--lake", lake])
+        .args(options)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -273,6 +279,70 @@ async fn weightlake_ingests_from_another_weightlakes_endpoint() {
         let bytes = read_back(&other_lake, "minilm", &path).await;
         assert_eq!(sha256(&bytes), sha, "{path}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn damage_that_appears_while_serving_is_refused_once_the_check_is_old() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake = tmp.path().join("lake").to_string_lossy().into_owned();
+    // A tensor of random bytes is stored as it is (no encoding pays), so
+    // damage to it still decodes: only the sha256 check can find it.
+    let data = random_bytes(300_000, 7);
+    let mut header = br#"{"w":{"dtype":"U8","shape":[300000],"data_offsets":[0,300000]}}"#.to_vec();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut original = (header.len() as u64).to_le_bytes().to_vec();
+    original.extend_from_slice(&header);
+    original.extend_from_slice(&data);
+    let src = tmp.path().join("m");
+    write_tree(&src, &[("model.safetensors", &original)]);
+    run_ok(&["ingest", src.to_str().expect("utf8"), "--lake", &lake, "-q"]);
+    run_ok(&["tensorise", "--lake", &lake, "-q"]);
+    let server = serve_with(&lake, &["--recheck-after", "1s"]);
+    let url = format!("{}/m/resolve/main/model.safetensors", server.url);
+    // A range (what parallel downloaders fetch) relies on the content's
+    // check alone: a small whole file is checked against its own sha256.
+    let range = || {
+        reqwest::Client::new()
+            .get(&url)
+            .header("Range", "bytes=0-4095")
+            .send()
+    };
+    let first = range().await.expect("get");
+    assert_eq!(first.status(), 206);
+    assert_eq!(&first.bytes().await.expect("body")[..], &original[..4096]);
+    // The disk goes bad under the running server; the tables do not change.
+    let blobs = tmp.path().join("lake/silver/tensor_blobs");
+    let needle = &data[1000..1064];
+    let damaged = std::fs::read_dir(&blobs)
+        .expect("blobs")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .find_map(|p| {
+            let mut bytes = std::fs::read(&p).expect("read");
+            let at = bytes.windows(needle.len()).position(|w| w == needle)?;
+            bytes[at + 32] ^= 0xff;
+            std::fs::write(&p, bytes).expect("write");
+            Some(p)
+        });
+    assert!(damaged.is_some(), "the stored bytes were not found");
+    // Delivered with every byte it declared.
+    let whole = |r: reqwest::Response| async move {
+        let declared = r.content_length();
+        r.bytes()
+            .await
+            .is_ok_and(|b| declared == Some(b.len() as u64))
+    };
+    let mut refused = false;
+    for _ in 0..10 {
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+        let r = range().await.expect("get");
+        if r.status() != 206 || !whole(r).await {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "damaged contents were still served 7 s later");
 }
 
 #[tokio::test(flavor = "multi_thread")]
