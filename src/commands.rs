@@ -262,6 +262,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let target = HttpTarget {
                 url,
                 bearer: std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty()),
+                version: None,
             };
             let on_bytes = byte_counter(quiet, None);
             let r = download_to_file(

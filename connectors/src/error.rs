@@ -95,6 +95,20 @@ pub enum ConnectorError {
     /// No files matched a source.
     #[error("source {0} matched no files")]
     Empty(String),
+    /// The source replaced or rewrote a file while it was being read: what
+    /// was read is a mix of two versions and is not kept.
+    #[error(
+        "{url}: changed while it was being read (version {listed} when listed, {now} now); \
+         it is not recorded, and the next run reads the new version"
+    )]
+    Changed {
+        /// The file's URL.
+        url: String,
+        /// Its version tag (ETag, Last-Modified, local inode-mtime-size) when listed.
+        listed: String,
+        /// Its version tag now.
+        now: String,
+    },
 }
 
 impl ConnectorError {

@@ -163,6 +163,7 @@ pub async fn resolve_revision(
     let target = HttpTarget {
         url: api.clone(),
         bearer: token.map(str::to_string),
+        version: None,
     };
     let resp = crate::http::range::send_with_retry(client, &target, None).await?;
     let body = resp.bytes().await.map_err(|e| ConnectorError::Hub {

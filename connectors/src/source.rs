@@ -207,6 +207,9 @@ pub enum FileLocation {
         store: Arc<dyn ObjectStore>,
         /// The object's path in it.
         path: StorePath,
+        /// Its ETag as listed (as the store spells it), sent as `If-Match`
+        /// with every read.
+        e_tag: Option<String>,
     },
 }
 
@@ -249,18 +252,29 @@ impl RemoteFile {
     ) -> Result<()> {
         match &self.location {
             FileLocation::Http(t) => http.fetch_range(t, range, sink).await,
-            FileLocation::Store { store, path } => {
+            FileLocation::Store { store, path, e_tag } => {
                 if range.is_empty() {
                     return Ok(());
                 }
-                let bytes: Bytes =
-                    store
-                        .get_range(path, range.clone())
-                        .await
-                        .map_err(|source| ConnectorError::ObjectStore {
-                            url: self.source_uri.clone(),
-                            source,
-                        })?;
+                let options = object_store::GetOptions {
+                    range: Some(range.clone().into()),
+                    // A version other than the one listed is refused by the
+                    // store (S3: 412; local disk: inode, mtime and size).
+                    if_match: e_tag.clone(),
+                    ..Default::default()
+                };
+                let read = async { store.get_opts(path, options).await?.bytes().await };
+                let bytes: Bytes = read.await.map_err(|source| match source {
+                    object_store::Error::Precondition { .. } => ConnectorError::Changed {
+                        url: self.source_uri.clone(),
+                        listed: self.etag.clone(),
+                        now: "another".into(),
+                    },
+                    source => ConnectorError::ObjectStore {
+                        url: self.source_uri.clone(),
+                        source,
+                    },
+                })?;
                 if bytes.len() as u64 != range.end - range.start {
                     return Err(ConnectorError::Verify {
                         url: self.source_uri.clone(),
@@ -275,6 +289,48 @@ impl RemoteFile {
                         path: self.source_uri.clone(),
                         source,
                     })
+            }
+        }
+    }
+
+    /// Fail with [`ConnectorError::Changed`] when the file is no longer the
+    /// version listed: called once every range has been read, it closes the
+    /// window in which a file rewritten during its last range would be kept
+    /// as a mix of two versions. A file with a published sha256 needs no
+    /// check (the hash finds any change).
+    pub async fn check_unchanged(&self, http: &HttpClient) -> Result<()> {
+        if self.sha256.is_some() {
+            return Ok(());
+        }
+        let changed = |now: Option<String>| ConnectorError::Changed {
+            url: self.source_uri.clone(),
+            listed: self.etag.clone(),
+            now: now.unwrap_or_else(|| "none".into()),
+        };
+        match &self.location {
+            FileLocation::Http(t) => {
+                let Some(listed) = &t.version else {
+                    return Ok(());
+                };
+                let now = http.probe(t).await?;
+                if now.etag.as_ref().is_some_and(|v| v != listed) {
+                    return Err(changed(now.etag));
+                }
+                Ok(())
+            }
+            FileLocation::Store { store, path, e_tag } => {
+                let meta =
+                    store
+                        .head(path)
+                        .await
+                        .map_err(|source| ConnectorError::ObjectStore {
+                            url: self.source_uri.clone(),
+                            source,
+                        })?;
+                if (e_tag.is_some() && meta.e_tag != *e_tag) || Some(meta.size) != self.size {
+                    return Err(changed(meta.e_tag.map(|t| t.trim_matches('"').to_string())));
+                }
+                Ok(())
             }
         }
     }
@@ -401,6 +457,8 @@ async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSour
     };
     let target = HttpTarget::new(url.clone());
     let probe = ctx.http.probe(&target).await?;
+    // Every later response must be of the version probed.
+    let target = target.pinned(probe.etag.clone());
     let segs: Vec<String> = url
         .path_segments()
         .map(|s| s.map(str::to_string).collect())
@@ -442,15 +500,18 @@ async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSour
     let mut files = Vec::new();
     for f in rev.files.iter().filter(|f| filter.matches(&f.path)) {
         let url = rev.resolve_url(&f.path)?;
-        let target = HttpTarget {
+        let mut target = HttpTarget {
             url: url.clone(),
             bearer: ctx.hf_token.clone(),
+            version: None,
         };
         let (size, ranges, etag) = match f.size {
-            // Sizes from the listing save a probe per file; ranges are checked on use.
+            // Sizes from the listing save a probe per file; ranges are checked
+            // on use, and content by the listed sha256.
             Some(size) => (Some(size), true, f.sha256.clone().unwrap_or_default()),
             None => {
                 let p = ctx.http.probe(&target).await?;
+                target.version = p.etag.clone();
                 (p.size, p.ranges, p.etag.unwrap_or_default())
             }
         };
@@ -720,6 +781,7 @@ fn store_file(
         location: FileLocation::Store {
             store,
             path: meta.location.clone(),
+            e_tag: meta.e_tag.clone().filter(|t| !t.is_empty()),
         },
     }
 }
@@ -765,6 +827,50 @@ mod tests {
             storage: StorageConfig::default(),
             hf_token: None,
         }
+    }
+
+    /// Every file of `dir`, unfiltered.
+    fn whole_dir(dir: &std::path::Path) -> SourceSpec {
+        SourceSpec::Local(LocalSource {
+            path: dir.display().to_string(),
+            include: vec![],
+            exclude: vec![],
+        })
+    }
+
+    #[tokio::test]
+    async fn a_file_rewritten_after_listing_is_refused_not_read_as_a_mix() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("w.bin");
+        std::fs::write(&file, vec![1u8; 4096]).expect("write");
+        let ctx = local_ctx();
+        let r = whole_dir(dir.path()).resolve(&ctx).await.expect("resolve");
+        let listed = &r.files[0];
+        let mut buf = crate::http::ChunkBuffer::new(&(0..2048));
+        listed
+            .read_range(&ctx.http, 0..2048, &mut buf)
+            .await
+            .expect("first half");
+        listed.check_unchanged(&ctx.http).await.expect("unchanged");
+        // Rewritten in place, same size: only its modification time differs.
+        std::fs::write(&file, vec![2u8; 4096]).expect("rewrite");
+        let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(later))
+            .expect("mtime");
+        let mut buf = crate::http::ChunkBuffer::new(&(2048..4096));
+        let second = listed.read_range(&ctx.http, 2048..4096, &mut buf).await;
+        assert!(
+            matches!(second, Err(ConnectorError::Changed { .. })),
+            "{second:?}"
+        );
+        let check = listed.check_unchanged(&ctx.http).await;
+        assert!(
+            matches!(check, Err(ConnectorError::Changed { .. })),
+            "{check:?}"
+        );
     }
 
     #[tokio::test]
@@ -823,12 +929,7 @@ mod tests {
             std::fs::write(dir.path().join(name), b"x").expect("write");
         }
         let ctx = local_ctx();
-        let spec = SourceSpec::Local(LocalSource {
-            path: dir.path().display().to_string(),
-            include: vec![],
-            exclude: vec![],
-        });
-        let r = spec.resolve(&ctx).await.expect("resolve");
+        let r = whole_dir(dir.path()).resolve(&ctx).await.expect("resolve");
         let paths: Vec<_> = r.files.iter().map(|f| f.file_path.as_str()).collect();
         assert_eq!(paths, ["config.json"]);
     }

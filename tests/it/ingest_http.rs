@@ -64,6 +64,38 @@ async fn every_fault_is_retried_and_the_file_arrives_intact() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_url_replaced_while_it_is_read_is_refused_not_read_as_a_mix() {
+    let fx = HttpFixture::start().await.expect("server");
+    fx.add_file("m/w.bin", random_bytes(64 << 10, 1));
+    let ctx = weightlake_connectors::source::ResolveContext {
+        http: HttpClient::new(fast_retries(16 << 10)).expect("client"),
+        storage: Default::default(),
+        hf_token: None,
+    };
+    let resolved = url_source(fx.url("m/w.bin"), None)
+        .resolve(&ctx)
+        .await
+        .expect("resolve");
+    let file = &resolved.files[0];
+    let mut buf = weightlake_connectors::http::ChunkBuffer::new(&(0..1024));
+    file.read_range(&ctx.http, 0..1024, &mut buf)
+        .await
+        .expect("a range of the version listed");
+    // The server now has another version of the same size.
+    fx.add_file("m/w.bin", random_bytes(64 << 10, 2));
+    let mut buf = weightlake_connectors::http::ChunkBuffer::new(&(1024..2048));
+    let next = file.read_range(&ctx.http, 1024..2048, &mut buf).await;
+    let err = next.expect_err("a range of another version").to_string();
+    assert!(err.contains("changed while it was being read"), "{err}");
+    let err = file
+        .check_unchanged(&ctx.http)
+        .await
+        .expect_err("the final check")
+        .to_string();
+    assert!(err.contains("changed while it was being read"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn server_without_ranges_or_length_is_read_as_one_stream() {
     for no_length in [false, true] {
         let fx = HttpFixture::start().await.expect("server");

@@ -133,6 +133,9 @@ async fn download_into(
     };
     let started = Instant::now();
     let probe = client.probe(target).await?;
+    // Every range must be of the version probed.
+    let pinned = target.clone().pinned(probe.etag.clone());
+    let target = &pinned;
     let file = Arc::new(File::create(dest).map_err(io_err)?);
     let sink = |file: &Arc<File>| FileSink {
         file: file.clone(),

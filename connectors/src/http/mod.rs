@@ -71,6 +71,10 @@ pub struct HttpTarget {
     pub url: Url,
     /// Bearer token for `Authorization`, e.g. `HF_TOKEN`.
     pub bearer: Option<String>,
+    /// The version every response must carry ([`version_tag`]), pinned from
+    /// the first response: a response with another one means the file
+    /// changed while it was being read ([`ConnectorError::Changed`]).
+    pub version: Option<String>,
 }
 
 impl std::fmt::Debug for HttpTarget {
@@ -85,7 +89,17 @@ impl std::fmt::Debug for HttpTarget {
 impl HttpTarget {
     /// A target without credentials.
     pub fn new(url: Url) -> Self {
-        Self { url, bearer: None }
+        Self {
+            url,
+            bearer: None,
+            version: None,
+        }
+    }
+
+    /// This target, every response of which must carry `version`.
+    pub fn pinned(mut self, version: Option<String>) -> Self {
+        self.version = version;
+        self
     }
 
     fn headers(&self) -> HeaderMap {
@@ -105,7 +119,8 @@ impl HttpTarget {
 pub struct Probe {
     /// Total size, when the server tells it.
     pub size: Option<u64>,
-    /// The ETag (or `X-Linked-Etag` from a hub), quotes removed.
+    /// The version tag ([`version_tag`]): the ETag (or `X-Linked-Etag` from
+    /// a hub), quotes removed, else `last-modified:<date>`.
     pub etag: Option<String>,
     /// True when the server honours `Range` (answered 206).
     pub ranges: bool,
@@ -182,9 +197,7 @@ impl HttpClient {
         let headers = resp.headers().clone();
         let status = resp.status();
         drop(resp);
-        let etag = header_str(&headers, "x-linked-etag")
-            .or_else(|| header_str(&headers, "etag"))
-            .map(|s| s.trim_start_matches("W/").trim_matches('"').to_string());
+        let etag = version_tag(&headers);
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
             let size = header_str(&headers, "content-range")
                 .and_then(|cr| cr.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()));
@@ -201,6 +214,18 @@ impl HttpClient {
             ranges: false,
         })
     }
+}
+
+/// What identifies the version of a file a response carries: its ETag (or a
+/// hub's `X-Linked-Etag`), quotes and weakness removed; else, for servers
+/// without ETags (`python -m http.server`, many static servers), its
+/// `Last-Modified` as `last-modified:<date>`.
+pub fn version_tag(h: &HeaderMap) -> Option<String> {
+    header_str(h, "x-linked-etag")
+        .or_else(|| header_str(h, "etag"))
+        .map(|s| s.trim_start_matches("W/").trim_matches('"').to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| header_str(h, "last-modified").map(|d| format!("last-modified:{d}")))
 }
 
 fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
@@ -221,6 +246,24 @@ pub fn redact(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_version_is_the_etag_else_the_last_modified_date() {
+        let mut h = HeaderMap::new();
+        assert_eq!(version_tag(&h), None);
+        h.insert(
+            "last-modified",
+            HeaderValue::from_static("Fri, 04 Dec 2026 21:56:21 GMT"),
+        );
+        assert_eq!(
+            version_tag(&h).as_deref(),
+            Some("last-modified:Fri, 04 Dec 2026 21:56:21 GMT")
+        );
+        h.insert("etag", HeaderValue::from_static("W/\"abc\""));
+        assert_eq!(version_tag(&h).as_deref(), Some("abc"));
+        h.insert("x-linked-etag", HeaderValue::from_static("\"lfs\""));
+        assert_eq!(version_tag(&h).as_deref(), Some("lfs"));
+    }
 
     #[test]
     fn chunk_plan_covers_file() {
@@ -246,6 +289,7 @@ mod tests {
         let t = HttpTarget {
             url: u,
             bearer: Some("secret".into()),
+            version: None,
         };
         assert!(!format!("{t:?}").contains("secret"));
     }

@@ -237,6 +237,16 @@ impl HttpClient {
     ) -> std::result::Result<(), Failure> {
         let range = end.map(|e| *pos..e);
         let mut resp = self.send_once(target, range.clone()).await?;
+        if let Some(listed) = &target.version
+            && let Some(now) = super::version_tag(resp.headers())
+            && &now != listed
+        {
+            return Err(Failure::Fatal(ConnectorError::Changed {
+                url: redact(&target.url),
+                listed: listed.clone(),
+                now,
+            }));
+        }
         // 200 to a ranged request: the server ignored Range; skip to our start.
         let mut skip = if resp.status() == StatusCode::OK {
             *pos

@@ -100,9 +100,17 @@ pub(super) async fn produce(
 ) {
     let mut ranged = Vec::new();
     let mut streams = Vec::new();
+    // The last chunk of each file with chunks to download: once it has been
+    // read (and every chunk before it), the file is checked unchanged.
+    let mut last_read = std::collections::HashMap::new();
     for (file, plan) in plans.into_iter().enumerate() {
         match plan {
             Plan::Ranged { key, chunks } => {
+                if chunks.iter().any(|(_, _, reuse)| !reuse)
+                    && let Some((last, _, _)) = chunks.last()
+                {
+                    last_read.insert(file, *last);
+                }
                 let key = Arc::new(key);
                 ranged.extend(
                     chunks
@@ -140,6 +148,17 @@ pub(super) async fn produce(
         .buffered(window);
     futures::pin_mut!(results);
     while let Some((file, index, offset, data, reused)) = results.next().await {
+        // A file rewritten while it was read would be kept as a mix of two
+        // versions: check it once all its chunks are in.
+        let data = match data {
+            Ok(d) if last_read.get(&file) == Some(&index) => {
+                match todo[file].file.check_unchanged(&http).await {
+                    Ok(()) => Ok(d),
+                    Err(e) => Err(Some(e.to_string())),
+                }
+            }
+            other => other,
+        };
         let msg = match data {
             Ok(data) => Msg::Chunk {
                 file,
