@@ -95,6 +95,16 @@ impl PathFilter {
         let hit = |set: &GlobSet| set.is_match(path) || set.is_match(name);
         self.include.as_ref().is_none_or(hit) && !self.exclude.as_ref().is_some_and(hit)
     }
+
+    /// Does an exclude glob drop the directory `dir` (itself, or everything
+    /// under it: `dir/**`)?
+    pub fn excludes_dir(&self, dir: &str) -> bool {
+        let name = dir.rsplit('/').next().unwrap_or(dir);
+        let inside = format!("{dir}/_");
+        self.exclude
+            .as_ref()
+            .is_some_and(|set| set.is_match(dir) || set.is_match(name) || set.is_match(&inside))
+    }
 }
 
 fn build_set(globs: &[String]) -> Result<Option<GlobSet>> {

@@ -349,6 +349,11 @@ pub struct ResolvedSource {
     /// (`https://hub/org/m/resolve/`, `file:///models/m/`), whatever the
     /// revision's commit; `None` for a single file or URL.
     pub root: Option<String>,
+    /// Entries of the listing that could not be taken as files (a broken
+    /// link, a FIFO, a name object paths cannot hold, a directory that
+    /// cannot be read), each with why: each fails as a file would, and the
+    /// listing is incomplete.
+    pub unreadable: Vec<(String, String)>,
 }
 
 /// What resolving needs: the shared HTTP client, storage options, hub token.
@@ -407,18 +412,20 @@ impl SourceSpec {
                         default_revision: default_revision(),
                         files,
                         root,
+                        unreadable: Vec::new(),
                     }),
                     false => ResolvedSource {
                         default_model_id: name,
                         default_revision: default_revision(),
                         files,
                         root,
+                        unreadable: Vec::new(),
                     },
                 }
             }
             Self::Local(l) => resolve_local(l, ctx).await?,
         };
-        if resolved.files.is_empty() {
+        if resolved.files.is_empty() && resolved.unreadable.is_empty() {
             return Err(ConnectorError::Empty(self.describe()));
         }
         resolved.files.sort_by(|a, b| a.file_path.cmp(&b.file_path));
@@ -483,6 +490,7 @@ async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSour
             location: FileLocation::Http(target),
         }],
         root: None,
+        unreadable: Vec::new(),
     })
 }
 
@@ -536,6 +544,7 @@ async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSour
         default_revision: h.revision.clone(),
         files,
         root: Some(redact(&rev.resolve_root()?)),
+        unreadable: Vec::new(),
     })
 }
 
@@ -572,7 +581,10 @@ async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<Resolved
         Some(name) => PathFilter::new(&[globset::escape(name)], &[])?,
         None => PathFilter::new(&l.include, &l.exclude)?,
     };
-    let mut files = list_store(store, &prefix, &url, &filter).await?;
+    let (mut files, unreadable) = match &only {
+        Some(_) => (list_store(store, &prefix, &url, &filter).await?, Vec::new()),
+        None => list_local_dir(store, &prefix, &dir, &url, &filter).await?,
+    };
     if only.is_some() {
         files.retain(|f| !f.file_path.contains('/'));
     }
@@ -586,7 +598,164 @@ async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<Resolved
         default_revision: default_revision(),
         files,
         root: only.is_none().then(|| listing_root(&url)),
+        unreadable,
     })
+}
+
+/// List a local directory with its filter applied first, so that an entry
+/// the filter drops never matters, and every other entry that is not a
+/// readable regular file is named with why instead of failing the listing
+/// (object_store's listing ends at the first name it cannot hold) or being
+/// dropped without a word (it skips broken links and FIFOs).
+async fn list_local_dir(
+    store: Arc<dyn ObjectStore>,
+    prefix: &StorePath,
+    dir: &std::path::Path,
+    url: &Url,
+    filter: &PathFilter,
+) -> Result<(Vec<RemoteFile>, Vec<(String, String)>)> {
+    let base = url.as_str().trim_end_matches('/').to_string();
+    let root = dir.to_path_buf();
+    let filter_c = filter.clone();
+    let walked = tokio::task::spawn_blocking(move || walk_local(&root, &filter_c))
+        .await
+        .map_err(|e| ConnectorError::Io {
+            path: dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?;
+    let (found, mut unreadable) = walked;
+    let mut files = Vec::with_capacity(found.len());
+    for (rel, abs) in found {
+        let file_path = match safe_relative_path(&rel, &base) {
+            Ok(p) => p,
+            Err(e) => {
+                unreadable.push((rel, e.to_string()));
+                continue;
+            }
+        };
+        // The key as object_store's own listing makes it: relative to the
+        // store's root (the directory), under the listing's prefix.
+        let key = Url::from_file_path(&abs)
+            .ok()
+            .and_then(|u| {
+                let rel = u.path().strip_prefix(url.path())?.to_string();
+                StorePath::from_url_path(rel).ok()
+            })
+            .and_then(|k| match prefix.as_ref() {
+                "" => Some(k),
+                p => StorePath::parse(format!("{p}/{k}")).ok(),
+            });
+        let key = match key {
+            Some(k) => k,
+            None => {
+                unreadable.push((
+                    rel,
+                    "its name holds a character an object path cannot (a control character \
+                     such as a tab or newline); rename it, or exclude it"
+                        .into(),
+                ));
+                continue;
+            }
+        };
+        match store.head(&key).await {
+            Ok(meta) => {
+                let source_uri = format!("{base}/{file_path}");
+                files.push(store_file(store.clone(), &meta, source_uri, file_path));
+            }
+            Err(e) => unreadable.push((rel, e.to_string())),
+        }
+    }
+    files.sort_by(|a, b| a.file_path.cmp(&b.file_path));
+    unreadable.sort();
+    Ok((files, unreadable))
+}
+
+/// The regular files under `root` that `filter` keeps (relative path with
+/// `/`, absolute path), links followed, and the entries that cannot be read.
+#[allow(clippy::type_complexity)]
+fn walk_local(
+    root: &std::path::Path,
+    filter: &PathFilter,
+) -> (Vec<(String, std::path::PathBuf)>, Vec<(String, String)>) {
+    let rel_of = |p: &std::path::Path| {
+        p.strip_prefix(root)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/")
+    };
+    let mut files = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut walk = walkdir::WalkDir::new(root)
+        .follow_links(true)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                let Some(path) = e.path().map(std::path::Path::to_path_buf) else {
+                    unreadable.push((String::new(), e.to_string()));
+                    continue;
+                };
+                let rel = rel_of(&path);
+                let link = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink());
+                let broken = link && std::fs::metadata(&path).is_err();
+                if broken {
+                    if filter.matches(&rel) && !is_git_path(&rel) {
+                        let target = std::fs::read_link(&path)
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_default();
+                        unreadable.push((
+                            rel,
+                            format!("a symbolic link to {target}, which does not exist"),
+                        ));
+                    }
+                } else if !filter.excludes_dir(&rel) && !is_git_path(&rel) {
+                    let why = match e.loop_ancestor() {
+                        Some(a) => format!("a link back to {} (a loop); exclude it", a.display()),
+                        None => e
+                            .io_error()
+                            .map_or_else(|| e.to_string(), |io| format!("cannot be read: {io}")),
+                    };
+                    unreadable.push((rel, why));
+                }
+                continue;
+            }
+        };
+        let rel = rel_of(entry.path());
+        if rel.is_empty() {
+            continue;
+        }
+        if entry.file_type().is_dir() {
+            if is_git_path(&rel) || filter.excludes_dir(&rel) {
+                walk.skip_current_dir();
+            }
+            continue;
+        }
+        if !filter.matches(&rel) || is_git_path(&rel) {
+            continue;
+        }
+        if is_complete_marker(&rel) {
+            tracing::debug!(path = rel, "skipping a completion marker");
+            continue;
+        }
+        if !entry.file_type().is_file() {
+            unreadable.push((
+                rel,
+                "not a regular file (a FIFO, socket or device); exclude it".into(),
+            ));
+            continue;
+        }
+        if entry.path().to_str().is_none() {
+            unreadable.push((
+                rel,
+                "its name is not UTF-8; rename it, or exclude it".into(),
+            ));
+            continue;
+        }
+        files.push((rel, entry.path().to_path_buf()));
+    }
+    (files, unreadable)
 }
 
 /// Refuse a local source any of whose files is a symbolic link (or lies under
@@ -666,6 +835,7 @@ async fn single_object(ctx: &ResolveContext, url: &Url) -> Result<Option<Resolve
         default_revision: default_revision(),
         files: vec![file],
         root: None,
+        unreadable: Vec::new(),
     }))
 }
 
@@ -932,6 +1102,8 @@ mod tests {
         let r = whole_dir(dir.path()).resolve(&ctx).await.expect("resolve");
         let paths: Vec<_> = r.files.iter().map(|f| f.file_path.as_str()).collect();
         assert_eq!(paths, ["config.json"]);
+        let named: Vec<_> = r.unreadable.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(named, ["a\\b.txt", "g:h.txt"]);
     }
 
     #[tokio::test]

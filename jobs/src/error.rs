@@ -62,13 +62,13 @@ pub enum JobError {
     #[error("{0}")]
     NotReady(String),
     /// Some files of a job failed; the others were committed.
-    #[error("{failed} of {total} files failed; first: {first}")]
+    #[error("{failed} of {total} files failed: {first}")]
     Partial {
         /// Files that failed.
         failed: usize,
         /// Files attempted.
         total: usize,
-        /// The first failure, with its file.
+        /// The first failures (a few), each with its file.
         first: String,
     },
 }

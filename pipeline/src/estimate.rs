@@ -162,6 +162,13 @@ pub async fn estimate(p: &ValidatedPipeline, stages: &[String], history: &Histor
                             }
                         );
                     }
+                    if let Some(first) = plan.unreadable.first() {
+                        let _ = write!(
+                            work,
+                            ", {} that cannot be read (first: {first})",
+                            plan.unreadable.len()
+                        );
+                    }
                     e.work = Some(work);
                     e.bytes = Some(plan.bytes_to_ingest);
                     ingested.insert(name.clone(), plan.bytes_to_ingest);

@@ -435,6 +435,66 @@ fn exported(tmp: &std::path::Path, lake: &str, model: &str, name: &str) -> Vec<S
 }
 
 #[test]
+fn odd_entries_fail_alone_are_named_and_hold_back_removals() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("m");
+    // A Hugging Face cache-like layout: the weights are a link to a blob.
+    write_tree(&dir, &[("config.json", b"{}"), ("blobs/w1", b"weights")]);
+    std::os::unix::fs::symlink("blobs/w1", dir.join("model.safetensors")).expect("link");
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().expect("utf8");
+    let dir_s = dir.to_str().expect("utf8");
+    run_ok(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    // The blob goes; entries no file system copy can take appear beside it.
+    std::fs::remove_file(dir.join("blobs/w1")).expect("rm");
+    std::fs::write(dir.join("tab\tname.txt"), b"t").expect("write");
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(dir.join("pipe.bin"))
+        .status()
+        .expect("mkfifo");
+    assert!(fifo.success());
+    std::fs::write(dir.join("new.json"), b"[]").expect("write");
+    let out = run(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    for named in [
+        "model.safetensors",
+        "which does not exist",
+        "pipe.bin",
+        "not a regular file",
+        "tab\tname.txt",
+    ] {
+        assert!(said.contains(named), "{named}: {said}");
+    }
+    // The readable new file landed; the link whose target is gone was not
+    // taken for a file the source removed.
+    let current = run_ok(&[
+        "sql",
+        "--lake",
+        lake_s,
+        "--format",
+        "csv",
+        "SELECT file_path FROM bronze.current_files ORDER BY file_path",
+    ]);
+    assert_eq!(
+        current.lines().skip(1).collect::<Vec<_>>(),
+        ["blobs/w1", "config.json", "model.safetensors", "new.json"],
+        "{current}"
+    );
+    // Globs route around them, and then the run is whole again.
+    let spec = tmp.path().join("p.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: odd\nlake: {lake_s}\nsources:\n  m: {{ local: {{ path: {dir_s}, exclude: [\"tab*\", pipe.bin, model.safetensors] }} }}\nstages:\n  ingest: {{ job: ingest, sources: [m], model_id: m }}\n"
+        ),
+    )
+    .expect("write");
+    let out = run_ok(&["run", spec.to_str().expect("utf8"), "-q"]);
+    assert!(out.contains("blobs/w1"), "{out}");
+}
+
+#[test]
 fn a_filtered_listing_removes_the_files_its_globs_keep_and_only_those() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("m");

@@ -237,12 +237,16 @@ impl IngestJob {
             ));
         }
         let http = HttpClient::new(self.download.clone())?;
-        let (tasks, listings) = self.resolve_tasks(&http).await?;
+        let (tasks, listings, unreadable) = self.resolve_tasks(&http).await?;
         let mut report = IngestReport {
             run_id: run_id.clone(),
-            files_total: tasks.len(),
+            files_total: tasks.len() + unreadable.len(),
             ..Default::default()
         };
+        for (path, why) in unreadable {
+            warn!(file = %path, %why, "cannot read this entry of the source");
+            report.files_failed.push((path, why));
+        }
 
         let chunks_table = self
             .lake
@@ -454,11 +458,23 @@ impl IngestJob {
         report.commits = writer.finish().await?;
         report.chunks_written = writer.chunks_written;
         report.elapsed = started.elapsed();
-        if let Some((path, err)) = report.files_failed.first() {
+        if !report.files_failed.is_empty() {
+            // Each named, a few of them: under `--quiet` this is all a user sees.
+            const NAMED: usize = 3;
+            let n = report.files_failed.len();
+            let mut first: Vec<String> = report
+                .files_failed
+                .iter()
+                .take(NAMED)
+                .map(|(path, err)| format!("{path}: {err}"))
+                .collect();
+            if n > NAMED {
+                first.push(format!("and {} more", n - NAMED));
+            }
             return Err(JobError::Partial {
-                failed: report.files_failed.len(),
+                failed: n,
                 total: report.files_total - report.files_skipped,
-                first: format!("{path}: {err}"),
+                first: first.join("; "),
             });
         }
         Ok(report)

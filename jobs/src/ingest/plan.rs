@@ -26,6 +26,9 @@ pub struct IngestPlan {
     /// Files bronze has for a revision that its source no longer lists
     /// (`MODEL@REVISION/PATH`, sorted): the run records them as removed.
     pub files_to_remove: Vec<String>,
+    /// Entries of the listings that cannot be read as files (`PATH: why`):
+    /// each would fail, and while any does, nothing is removed.
+    pub unreadable: Vec<String>,
 }
 
 impl IngestPlan {
@@ -40,9 +43,13 @@ impl IngestJob {
     /// download now. Reads only; creates no table.
     pub async fn plan(self) -> Result<IngestPlan> {
         let http = HttpClient::new(self.download.clone())?;
-        let (tasks, listings) = self.resolve_tasks(&http).await?;
+        let (tasks, listings, unreadable) = self.resolve_tasks(&http).await?;
         let mut plan = IngestPlan {
             files_total: tasks.len(),
+            unreadable: unreadable
+                .into_iter()
+                .map(|(path, why)| format!("{path}: {why}"))
+                .collect(),
             ..Default::default()
         };
         let present: Vec<bool> = if self.lake.open(bronze::FILES).await?.is_some()
@@ -63,6 +70,9 @@ impl IngestJob {
         } else {
             vec![false; tasks.len()]
         };
+        if !plan.unreadable.is_empty() {
+            plan.files_to_remove.clear();
+        }
         for (t, done) in tasks.iter().zip(present) {
             match (done, t.file.size) {
                 (true, _) => plan.files_present += 1,
@@ -78,7 +88,7 @@ impl IngestJob {
     pub(super) async fn resolve_tasks(
         &self,
         http: &HttpClient,
-    ) -> Result<(Vec<FileTask>, Listings)> {
+    ) -> Result<(Vec<FileTask>, Listings, Vec<(String, String)>)> {
         let ctx = ResolveContext {
             http: http.clone(),
             storage: self.lake.storage().clone(),
@@ -86,6 +96,8 @@ impl IngestJob {
         };
         let mut tasks = Vec::new();
         let mut listings = Listings::default();
+        // Entries a listing could not take as files: each fails as a file.
+        let mut unreadable = Vec::new();
         for spec in &self.sources {
             let filter = listing_filter(spec)?;
             let resolved = spec.resolve(&ctx).await?;
@@ -100,6 +112,11 @@ impl IngestJob {
             check_id("model id", &model_id)?;
             check_id("revision", &revision)?;
             listings.add(&model_id, &revision, &resolved, filter);
+            for (path, why) in &resolved.unreadable {
+                if self.shard.owns(&[&model_id, &revision, path]) {
+                    unreadable.push((path.clone(), why.clone()));
+                }
+            }
             for file in resolved.files {
                 if self.shard.owns(&[&model_id, &revision, &file.file_path]) {
                     tasks.push(FileTask {
@@ -113,7 +130,7 @@ impl IngestJob {
             }
         }
         refuse_ambiguous_paths(&tasks)?;
-        Ok((tasks, listings))
+        Ok((tasks, listings, unreadable))
     }
 }
 
