@@ -297,6 +297,28 @@ async fn earlier_incompatible(
     family: &str,
     compatible: &impl Fn(&str) -> bool,
 ) -> Result<Option<(String, String)>> {
+    let others = live_others(mine, family).await?;
+    Ok(others
+        .into_iter()
+        .find(|(name, holder)| !compatible(name) && holder.since < mine.since)
+        .map(|(name, holder)| (name, holder.run_id)))
+}
+
+/// Whether a live lock of `family` other than `mine`, whose name `which`
+/// accepts, is held: another shard of the same run still at work.
+pub(crate) async fn others_at_work(
+    mine: &LakeLock,
+    family: &str,
+    which: impl Fn(&str) -> bool,
+) -> Result<bool> {
+    Ok(live_others(mine, family)
+        .await?
+        .iter()
+        .any(|(name, _)| which(name)))
+}
+
+/// The live locks of `family` beside `mine`: name and holder.
+async fn live_others(mine: &LakeLock, family: &str) -> Result<Vec<(String, Holder)>> {
     use futures::TryStreamExt;
     let failed = |e: object_store::Error| JobError::Invalid(format!("locks: {e}"));
     let dir = Path::parse(mine.path.as_ref().rsplit_once('/').map_or("", |(d, _)| d))
@@ -307,11 +329,12 @@ async fn earlier_incompatible(
         .try_collect()
         .await
         .map_err(failed)?;
+    let mut live = Vec::new();
     for meta in listed {
         let Some(other) = meta.location.filename() else {
             continue;
         };
-        if meta.location == mine.path || !other.starts_with(family) || compatible(other) {
+        if meta.location == mine.path || !other.starts_with(family) {
             continue;
         }
         let holder = match mine.store.get(&meta.location).await {
@@ -324,11 +347,11 @@ async fn earlier_incompatible(
             Err(object_store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(failed(e)),
         };
-        if holder.is_live() && holder.since < mine.since {
-            return Ok(Some((other.to_string(), holder.run_id)));
+        if holder.is_live() {
+            live.push((other.to_string(), holder));
         }
     }
-    Ok(None)
+    Ok(live)
 }
 
 fn payload(run_id: &str, since: i64) -> Result<PutPayload> {

@@ -273,12 +273,44 @@ impl TensoriseJob {
             &run_id,
         )
         .await?;
-        let result = self.run_locked(run_id).await;
+        let result = self.run_locked(run_id, &lock).await;
         lock.release().await;
         result
     }
 
-    async fn run_locked(self, run_id: String) -> Result<TensoriseReport> {
+    /// A session in which the base model's bronze files are all tensorised,
+    /// waiting while another shard of this shard count is still at work
+    /// (it may hold some of them); once none is, the session as it is.
+    async fn session_with_base(
+        &self,
+        model: &str,
+        revision: &str,
+        lock: &crate::lock::LakeLock,
+    ) -> Result<Arc<LakeSession>> {
+        let same_count = format!("-of-{}", self.shard.count);
+        let mut told = false;
+        loop {
+            let fresh = Arc::new(LakeSession::new(&self.lake).await?);
+            if not_tensorised(&fresh, model, revision).await?.is_empty()
+                || !crate::lock::others_at_work(lock, "tensorise.", |n| n.ends_with(&same_count))
+                    .await?
+            {
+                return Ok(fresh);
+            }
+            if !told {
+                info!(base = %format!("{model}@{revision}"),
+                    "waiting for another shard to tensorise files of the base model");
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+
+    async fn run_locked(
+        self,
+        run_id: String,
+        lock: &crate::lock::LakeLock,
+    ) -> Result<TensoriseReport> {
         let started = Instant::now();
         let mut report = TensoriseReport {
             run_id: run_id.clone(),
@@ -396,14 +428,14 @@ impl TensoriseJob {
             Some(_) if other_files.is_empty() => None,
             Some((m, r)) => {
                 sink.finish().await?;
-                let fresh = Arc::new(LakeSession::new(&self.lake).await?);
+                // Other shards of this run may hold files of the base.
+                let fresh = self.session_with_base(m, r, lock).await?;
                 let map = base_tensors(&fresh, m, r).await?;
                 if map.is_empty() {
                     return Err(if in_bronze(&fresh, m, r).await? {
-                        // Another shard of this run holds the base's files.
                         JobError::NotReady(format!(
-                            "base model {m}@{r} is in bronze but has no tensors in silver yet \
-                             (another shard may be tensorising it); retry once it has"
+                            "base model {m}@{r} is in bronze but has no tensors in silver \
+                             yet: tensorise it (with no --model-id, or --model-id {m}) first"
                         ))
                     } else {
                         JobError::Invalid(format!(
