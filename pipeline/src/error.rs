@@ -111,8 +111,8 @@ impl PipelineError {
             | Self::Cancelled { .. }
             | Self::OverBudget { .. }
             | Self::DayBudgetSpent { .. }
-            | Self::Export(_)
             | Self::Interrupted { .. } => false,
+            Self::Export(e) => e.is_bad_input(),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::databricks::SHARD_SUFFIX;
 use crate::spec::{JobKind, PipelineSpec, RunIf};
 use crate::{PipelineError, SpecError};
 
@@ -165,10 +166,45 @@ pub fn validate(
         errs.key("stages", "a pipeline needs at least one stage".into());
     }
     for (name, stage) in &spec.stages {
-        if !name_ok(name) {
+        if !name_ok(name) || name.starts_with('-') {
             errs.key(
                 name,
-                format!("stage name `{name}` must be letters, digits, `-` or `_`"),
+                format!(
+                    "stage name `{name}` must be letters, digits, `-` or `_`, not starting \
+                     with `-` (a task's command line takes it as an option)"
+                ),
+            );
+        }
+        // A Databricks task_key is at most 100 characters, and a sharded
+        // stage's inner task is `<stage>_shard`.
+        let sharded = stage.shards.is_some_and(|n| n > 1);
+        let limit = if sharded {
+            100 - SHARD_SUFFIX.len()
+        } else {
+            100
+        };
+        if name.chars().count() > limit {
+            errs.key(
+                name,
+                format!(
+                    "stage name `{name}` is longer than {limit} characters{} (Databricks task keys \
+                     hold at most 100)",
+                    if sharded { " for a sharded stage" } else { "" }
+                ),
+            );
+        }
+        if let Some(base) = name.strip_suffix(SHARD_SUFFIX)
+            && spec
+                .stages
+                .get(base)
+                .is_some_and(|s| s.shards.is_some_and(|n| n > 1))
+        {
+            errs.key(
+                name,
+                format!(
+                    "stage name `{name}` is the Databricks task key of sharded stage `{base}`'s \
+                     shards: rename one of them"
+                ),
             );
         }
         for dep in &stage.depends_on {
@@ -259,6 +295,15 @@ pub fn validate(
         }
     }
     for name in spec.parameters.keys() {
+        if name == crate::databricks::ARTIFACTS_VARIABLE {
+            errs.at(
+                locate_path(raw, &["parameters", name]),
+                format!(
+                    "parameter name `{name}` is reserved: a Databricks bundle names the \
+                     artifacts directory so"
+                ),
+            );
+        }
         let ok = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && name != "env";
@@ -276,7 +321,7 @@ pub fn validate(
         if let Err(e) = crate::cron::validate_quartz(&sched.quartz_cron) {
             errs.at(locate_path(raw, &["schedule", "quartz_cron"]), e);
         }
-        if sched.timezone.trim().is_empty() || sched.timezone.contains(char::is_whitespace) {
+        if !is_time_zone(&sched.timezone) {
             errs.at(
                 locate_path(raw, &["schedule", "timezone"]),
                 format!(
@@ -463,6 +508,27 @@ fn topo_order(spec: &PipelineSpec) -> Result<Vec<String>, Vec<String>> {
     Err(cycle)
 }
 
+/// Whether `tz` is a time zone id Java (and so Databricks) accepts: a
+/// region from the tz database (`Europe/Paris`, `UTC`), or a fixed offset
+/// (`Z`, `+02:00`, `UTC+2`, `GMT-05:30`).
+fn is_time_zone(tz: &str) -> bool {
+    if tz.parse::<chrono_tz::Tz>().is_ok() || tz == "Z" {
+        return true;
+    }
+    let offset = ["UTC", "GMT", "UT", ""]
+        .iter()
+        .find_map(|p| tz.strip_prefix(p).filter(|o| o.starts_with(['+', '-'])));
+    offset.is_some_and(|o| {
+        let (h, m) = o[1..].split_once(':').unwrap_or((&o[1..], "00"));
+        let num = |s: &str, max: u32| {
+            (1..=2).contains(&s.len())
+                && s.bytes().all(|b| b.is_ascii_digit())
+                && s.parse::<u32>().is_ok_and(|n| n <= max)
+        };
+        num(h, 18) && num(m, 59)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use crate::load_str;
@@ -514,6 +580,41 @@ mod tests {
             .expect_err("two sources `s`")
             .to_string();
         assert!(err.contains("`s` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn names_and_zones_databricks_would_refuse_are_errors() {
+        let long = "s".repeat(95);
+        let yaml = format!(
+            "parameters: {{ weightlake_artifacts: x }}\n\
+             schedule: {{ quartz_cron: '0 0 3 ? * MON-FRI', timezone: Mars/Olympus }}\n\
+             {BASE}  a: {{ job: ingest, sources: [s], shards: 2 }}\n  a_shard: {{ job: ingest, sources: [s] }}\n\
+             \x20 -x: {{ job: ingest, sources: [s] }}\n  {long}: {{ job: ingest, sources: [s], shards: 3 }}\n"
+        );
+        let err = load_str(&yaml, "t.yaml").expect_err("invalid").to_string();
+        for said in [
+            "`weightlake_artifacts` is reserved",
+            "timezone `Mars/Olympus`",
+            "`a_shard` is the Databricks task key of sharded stage `a`",
+            "stage name `-x`",
+            "longer than 94 characters for a sharded stage",
+        ] {
+            assert!(err.contains(said), "{said}: {err}");
+        }
+        for tz in [
+            "UTC",
+            "Europe/Paris",
+            "America/New_York",
+            "Z",
+            "+02:00",
+            "GMT-5",
+            "UTC+05:30",
+        ] {
+            assert!(super::is_time_zone(tz), "{tz}");
+        }
+        for tz in ["Mars/Olympus", "", "UTC+25", "+2:3x", "Europe/Paris "] {
+            assert!(!super::is_time_zone(tz), "{tz}");
+        }
     }
 
     #[test]

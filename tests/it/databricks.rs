@@ -208,6 +208,26 @@ fn export_of_an_invalid_pipeline_exits_2_and_every_example_exports() {
         "{}",
         text(&out)
     );
+    // The launcher runs the binary under --artifacts, the task reads the
+    // pipeline at --pipeline-path: neither can be an object store URL.
+    let good = tmp.path().join("good.yaml");
+    std::fs::write(&good, PIPELINE).expect("write");
+    for (flag, value) in [
+        ("--artifacts", "s3://bucket/wl"),
+        ("--pipeline-path", "pipelines/p.yaml"),
+    ] {
+        let out = run(&[
+            "databricks",
+            "export",
+            good.to_str().expect("utf8"),
+            "--format",
+            "job-json",
+            flag,
+            value,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {}", text(&out));
+        assert!(text(&out).contains("absolute path"), "{}", text(&out));
+    }
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples");
     for entry in std::fs::read_dir(&examples).expect("examples") {
         let path = entry.expect("entry").path();

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::model::JobSettings;
-use super::{ExportError, ExportOptions, job_settings};
+use super::{ARTIFACTS_VARIABLE, ExportError, ExportOptions, job_settings};
 use crate::ValidatedPipeline;
 
 /// `databricks.yml`.
@@ -64,14 +64,14 @@ pub fn bundle(p: &ValidatedPipeline, opts: &ExportOptions) -> Bundle {
     let mut job = job_settings(
         p,
         opts.runner,
-        "${var.weightlake_artifacts}",
+        &format!("${{var.{ARTIFACTS_VARIABLE}}}"),
         opts.pipeline_path.as_deref(),
     );
     for param in &mut job.parameters {
         param.default = format!("${{var.{}}}", param.name);
     }
     let mut variables = BTreeMap::from([(
-        "weightlake_artifacts".to_string(),
+        ARTIFACTS_VARIABLE.to_string(),
         Variable {
             description:
                 "Directory holding the weightlake binary, the launcher and the pipeline file".into(),

@@ -101,6 +101,23 @@ pub enum ExportError {
     /// YAML encoding failed.
     #[error("encoding the bundle as YAML: {0}")]
     Yaml(#[from] yaml_serde::Error),
+    /// A location the job's tasks would read is not one a cluster can.
+    #[error(
+        "{what} `{value}` must be an absolute path every node of the cluster reads: /Volumes/…, /Workspace/… or /dbfs/…"
+    )]
+    Location {
+        /// Which option.
+        what: &'static str,
+        /// What it was.
+        value: String,
+    },
+}
+
+impl ExportError {
+    /// Whether the user's input is at fault (exit 2).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, Self::Location { .. })
+    }
 }
 
 /// Locations of the pipeline that a Databricks cluster would read as its own
@@ -136,8 +153,32 @@ pub fn cluster_local_paths(p: &ValidatedPipeline) -> Vec<String> {
     found
 }
 
+/// The bundle variable naming the artifacts directory (a pipeline parameter
+/// cannot take this name).
+pub const ARTIFACTS_VARIABLE: &str = "weightlake_artifacts";
+
+/// What a sharded stage's inner task key adds to the stage name.
+pub const SHARD_SUFFIX: &str = "_shard";
+
 /// Emit the pipeline as `opts.format`.
 pub fn export(p: &ValidatedPipeline, opts: &ExportOptions) -> Result<String, ExportError> {
+    // The launcher runs the binary at this path and the task reads the
+    // pipeline file at the other: an object store URL or a relative path
+    // reaches neither (exit 127, "No such file" on every run).
+    let absolute = |what: &'static str, value: &str| {
+        if value.starts_with('/') && !value.contains("://") {
+            Ok(())
+        } else {
+            Err(ExportError::Location {
+                what,
+                value: value.to_string(),
+            })
+        }
+    };
+    absolute("--artifacts", &opts.artifacts)?;
+    if let Some(path) = &opts.pipeline_path {
+        absolute("--pipeline-path", path)?;
+    }
     match opts.format {
         ExportFormat::JobJson => {
             let job = job_settings(

@@ -7,7 +7,7 @@
 //! `depends_on` and `run_if` sit on the outer task.
 
 use super::model::{ForEachTask, Library, PythonWheelTask, SparkJarTask, Task, TaskDependency};
-use super::{Runner, cluster::CLUSTER_KEY};
+use super::{Runner, SHARD_SUFFIX, cluster::CLUSTER_KEY};
 use crate::ValidatedPipeline;
 use crate::spec::{RunIf, StageSpec};
 
@@ -87,7 +87,7 @@ fn stage_task(
             ..command
         };
     }
-    command.task_key = format!("{name}_shard");
+    command.task_key = format!("{name}{SHARD_SUFFIX}");
     let inputs = serde_json::Value::from((0..shards).collect::<Vec<u32>>()).to_string();
     Task {
         task_key: name.to_string(),
