@@ -258,6 +258,19 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                     a.url
                 )));
             }
+            // `URL#sha256=HEX`, as `ingest` reads it.
+            let mut url = url;
+            let from_fragment = weightlake_connectors::source::checksum_fragment(&url)
+                .map_err(|e| bad_input(anyhow::anyhow!("URL `{}`: {e}", a.url)))?;
+            url.set_fragment(None);
+            let expected = match (a.sha256.clone(), from_fragment) {
+                (Some(flag), Some(frag)) if !flag.eq_ignore_ascii_case(&frag) => {
+                    return Err(bad_input(anyhow::anyhow!(
+                        "--sha256 {flag} and the URL's #sha256={frag} differ"
+                    )));
+                }
+                (flag, frag) => flag.or(frag),
+            };
             let client = HttpClient::new(download_config(&a.transfer)?).map_err(job_failed)?;
             let target = HttpTarget {
                 url,
@@ -269,7 +282,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
                 &client,
                 &target,
                 &a.output,
-                a.sha256.as_deref(),
+                expected.as_deref(),
                 a.verify,
                 on_bytes,
             )

@@ -148,6 +148,31 @@ fn default_revision() -> String {
     "main".to_string()
 }
 
+/// The sha256 a URL's fragment gives (`#sha256=HEX`, any case), `None`
+/// without one; a fragment that looks like another spelling of a checksum
+/// (`#SHA-256=…`, `#sha256:…`, `#md5=…`) is an error rather than a check
+/// silently not made. Other fragments (never sent to a server) are ignored.
+pub fn checksum_fragment(url: &Url) -> std::result::Result<Option<String>, String> {
+    let Some(fragment) = url.fragment().filter(|f| !f.is_empty()) else {
+        return Ok(None);
+    };
+    if let Some((key, value)) = fragment.split_once('=')
+        && key.eq_ignore_ascii_case("sha256")
+    {
+        return Ok(Some(value.to_ascii_lowercase()));
+    }
+    let lower = fragment.to_ascii_lowercase();
+    if ["sha", "md5", "crc", "blake", "xxh"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+    {
+        return Err(format!(
+            "fragment `#{fragment}` is not a checksum weightlake reads: write `#sha256=<64 hex digits>`"
+        ));
+    }
+    Ok(None)
+}
+
 impl FromStr for SourceSpec {
     type Err = ConnectorError;
 
@@ -169,10 +194,8 @@ impl FromStr for SourceSpec {
         if s.starts_with("http://") || s.starts_with("https://") {
             let mut url =
                 Url::parse(s).map_err(|e| ConnectorError::invalid("source", s, e.to_string()))?;
-            let sha256 = url
-                .fragment()
-                .and_then(|f| f.strip_prefix("sha256="))
-                .map(str::to_string);
+            let sha256 = checksum_fragment(&url)
+                .map_err(|reason| ConnectorError::invalid("source", s, reason))?;
             url.set_fragment(None);
             return Ok(Self::Url(UrlSource {
                 url: url.to_string(),
@@ -959,6 +982,26 @@ fn store_file(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checksum_fragment_is_read_or_refused_never_ignored() {
+        let hex = "A".repeat(64);
+        for ok in [format!("sha256={hex}"), format!("SHA256={hex}")] {
+            let u = Url::parse(&format!("https://h/m.bin#{ok}")).expect("url");
+            assert_eq!(checksum_fragment(&u), Ok(Some("a".repeat(64))));
+        }
+        for bad in ["sha-256=ab", "sha256:ab", "SHA1=ab", "md5=ab"] {
+            let u = Url::parse(&format!("https://h/m.bin#{bad}")).expect("url");
+            assert!(checksum_fragment(&u).is_err(), "{bad}");
+            assert!(
+                format!("https://h/m.bin#{bad}")
+                    .parse::<SourceSpec>()
+                    .is_err()
+            );
+        }
+        let u = Url::parse("https://h/m.bin#readme").expect("url");
+        assert_eq!(checksum_fragment(&u), Ok(None));
+    }
 
     #[test]
     fn parses_cli_sources() {

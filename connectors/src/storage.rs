@@ -149,6 +149,17 @@ pub fn parse_location(s: &str) -> Result<Url> {
             }
         }
     } else {
+        // `s3:/bucket/x` (a slash short) would be a local directory `s3:`.
+        if let Some((scheme, _)) = s.split_once(":/")
+            && ["s3", "s3a", "gs", "file", "http", "https", "hf"]
+                .contains(&scheme.to_ascii_lowercase().as_str())
+        {
+            return Err(ConnectorError::invalid(
+                "location",
+                s,
+                format!("did you mean `{scheme}://…`? (`{scheme}:/` takes it for a local path)"),
+            ));
+        }
         let p = FsPath::new(s);
         let abs = if p.is_absolute() {
             p.to_path_buf()
@@ -196,6 +207,11 @@ mod tests {
     fn parses_locations() {
         let u = parse_location("s3://lake/prefix/").expect("s3");
         assert_eq!(u.as_str(), "s3://lake/prefix");
+        // A slash short is a typo, not a local directory named `s3:`.
+        for typo in ["s3:/lake/prefix", "GS:/b/x", "file:/tmp/lake"] {
+            let err = parse_location(typo).expect_err(typo).to_string();
+            assert!(err.contains("did you mean"), "{err}");
+        }
         assert_eq!(
             join(&u, "bronze/files").as_str(),
             "s3://lake/prefix/bronze/files"
