@@ -341,7 +341,9 @@ pub enum Format {
     Table,
     /// CSV with a header row (also when there are no rows).
     Csv,
-    /// One JSON object per line (NDJSON), NULLs included as `null`.
+    /// One JSON object per line (NDJSON), NULLs included as `null`; NaN and
+    /// ±infinity, which JSON has no number for, are `null` too (CSV and table
+    /// print them as `NaN` and `inf`).
     Json,
 }
 

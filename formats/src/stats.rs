@@ -354,8 +354,10 @@ impl StatsAccumulator {
 
 /// Relative L2 change of `new` against `base` (same kind and length):
 /// ‖new − base‖₂ / ‖base‖₂ over elements finite in both; 0 when equal, and
-/// `None` when the base norm is 0 and they differ.
-pub fn rel_l2_change(kind: FloatKind, new: &[u8], base: &[u8]) -> Option<f64> {
+/// infinite when the base norm is 0 and they differ (a zero-initialised
+/// bias or LoRA matrix that training moved: no finite bound on the change
+/// holds, so a drift gate `max(rel_l2_change) < x` fails, as it must).
+pub fn rel_l2_change(kind: FloatKind, new: &[u8], base: &[u8]) -> f64 {
     let (d, b2) = l2_diff_sums(kind, new, base);
     rel_l2_from_sums(d, b2)
 }
@@ -376,13 +378,13 @@ pub fn l2_diff_sums(kind: FloatKind, new: &[u8], base: &[u8]) -> (f64, f64) {
 }
 
 /// The relative change from the sums of [`l2_diff_sums`].
-pub fn rel_l2_from_sums(d: f64, b2: f64) -> Option<f64> {
+pub fn rel_l2_from_sums(d: f64, b2: f64) -> f64 {
     if d == 0.0 {
-        Some(0.0)
+        0.0
     } else if b2 == 0.0 {
-        None
+        f64::INFINITY
     } else {
-        Some((d / b2).sqrt())
+        (d / b2).sqrt()
     }
 }
 
@@ -552,12 +554,12 @@ mod tests {
     #[test]
     fn relative_change() {
         let base = f32s(&[3.0, 4.0]);
-        assert_eq!(rel_l2_change(FloatKind::F32, &base, &base), Some(0.0));
+        assert_eq!(rel_l2_change(FloatKind::F32, &base, &base), 0.0);
         let new = f32s(&[3.0, 4.5]);
-        assert!((rel_l2_change(FloatKind::F32, &new, &base).unwrap_or(0.0) - 0.1).abs() < 1e-12);
+        assert!((rel_l2_change(FloatKind::F32, &new, &base) - 0.1).abs() < 1e-12);
         assert_eq!(
             rel_l2_change(FloatKind::F32, &new, &f32s(&[0.0, 0.0])),
-            None
+            f64::INFINITY
         );
     }
 }

@@ -234,6 +234,15 @@ pub fn base_and_finetune_lake(root: &Path) -> (String, PathBuf, PathBuf, serde_j
 
 /// A safetensors file with one F32 tensor of `n` finite values.
 pub fn safetensors_f32(n: usize, seed: usize) -> Vec<u8> {
+    let values: Vec<f32> = (0..n)
+        .map(|i| ((i * 31 + seed * 7) % 1000) as f32 * 1e-3)
+        .collect();
+    safetensors_f32_values(&values)
+}
+
+/// A safetensors file of one F32 tensor `w` holding `values`.
+pub fn safetensors_f32_values(values: &[f32]) -> Vec<u8> {
+    let n = values.len();
     let header = format!(
         r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
         4 * n
@@ -244,8 +253,8 @@ pub fn safetensors_f32(n: usize, seed: usize) -> Vec<u8> {
     }
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
     out.extend_from_slice(&header);
-    for i in 0..n {
-        out.extend_from_slice(&(((i * 31 + seed * 7) % 1000) as f32 * 1e-3).to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
     }
     out
 }

@@ -389,7 +389,7 @@ impl<S: PartSink> Processor<'_, S> {
         let (rel, identical) = match &base_sha {
             Some(bsha) => (
                 t.float
-                    .and_then(|_| rel_l2_from_sums(pass.diff_sq, pass.base_sq)),
+                    .map(|_| rel_l2_from_sums(pass.diff_sq, pass.base_sq)),
                 Some(*bsha == sha),
             ),
             None => (None, None),
