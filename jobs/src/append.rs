@@ -53,6 +53,16 @@ pub(crate) fn table_writer_properties(table: TableName) -> WriterProperties {
     if table == silver::TENSOR_BLOBS {
         p = p.set_column_compression("data".into(), Compression::UNCOMPRESSED);
     }
+    // The lookup key is a hash, distinct on nearly every row: a dictionary
+    // saves nothing, and reading one row of a column chunk decodes its whole
+    // dictionary page first (a lake of many small files made every lookup
+    // decode every key of its row group).
+    let key = if table == bronze::MODEL_FILES {
+        "upload_id"
+    } else {
+        "content_sha256"
+    };
+    p = p.set_column_dictionary_enabled(key.into(), false);
     p.build()
 }
 

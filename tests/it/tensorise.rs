@@ -633,6 +633,40 @@ async fn a_destination_is_marked_complete_only_while_it_holds_a_whole_export() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_model_of_many_small_files_is_committed_as_it_goes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let model = tmp.path().join("m");
+    let files: Vec<(String, Vec<u8>)> = (0..1200)
+        .map(|i| {
+            (
+                format!("d{:02}/f{i:04}.txt", i % 12),
+                format!("file {i}\n").into_bytes(),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    write_tree(&model, &refs);
+    let lake_dir = tmp.path().join("lake");
+    ingest_dir(&lake_dir, &model, "m").await;
+    let lake = lake_dir.to_str().expect("utf8");
+    run_ok(&["tensorise", "--lake", lake, "-q"]);
+    // Rows are committed in groups while the run goes on, not all at its
+    // end: a killed run keeps what it did, and memory does not grow with
+    // the number of files.
+    let commits = std::fs::read_dir(lake_dir.join("silver/files/_delta_log"))
+        .expect("log")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+        .count();
+    assert!(commits >= 4, "{commits} commits of silver.files");
+    let verified = run_ok(&["verify", "m@main", "--lake", lake, "-q"]);
+    assert!(verified.contains("verify: 1200 files"), "{verified}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn overlapping_tensorise_runs_store_each_file_once() {
     let tmp = tempfile::tempdir().expect("tmp");
     let lake_dir = tmp.path().join("lake");

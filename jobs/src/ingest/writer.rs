@@ -54,11 +54,21 @@ pub(crate) struct FileRow {
     pub chunk_count: i32,
 }
 
-/// Parquet settings for blob tables: zstd, and no statistics or dictionary on
-/// the blob column so that footers and the Delta log stay small.
+/// Rows per Parquet page at most in blob tables. A lookup of one row
+/// decompresses the pages holding it: with the default limits (1 MiB or
+/// 20 000 rows) a lake of many small files put thousands of rows in a page,
+/// so each lookup decompressed all of them and tensorising N files cost
+/// O(N²) (10 000 small files: 9.1 s; 2 000: 0.96 s).
+const BLOB_PAGE_ROWS: usize = 256;
+
+/// Parquet settings for blob tables: zstd, no statistics or dictionary on
+/// the blob column so that footers and the Delta log stay small, and at most
+/// [`BLOB_PAGE_ROWS`] rows per page.
 pub fn blob_writer_properties(blob_column: &str, row_group_bytes: usize) -> WriterProperties {
     let level = ZstdLevel::try_new(1).unwrap_or_default();
     WriterProperties::builder()
+        .set_write_batch_size(BLOB_PAGE_ROWS)
+        .set_data_page_row_count_limit(BLOB_PAGE_ROWS)
         .set_compression(Compression::ZSTD(level))
         .set_column_dictionary_enabled(ColumnPath::from(blob_column), false)
         .set_column_statistics_enabled(ColumnPath::from(blob_column), EnabledStatistics::None)

@@ -192,6 +192,12 @@ impl IntoFuture for TensoriseJob {
 /// (docs/BENCHMARKS.md).
 const COMMIT_BYTES: u64 = 48 << 20;
 
+/// Files whose rows are committed together at most: a model of many small
+/// files (tokenizer shards, per-layer checkpoints) would otherwise queue all
+/// its rows until the end (memory growing with the file count, and a killed
+/// run keeping none of its work).
+const COMMIT_FILES: usize = 500;
+
 /// Table order of the silver commits: blobs before the tensors that refer to
 /// them, tensors before the file row that marks a file done.
 const BLOBS: usize = 0;
@@ -204,12 +210,15 @@ struct SilverSink {
     pending_parts: Vec<BlobPart>,
     pending_part_bytes: u64,
     commit_bytes: u64,
+    /// Files whose rows were queued since the last commit.
+    pending_files: usize,
     run_id: String,
 }
 
 impl SilverSink {
     /// Start committing everything queued, in the background.
     async fn flush_all(&mut self) -> Result<()> {
+        self.pending_files = 0;
         if !self.pending_parts.is_empty() {
             self.pending_part_bytes = 0;
             for part in std::mem::take(&mut self.pending_parts) {
@@ -387,6 +396,7 @@ impl TensoriseJob {
             pending_parts: Vec::new(),
             pending_part_bytes: 0,
             commit_bytes,
+            pending_files: 0,
             run_id: run_id.clone(),
         };
         for f in &removals {
@@ -503,8 +513,15 @@ impl TensoriseJob {
                     tensors_batch(&key, base.map(|b| b.0), &result.tensors, &sink.run_id)?,
                 );
             }
-            sink.commits
+            let due = sink
+                .commits
                 .push(FILES, file_batch(&key, &result.row, &sink.run_id)?);
+            sink.pending_files += 1;
+            // A file's blobs, tensors and row are all queued: a consistent
+            // point to commit at.
+            if due || sink.pending_files >= COMMIT_FILES {
+                sink.flush_all().await?;
+            }
             info!(file = %f.file_path, format = result.row.format, tensors = result.tally.tensors, "tensorised");
             if let Some(e) = &result.row.error {
                 report
