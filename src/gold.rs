@@ -141,6 +141,7 @@ pub async fn models(a: ModelsArgs) -> Result<(), CliError> {
                 .await
                 .map_err(classify_job)?;
             println!("{name}@{alias} -> {}", v.unwrap_or_default());
+            warn_registry_not_told(&lake, &name, mlflow.is_some()).await;
             Ok(())
         }
         ModelsCommand::Alias {
@@ -154,6 +155,9 @@ pub async fn models(a: ModelsArgs) -> Result<(), CliError> {
             match was {
                 Some(v) => println!("{name}@{alias} removed (it pointed at version {v})"),
                 None => println!("{name}@{alias} was not set; nothing to remove"),
+            }
+            if was.is_some() {
+                warn_registry_not_told(&lake, &name, mlflow.is_some()).await;
             }
             Ok(())
         }
@@ -180,6 +184,29 @@ pub async fn models(a: ModelsArgs) -> Result<(), CliError> {
             );
             Ok(())
         }
+    }
+}
+
+/// An alias moved in gold without MLflow configured, for a model whose
+/// versions are registered there: the registry's alias still points where
+/// it did, and nothing else would say so.
+async fn warn_registry_not_told(lake: &weightlake_jobs::lake::Lake, name: &str, told: bool) {
+    if told {
+        return;
+    }
+    let Ok(state) = GoldState::load(lake, None).await else {
+        return;
+    };
+    let registered = state
+        .versions
+        .get(name)
+        .is_some_and(|vs| vs.values().any(|v| v.mlflow_version.is_some()));
+    if registered {
+        eprintln!(
+            "warning: {name} is registered in MLflow, which was not told (no \
+             MLFLOW_TRACKING_URI or --mlflow-uri): its alias there is unchanged; run \
+             `weightlake models sync {name}` with MLflow set"
+        );
     }
 }
 

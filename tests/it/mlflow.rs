@@ -188,4 +188,23 @@ async fn promotions_register_versions_and_aliases_stay_in_sync() {
         client.get_alias(&name, "candidate").await.expect("alias"),
         Some(v2)
     );
+    // Moved without MLflow configured: gold moves, and the registry's
+    // alias (unchanged) is named as out of date.
+    let out = bin()
+        .args([
+            "models", "alias", "set", &name, "champion", "2", "--lake", &lake,
+        ])
+        .env_remove("MLFLOW_TRACKING_URI")
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("weightlake models sync {name}")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        client.get_alias(&name, "champion").await.expect("alias"),
+        Some(v1)
+    );
 }
