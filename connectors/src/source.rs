@@ -403,6 +403,27 @@ impl SourceSpec {
         }
     }
 
+    /// Check what can be checked without reading anything (URLs, ids,
+    /// checksums, paths, globs): `validate` reports these before a run.
+    pub fn check_offline(&self) -> Result<()> {
+        match self {
+            Self::Url(u) => url_parts(u).map(|_| ()),
+            Self::Hub(h) => {
+                crate::hub::check_repo_id(&h.repo)?;
+                if let Some(e) = &h.endpoint {
+                    Url::parse(e)
+                        .map_err(|err| ConnectorError::invalid("endpoint", e, err.to_string()))?;
+                }
+                PathFilter::new(&h.include, &h.exclude).map(|_| ())
+            }
+            Self::ObjectStore(s) => {
+                parse_location(&s.url)?;
+                PathFilter::new(&s.include, &s.exclude).map(|_| ())
+            }
+            Self::Local(l) => PathFilter::new(&l.include, &l.exclude).map(|_| ()),
+        }
+    }
+
     /// List the source's files (and probe URLs for size and range support).
     pub async fn resolve(&self, ctx: &ResolveContext) -> Result<ResolvedSource> {
         let mut resolved = match self {
@@ -462,9 +483,21 @@ fn last_segment(url: &Url) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSource> {
-    let url =
+/// What a URL source names, checked without the network: the URL (no
+/// fragment), as shown, the file's path in the model, and its sha256.
+fn url_parts(u: &UrlSource) -> Result<(Url, String, String, Option<String>)> {
+    let mut url =
         Url::parse(&u.url).map_err(|e| ConnectorError::invalid("source", &u.url, e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConnectorError::invalid(
+            "source",
+            &u.url,
+            "a url source is http:// or https:// (object_store: takes s3://, gs://, file://)",
+        ));
+    }
+    let from_fragment = checksum_fragment(&url)
+        .map_err(|reason| ConnectorError::invalid("source", &u.url, reason))?;
+    url.set_fragment(None);
     let shown = redact(&url);
     let name = match &u.path {
         Some(p) => p.clone(),
@@ -472,7 +505,7 @@ async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSour
             .ok_or_else(|| ConnectorError::invalid("source", &shown, "URL has no file name"))?,
     };
     let file_path = safe_relative_path(&name, &shown)?;
-    let sha256 = match &u.sha256 {
+    let sha256 = match u.sha256.as_ref().or(from_fragment.as_ref()) {
         Some(s) if s.len() == 64 && s.chars().all(|c| c.is_ascii_hexdigit()) => {
             Some(s.to_ascii_lowercase())
         }
@@ -485,6 +518,11 @@ async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSour
         }
         None => None,
     };
+    Ok((url, shown, file_path, sha256))
+}
+
+async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSource> {
+    let (url, shown, file_path, sha256) = url_parts(u)?;
     let target = HttpTarget::new(url.clone());
     let probe = ctx.http.probe(&target).await?;
     // Every later response must be of the version probed.

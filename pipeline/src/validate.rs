@@ -165,6 +165,15 @@ pub fn validate(
     if spec.stages.is_empty() {
         errs.key("stages", "a pipeline needs at least one stage".into());
     }
+    // What a run would refuse only once it reached the source: found now.
+    for (source, s) in &spec.sources {
+        if let Err(e) = s.check_offline() {
+            errs.at(
+                locate_path(raw, &["sources", source]),
+                format!("source `{source}`: {e}"),
+            );
+        }
+    }
     for (name, stage) in &spec.stages {
         if !name_ok(name) || name.starts_with('-') {
             errs.key(
@@ -224,6 +233,16 @@ pub fn validate(
             JobKind::Ingest => {
                 if stage.sources.is_empty() {
                     errs.key(name, format!("ingest stage `{name}` needs `sources: [..]`"));
+                }
+                for (key, value) in [("model_id", &stage.model_id), ("revision", &stage.revision)] {
+                    if let Some(v) = value
+                        && let Err(e) = weightlake_jobs::ingest::check_id(key, v)
+                    {
+                        errs.at(
+                            locate_path(raw, &["stages", name, key]),
+                            format!("stage `{name}`: {e}"),
+                        );
+                    }
                 }
                 for s in &stage.sources {
                     if !spec.sources.contains_key(s) {
@@ -580,6 +599,26 @@ mod tests {
             .expect_err("two sources `s`")
             .to_string();
         assert!(err.contains("`s` appears twice"), "{err}");
+    }
+
+    #[test]
+    fn sources_and_ids_a_run_would_refuse_are_found_offline() {
+        let yaml = "name: t\nlake: ./l\nsources:\n\
+                    \x20 g: { local: { path: ./m, include: ['[abc'] } }\n\
+                    \x20 u: { url: { url: 'https://h/x.bin', sha256: abc } }\n\
+                    \x20 p: { url: { url: 'https://h/y.bin', path: ../../e.json } }\n\
+                    \x20 o: { object_store: { url: 's3:/b/x' } }\n\
+                    stages:\n  i: { job: ingest, sources: [g, u, p, o], model_id: 'a b' }\n";
+        let err = load_str(yaml, "t.yaml").expect_err("invalid").to_string();
+        for said in [
+            "t.yaml:4:3: source `g`: invalid glob",
+            "t.yaml:5:3: source `u`: invalid sha256",
+            "t.yaml:6:3: source `p`: unsafe file path",
+            "t.yaml:7:3: source `o`: invalid location",
+            "stage `i`: invalid model_id `a b`",
+        ] {
+            assert!(err.contains(said), "{said}: {err}");
+        }
     }
 
     #[test]

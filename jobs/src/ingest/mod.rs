@@ -206,7 +206,7 @@ struct FileProgress {
 /// A model id or revision that `MODEL@REVISION` (tensorise, promote,
 /// export, verify, serve) can name later: 1-256 characters, no spaces or
 /// control characters, no `@`, no `..` segment.
-fn check_id(what: &str, v: &str) -> Result<()> {
+pub fn check_id(what: &str, v: &str) -> Result<()> {
     if v.is_empty()
         || v.len() > 256
         || v.chars()
