@@ -64,6 +64,12 @@ pub async fn dispatch_until_stopped(cli: Cli) -> Result<(), CliError> {
     if matches!(cli.command, Command::Run(_) | Command::Serve(_)) {
         return dispatch(cli).await;
     }
+    // A download commits nothing: stopped, it keeps nothing.
+    let what_stays = if matches!(cli.command, Command::Download(_)) {
+        "the partial file was removed, and running the command again starts over"
+    } else {
+        "what was committed stays, and running the command again goes on from there"
+    };
     let signal = tokio::select! {
         r = dispatch(cli) => return r,
         signal = weightlake_pipeline::runner::stop_signal() => signal,
@@ -75,10 +81,7 @@ pub async fn dispatch_until_stopped(cli: Cli) -> Result<(), CliError> {
         tracing::warn!(uploads = left, "stopped with uploads still completing");
     }
     Err(CliError {
-        error: anyhow::anyhow!(
-            "interrupted by {signal}: work in flight was stopped; what was committed stays, \
-             and running the command again goes on from there"
-        ),
+        error: anyhow::anyhow!("interrupted by {signal}: work in flight was stopped; {what_stays}"),
         code: 130,
     })
 }
@@ -534,17 +537,26 @@ fn print_maintain(stage: &str, r: &MaintainReport) {
             b.kept.len(),
             b.recent
         );
-        for d in &b.dropped {
+        // A few of each, not one line per file of a large lake.
+        const SHOWN: usize = 10;
+        let more = |n: usize, what: &str| {
+            if n > SHOWN {
+                println!("    … and {} more {what}", n - SHOWN);
+            }
+        };
+        for d in b.dropped.iter().take(SHOWN) {
             println!(
                 "    dropped {}@{}/{} (upload {}, {} chunks, sha256 {})",
                 d.model_id, d.revision, d.file_path, d.upload_id, d.chunks, d.file_sha256
             );
         }
-        for k in &b.kept {
+        more(b.dropped.len(), "dropped");
+        for k in b.kept.iter().take(SHOWN) {
             println!(
                 "    kept    {}@{}/{} (upload {}): {}",
                 k.model_id, k.revision, k.file_path, k.upload_id, k.reason
             );
         }
+        more(b.kept.len(), "kept");
     }
 }

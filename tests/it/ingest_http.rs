@@ -96,6 +96,51 @@ async fn a_url_replaced_while_it_is_read_is_refused_not_read_as_a_mix() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_download_leaves_nothing_behind() {
+    let fx = HttpFixture::start().await.expect("server");
+    fx.add_file("slow.bin", random_bytes(4 << 20, 9));
+    fx.set_throttle(weightlake_testkit::Throttle {
+        bytes_per_sec: 256 << 10,
+        latency: Duration::ZERO,
+    });
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dest = tmp.path().join("slow.bin");
+    let child = bin()
+        .args(["download", &fx.url("slow.bin"), "-o"])
+        .arg(&dest)
+        .arg("-q")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Once the partial file exists, stop the download.
+    let partial = || {
+        std::fs::read_dir(tmp.path())
+            .map(|d| d.flatten().count())
+            .unwrap_or(0)
+    };
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while partial() == 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(partial(), 1, "no partial file appeared");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("starts over"), "{}", text(&out));
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn server_without_ranges_or_length_is_read_as_one_stream() {
     for no_length in [false, true] {
         let fx = HttpFixture::start().await.expect("server");

@@ -104,18 +104,23 @@ pub async fn download_to_file(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "download".into());
     let partial = dest.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-    let result = download_into(client, target, &partial, expected_sha256, verify, on_bytes).await;
-    let result = result.and_then(|report| {
-        std::fs::rename(&partial, dest).map_err(|source| ConnectorError::Io {
-            path: dest.display().to_string(),
-            source,
-        })?;
-        Ok(report)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
+    // Removed however this future ends: failed, or dropped by a signal.
+    let _cleanup = RemoveOnDrop(partial.clone());
+    let report = download_into(client, target, &partial, expected_sha256, verify, on_bytes).await?;
+    std::fs::rename(&partial, dest).map_err(|source| ConnectorError::Io {
+        path: dest.display().to_string(),
+        source,
+    })?;
+    Ok(report)
+}
+
+/// Deletes a file (if it is still there) when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
-    result
 }
 
 /// [`download_to_file`] straight into `dest`.
