@@ -124,12 +124,7 @@ async fn a_stopped_download_leaves_nothing_behind() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(partial(), 1, "no partial file appeared");
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let out = child.wait_with_output().expect("wait");
+    let out = terminate(child);
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(text(&out).contains("starts over"), "{}", text(&out));
     let left: Vec<_> = std::fs::read_dir(tmp.path())

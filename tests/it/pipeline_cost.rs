@@ -406,12 +406,7 @@ fn a_run_stopped_during_tensorise_leaves_no_lock_behind() {
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_millis(1500));
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let out = child.wait_with_output().expect("wait");
+    let out = terminate(child);
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     let locks = lake.join("_system/locks");
     let left: Vec<_> = std::fs::read_dir(&locks)

@@ -348,6 +348,17 @@ pub async fn mlflow_runs(uri: &str, exp: &str, run_name: Option<&str>) -> Vec<se
     found["runs"].as_array().cloned().unwrap_or_default()
 }
 
+/// Stop `child` with SIGTERM (as a scheduler or Ctrl-C would) and wait for
+/// what it printed.
+pub fn terminate(child: std::process::Child) -> Output {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    child.wait_with_output().expect("wait")
+}
+
 /// The MLflow server started by scripts/test.sh.
 pub fn mlflow_uri() -> String {
     env_or_explain("WEIGHTLAKE_TEST_MLFLOW_URI")

@@ -777,12 +777,7 @@ fn a_stopped_or_killed_tensorise_does_not_hold_up_the_next_one() {
     // SIGTERM: stopped with exit 130, and the lock is gone.
     let lake = tmp.path().join("term");
     let child = tensorise_holding_its_lock(&lake);
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(sent.success());
-    let out = child.wait_with_output().expect("wait");
+    let out = terminate(child);
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert!(
         text(&out).contains("interrupted by SIGTERM"),
@@ -900,12 +895,7 @@ fn a_stopped_export_leaves_no_partial_upload_behind() {
             assert!(out.status.success(), "{}", text(&out));
             continue; // finished between two looks
         }
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(sent.success());
-        let out = child.wait_with_output().expect("wait");
+        let out = terminate(child);
         if out.status.success() {
             continue; // finished before the signal arrived
         }
