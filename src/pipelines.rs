@@ -240,7 +240,8 @@ pub(crate) fn warn_other_files(to: &str, r: &ExportReport) {
 pub(crate) fn print_export(stage: &str, r: &ExportReport) {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     println!(
-        "{stage}: {} files, {} rebuilt and verified in {:.2}s ({:.1} MB/s)",
+        "{stage}: {}, {} files, {} rebuilt and verified in {:.2}s ({:.1} MB/s)",
+        r.exported,
         r.files,
         crate::progress::size(r.bytes),
         secs,
@@ -262,16 +263,17 @@ pub(crate) fn note_marker(r: &ExportReport) {
 /// would do now and what the run would cost.
 pub async fn plan(a: PlanArgs) -> Result<(), CliError> {
     let p = load(&a.pipeline, &a.params)?;
-    print!("{}", weightlake_pipeline::plan::render(&p));
-    if a.offline {
-        return Ok(());
-    }
     let opts = RunOptions {
         only: a.only,
         from: a.from,
         ..Default::default()
     };
+    // A stage that is not there is bad input, said before any output.
     let stages = weightlake_pipeline::runner::selected_stages(&p, &opts).map_err(code)?;
+    print!("{}", weightlake_pipeline::plan::render(&p));
+    if a.offline {
+        return Ok(());
+    }
     let history = weightlake_pipeline::history::load(&p).await;
     let estimate = weightlake_pipeline::estimate::estimate(&p, &stages, &history).await;
     print!("{}", estimate.render());

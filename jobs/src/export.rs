@@ -60,6 +60,8 @@ pub struct ExportReport {
     /// The completion marker written last ([`COMPLETE_MARKER`] under the
     /// destination), or `None` (verify, or a model with a file of that name).
     pub marker: Option<String>,
+    /// What was exported: `gold NAME:VERSION (MODEL@REV)` or `silver MODEL@REV`.
+    pub exported: String,
 }
 
 /// The file an export writes under its destination once every file of the
@@ -326,11 +328,11 @@ impl ExportJob {
             report.checked.push((path, sha));
         }
         report.checked.sort();
+        report.exported = self
+            .label
+            .unwrap_or_else(|| format!("silver {model_id}@{revision}"));
         if let (Some(d), Some(key)) = (dest.as_ref(), marker) {
-            let label = self
-                .label
-                .unwrap_or_else(|| format!("silver {model_id}@{revision}"));
-            let body = marker_json(&label, &model_id, &revision, &report)?;
+            let body = marker_json(&report.exported, &model_id, &revision, &report)?;
             d.0.put(&key, body.into_bytes().into()).await.map_err(|e| {
                 JobError::Failed(format!(
                     "every file was written, but the completion marker could not be: {e}"

@@ -86,6 +86,16 @@ async fn register_current_views(
     Ok(())
 }
 
+/// What creates a table of the lake.
+fn creator(t: &TableName) -> &'static str {
+    match t.layer {
+        "bronze" => "an ingest",
+        "silver" => "tensorise",
+        "gold" => "the first promotion",
+        _ => "the first pipeline run",
+    }
+}
+
 /// How `weightlake sql` prints results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {
@@ -239,18 +249,28 @@ impl LakeSession {
     /// what would create it.
     fn missing_table(&self, e: &DataFusionError) -> Option<String> {
         let text = e.to_string();
+        // A view over tables not there yet (`silver.current_tensors`) is
+        // missing for the same reason as its first missing table.
+        let view = CURRENT_VIEWS
+            .iter()
+            .find(|(_, view, _)| text.contains(&format!("{view}'")));
+        if let Some((needs, view, _)) = view {
+            let absent = needs.iter().find(|n| !self.snapshots.contains_key(n))?;
+            return Some(format!(
+                "{view} does not exist in this lake yet: it reads {}.{}, which {} creates",
+                absent.layer,
+                absent.table,
+                creator(absent)
+            ));
+        }
         let name = TableName::ALL.iter().find(|n| {
             !self.snapshots.contains_key(n) && text.contains(&format!("{}.{}'", n.layer, n.table))
         })?;
-        let by = match name.layer {
-            "bronze" => "an ingest",
-            "silver" => "tensorise",
-            "gold" => "the first promotion",
-            _ => "the first pipeline run",
-        };
         Some(format!(
-            "{}.{} does not exist in this lake yet; {by} creates it",
-            name.layer, name.table
+            "{}.{} does not exist in this lake yet; {} creates it",
+            name.layer,
+            name.table,
+            creator(name)
         ))
     }
 

@@ -184,14 +184,22 @@ async fn sql_prints_table_csv_and_json_hides_blobs_and_only_reads() {
     assert_eq!(nested.status.code(), Some(2), "{}", text(&nested));
     assert!(text(&nested).contains("`dims`"), "{}", text(&nested));
 
-    // A lake table not created yet is named, with what creates it.
-    let no_gold = run(&["sql", "--lake", lake_arg, "SELECT * FROM gold.models"]);
-    assert_eq!(no_gold.status.code(), Some(2), "{}", text(&no_gold));
-    assert!(
-        text(&no_gold).contains("gold.models does not exist in this lake yet"),
-        "{}",
-        text(&no_gold)
-    );
+    // A lake table (or view) not created yet is named, with what creates it.
+    for (query, said) in [
+        (
+            "SELECT * FROM gold.models",
+            "gold.models does not exist in this lake yet",
+        ),
+        (
+            "SELECT * FROM silver.current_tensors",
+            "silver.current_tensors does not exist in this lake yet: it reads silver.files, \
+             which tensorise creates",
+        ),
+    ] {
+        let out = run(&["sql", "--lake", lake_arg, query]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains(said), "{}", text(&out));
+    }
 
     // SQL only reads: writes, table definitions and COPY are bad input and
     // change nothing.
