@@ -59,15 +59,18 @@ fn main() -> ExitCode {
 /// The error and its causes, `: `-separated, leaving out a cause whose text
 /// is already shown (many errors repeat their source's message).
 fn error_text(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
+    // Compared compacted: an error that already quotes its cause quotes it
+    // with the S3 XML body compacted, and the cause would be said twice.
+    let compact = |s: String| weightlake_connectors::compact_xml_errors(&s);
+    let mut out = compact(e.to_string());
     for cause in e.chain().skip(1) {
-        let text = cause.to_string();
+        let text = compact(cause.to_string());
         if !out.contains(&text) {
             out.push_str(": ");
             out.push_str(&text);
         }
     }
-    weightlake_connectors::compact_xml_errors(&out)
+    out
 }
 
 fn init_logging(quiet: bool) {

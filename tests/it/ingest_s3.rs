@@ -238,4 +238,19 @@ fn a_missing_bucket_is_named_without_the_s3_xml_body() {
         // Neither the run nor its plan reads a missing bucket as fine.
         assert_eq!(out.status.code(), Some(1), "{args:?}: {t}");
     }
+    // The error quotes its cause once.
+    let lake = format!("s3://no-such-bucket-{}/lake", uuid::Uuid::new_v4().simple());
+    let out = bin()
+        .args([
+            "ingest",
+            tiny.to_str().expect("utf8"),
+            "--lake",
+            &lake,
+            "-q",
+        ])
+        .env("AWS_ENDPOINT_URL", s3_endpoint())
+        .output()
+        .expect("run");
+    let t = text(&out);
+    assert_eq!(t.matches("NoSuchBucket").count(), 1, "{t}");
 }
