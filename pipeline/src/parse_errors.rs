@@ -51,7 +51,12 @@ pub(crate) fn all_parse_errors(
         for (name, entry) in entries {
             let Some(name) = name.as_str() else { continue };
             if let Some(msg) = parse(entry) {
-                found.push(at(&[section, name], &msg));
+                // A value a field's own parser refused (a size, a duration)
+                // comes without the field's name: find the field holding it.
+                match field_holding(entry, &msg) {
+                    Some(field) => found.push(at(&[section, name], &format!("{field}: {msg}"))),
+                    None => found.push(at(&[section, name], &msg)),
+                }
             }
         }
     }
@@ -74,6 +79,9 @@ pub(crate) fn all_parse_errors(
     for e in &mut found {
         if e.message == first.message {
             *e = first.clone();
+            seen_first = true;
+        } else if names_field_of(&e.message, &first.message) {
+            // The same error, with the field serde could not name.
             seen_first = true;
         }
     }
@@ -100,6 +108,43 @@ fn key_path(msg: &str) -> Vec<&str> {
         keys.push(field);
     }
     keys
+}
+
+/// Whether `ours` is `theirs` with one more key in its path
+/// (`stages.i.chunk_size: X` for `stages.i: X`).
+fn names_field_of(ours: &str, theirs: &str) -> bool {
+    let (Some((our_path, our_rest)), Some((their_path, their_rest))) =
+        (ours.split_once(": "), theirs.split_once(": "))
+    else {
+        return false;
+    };
+    our_rest == their_rest
+        && our_path
+            .strip_prefix(their_path)
+            .is_some_and(|tail| tail.starts_with('.') && !tail[1..].contains('.'))
+}
+
+/// The key of `entry` whose value is the last `quoted` text of `msg`, when
+/// `msg` is a value a parser of ours refused (`invalid size \`lots\``).
+fn field_holding(entry: &Value, msg: &str) -> Option<String> {
+    if !["invalid size", "invalid duration", "size `"]
+        .iter()
+        .any(|p| msg.contains(p))
+    {
+        return None;
+    }
+    let value = msg.rsplit('`').nth(1)?;
+    let Value::Mapping(m) = entry else {
+        return None;
+    };
+    m.iter().find_map(|(k, v)| {
+        let held = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        (held == value).then(|| k.as_str().map(str::to_string))?
+    })
 }
 
 /// `msg` under `prefix`: `stages.a.` + `parallelism: …`, or `stages.a: …`.

@@ -781,7 +781,20 @@ mod tests {
         .expect_err("bad duration")
         .to_string();
         assert!(
-            err.contains("invalid duration `soon`") && err.starts_with("t.yaml:6:"),
+            err.contains("stages.a.min_retry_interval: invalid duration `soon`")
+                && err.starts_with("t.yaml:6:"),
+            "{err}"
+        );
+        // A stage written as a block: the line of the field, not the stage.
+        let err = load_str(
+            &format!("{BASE}  a:\n    job: ingest\n    sources: [s]\n    chunk_size: lots\n"),
+            "t.yaml",
+        )
+        .expect_err("bad size")
+        .to_string();
+        assert!(
+            err.starts_with("t.yaml:9:5: stages.a.chunk_size: invalid size `lots`")
+                && err.lines().count() == 1,
             "{err}"
         );
         let err = load_str(
