@@ -49,10 +49,16 @@ pub fn byte_counter(quiet: bool, total: Option<u64>) -> Option<Arc<dyn Fn(u64) +
     if quiet || !std::io::stderr().is_terminal() {
         return None;
     }
-    let bar = ProgressBar::new(total.unwrap_or(0));
-    if let Ok(s) =
-        ProgressStyle::with_template("[{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
-    {
+    // Without a total (known only once the server answers), no bar that
+    // claims one: bytes so far and the rate.
+    let (bar, template) = match total {
+        Some(t) => (
+            ProgressBar::new(t),
+            "[{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        ),
+        None => (ProgressBar::new_spinner(), "{spinner} {bytes} {bytes_per_sec}"),
+    };
+    if let Ok(s) = ProgressStyle::with_template(template) {
         bar.set_style(s.progress_chars("=> "));
     }
     Some(Arc::new(move |n| bar.inc(n)))
