@@ -56,7 +56,10 @@ pub fn byte_counter(quiet: bool, total: Option<u64>) -> Option<Arc<dyn Fn(u64) +
             ProgressBar::new(t),
             "[{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
         ),
-        None => (ProgressBar::new_spinner(), "{spinner} {bytes} {bytes_per_sec}"),
+        None => (
+            ProgressBar::new_spinner(),
+            "{spinner} {bytes} {bytes_per_sec}",
+        ),
     };
     if let Ok(s) = ProgressStyle::with_template(template) {
         bar.set_style(s.progress_chars("=> "));
