@@ -106,6 +106,37 @@ async fn promotions_register_versions_and_aliases_stay_in_sync() {
         &uri,
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // Gate names MLflow keys cannot tell apart (`a+b`, `a#b`) and names in
+    // other scripts each get their own tag; the promotion is not refused.
+    let other = format!("{name}-tags");
+    let out = with_mlflow(
+        &[
+            "promote",
+            "base@main",
+            "--lake",
+            &lake,
+            "--name",
+            &other,
+            "--gate",
+            "a+b:warn:count(*) > 0",
+            "--gate",
+            "a#b:warn:count(*) > 0",
+            "--gate",
+            "größe:warn:count(*) > 0",
+        ],
+        &uri,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let tagged = mlflow_runs(&uri, &exp, Some(&format!("promote {other}"))).await;
+    let keys: Vec<String> = tagged[0]["data"]["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .filter(|k| k.starts_with("weightlake.gate."))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(keys.len(), 3, "{keys:?}");
     // The candidate turned away is tracked too: a FAILED run saying which
     // gate stopped it.
     let rejected = mlflow_runs(&uri, &exp, Some(&format!("promote {name} (rejected)"))).await;

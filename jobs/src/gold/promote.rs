@@ -426,30 +426,36 @@ impl PromoteJob {
             ("weightlake.run_id".to_string(), run_id.to_string()),
             (MANIFEST_TAG.to_string(), manifest_sha.to_string()),
         ];
+        let mut used = std::collections::HashSet::new();
         for g in gates {
             let outcome = match (g.passed, g.action) {
                 (true, _) => "passed",
                 (false, GateAction::Fail) => "failed",
                 (false, _) => "warned",
             };
-            // MLflow keys take letters, digits, `_-. /`; values up to 8000
-            // characters (5000 here, whatever the expression).
-            let key: String = g
+            // MLflow keys take letters (any script), digits, `_-. /`; two
+            // gate names that differ only elsewhere (`a+b`, `a#b`) get a
+            // number, as MLflow refuses a run with one key twice. Values up
+            // to 8000 characters (5000 here, whatever the expression).
+            let base: String = g
                 .name
                 .chars()
                 .map(|c| {
-                    if c.is_ascii_alphanumeric() || "_-. /".contains(c) {
+                    if c.is_alphanumeric() || "_-. /".contains(c) {
                         c
                     } else {
                         '_'
                     }
                 })
                 .collect();
+            let mut key = format!("weightlake.gate.{base}");
+            let mut n = 1;
+            while !used.insert(key.clone()) {
+                n += 1;
+                key = format!("weightlake.gate.{base}_{n}");
+            }
             let value = format!("{outcome} ({}): {} — {}", g.action, g.expr, g.detail);
-            tags.push((
-                format!("weightlake.gate.{key}"),
-                value.chars().take(5000).collect(),
-            ));
+            tags.push((key, value.chars().take(5000).collect()));
         }
         let name = if rejected {
             format!("promote {} (rejected)", self.name)
