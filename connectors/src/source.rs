@@ -336,8 +336,8 @@ impl RemoteFile {
                     return Ok(());
                 };
                 let now = http.probe(t).await?;
-                if now.etag.as_ref().is_some_and(|v| v != listed) {
-                    return Err(changed(now.etag));
+                if !listed.admits(&now.pin) {
+                    return Err(changed(now.pin.tag));
                 }
                 Ok(())
             }
@@ -526,7 +526,17 @@ async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSour
     let target = HttpTarget::new(url.clone());
     let probe = ctx.http.probe(&target).await?;
     // Every later response must be of the version probed.
-    let target = target.pinned(probe.etag.clone());
+    // A published sha256 finds any change; else every later response must
+    // be of the version probed.
+    let target = match &sha256 {
+        Some(_) => target,
+        None => target.pinned(probe.pin.clone()),
+    };
+    if probe.pin.tag.is_none() && sha256.is_none() {
+        tracing::warn!(url = %shown, "the server sends neither ETag nor Last-Modified: a change to \
+            this file (while it is read, or between runs at the same size) cannot be seen; \
+            give its sha256 as #sha256=…");
+    }
     let segs: Vec<String> = url
         .path_segments()
         .map(|s| s.map(str::to_string).collect())
@@ -580,7 +590,9 @@ async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSour
             Some(size) => (Some(size), true, f.sha256.clone().unwrap_or_default()),
             None => {
                 let p = ctx.http.probe(&target).await?;
-                target.version = p.etag.clone();
+                if f.sha256.is_none() {
+                    target.version = Some(p.pin.clone());
+                }
                 (p.size, p.ranges, p.etag.unwrap_or_default())
             }
         };

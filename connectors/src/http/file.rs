@@ -138,8 +138,12 @@ async fn download_into(
     };
     let started = Instant::now();
     let probe = client.probe(target).await?;
-    // Every range must be of the version probed.
-    let pinned = target.clone().pinned(probe.etag.clone());
+    // Every range must be of the version probed (unless a sha256 checks
+    // the whole file anyway).
+    let pinned = match expected_sha256 {
+        Some(_) => target.clone(),
+        None => target.clone().pinned(probe.pin.clone()),
+    };
     let target = &pinned;
     let file = Arc::new(File::create(dest).map_err(io_err)?);
     let sink = |file: &Arc<File>| FileSink {

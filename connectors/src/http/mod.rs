@@ -71,10 +71,42 @@ pub struct HttpTarget {
     pub url: Url,
     /// Bearer token for `Authorization`, e.g. `HF_TOKEN`.
     pub bearer: Option<String>,
-    /// The version every response must carry ([`version_tag`]), pinned from
-    /// the first response: a response with another one means the file
-    /// changed while it was being read ([`ConnectorError::Changed`]).
-    pub version: Option<String>,
+    /// The version every response must be of ([`Pin::admits`]), pinned from
+    /// the first response: a response of another one means the file changed
+    /// while it was being read ([`ConnectorError::Changed`]).
+    pub version: Option<Pin>,
+}
+
+/// The version of a file a response is of, as far as its headers say.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Pin {
+    /// Its [`version_tag`].
+    pub tag: Option<String>,
+    /// Its `Last-Modified` date.
+    pub last_modified: Option<String>,
+}
+
+impl Pin {
+    /// What the headers of a response say.
+    pub fn of(h: &HeaderMap) -> Self {
+        Self {
+            tag: version_tag(h),
+            last_modified: header_str(h, "last-modified"),
+        }
+    }
+
+    /// Whether a response carrying `now` is of this version: the same tag,
+    /// or, where the tags differ but both carry the same `Last-Modified`
+    /// date, the same file (servers behind a load balancer give one file a
+    /// different ETag per node). A response without a tag is not judged.
+    pub fn admits(&self, now: &Pin) -> bool {
+        match (&self.tag, &now.tag) {
+            (Some(a), Some(b)) if a != b => {
+                self.last_modified.is_some() && self.last_modified == now.last_modified
+            }
+            _ => true,
+        }
+    }
 }
 
 impl std::fmt::Debug for HttpTarget {
@@ -96,9 +128,9 @@ impl HttpTarget {
         }
     }
 
-    /// This target, every response of which must carry `version`.
-    pub fn pinned(mut self, version: Option<String>) -> Self {
-        self.version = version;
+    /// This target, every response of which must be of `version`.
+    pub fn pinned(mut self, version: Pin) -> Self {
+        self.version = Some(version);
         self
     }
 
@@ -124,6 +156,8 @@ pub struct Probe {
     pub etag: Option<String>,
     /// True when the server honours `Range` (answered 206).
     pub ranges: bool,
+    /// The version the answer was of.
+    pub pin: Pin,
 }
 
 /// One chunk of a file: its index and byte range.
@@ -198,6 +232,7 @@ impl HttpClient {
         let status = resp.status();
         drop(resp);
         let etag = version_tag(&headers);
+        let pin = Pin::of(&headers);
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
             let size = header_str(&headers, "content-range")
                 .and_then(|cr| cr.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()));
@@ -205,6 +240,7 @@ impl HttpClient {
                 size,
                 etag,
                 ranges: size.is_some(),
+                pin,
             });
         }
         let size = header_str(&headers, "content-length").and_then(|s| s.parse().ok());
@@ -212,6 +248,7 @@ impl HttpClient {
             size,
             etag,
             ranges: false,
+            pin,
         })
     }
 }
@@ -246,6 +283,23 @@ pub fn redact(url: &Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pin_admits_per_node_etags_of_one_date_only() {
+        let pin = |tag: Option<&str>, date: Option<&str>| Pin {
+            tag: tag.map(str::to_string),
+            last_modified: date.map(str::to_string),
+        };
+        let listed = pin(Some("abc-1"), Some("Fri, 04 Dec 2026 21:56:21 GMT"));
+        assert!(listed.admits(&pin(Some("abc-1"), None)));
+        // Another node's ETag for the same file: same date.
+        assert!(listed.admits(&pin(Some("abc-2"), Some("Fri, 04 Dec 2026 21:56:21 GMT"))));
+        // Another file: another date, or no date to tell.
+        assert!(!listed.admits(&pin(Some("def"), Some("Fri, 04 Dec 2026 22:00:00 GMT"))));
+        assert!(!pin(Some("abc"), None).admits(&pin(Some("def"), None)));
+        // A response without a tag is not judged.
+        assert!(listed.admits(&pin(None, None)));
+    }
 
     #[test]
     fn a_version_is_the_etag_else_the_last_modified_date() {

@@ -237,15 +237,15 @@ impl HttpClient {
     ) -> std::result::Result<(), Failure> {
         let range = end.map(|e| *pos..e);
         let mut resp = self.send_once(target, range.clone()).await?;
-        if let Some(listed) = &target.version
-            && let Some(now) = super::version_tag(resp.headers())
-            && &now != listed
-        {
-            return Err(Failure::Fatal(ConnectorError::Changed {
-                url: redact(&target.url),
-                listed: listed.clone(),
-                now,
-            }));
+        if let Some(listed) = &target.version {
+            let now = super::Pin::of(resp.headers());
+            if !listed.admits(&now) {
+                return Err(Failure::Fatal(ConnectorError::Changed {
+                    url: redact(&target.url),
+                    listed: listed.tag.clone().unwrap_or_default(),
+                    now: now.tag.unwrap_or_default(),
+                }));
+            }
         }
         // 200 to a ranged request: the server ignored Range; skip to our start.
         let mut skip = if resp.status() == StatusCode::OK {
