@@ -304,19 +304,6 @@ async fn earlier_incompatible(
         .map(|(name, holder)| (name, holder.run_id)))
 }
 
-/// Whether a live lock of `family` other than `mine`, whose name `which`
-/// accepts, is held: another shard of the same run still at work.
-pub(crate) async fn others_at_work(
-    mine: &LakeLock,
-    family: &str,
-    which: impl Fn(&str) -> bool,
-) -> Result<bool> {
-    Ok(live_others(mine, family)
-        .await?
-        .iter()
-        .any(|(name, _)| which(name)))
-}
-
 /// The live locks of `family` beside `mine`: name and holder.
 async fn live_others(mine: &LakeLock, family: &str) -> Result<Vec<(String, Holder)>> {
     use futures::TryStreamExt;

@@ -282,44 +282,54 @@ impl TensoriseJob {
             &run_id,
         )
         .await?;
-        let result = self.run_locked(run_id, &lock).await;
+        let result = self.run_locked(run_id).await;
         lock.release().await;
         result
     }
 
-    /// A session in which the base model's bronze files are all tensorised,
-    /// waiting while another shard of this shard count is still at work
-    /// (it may hold some of them); once none is, the session as it is.
-    async fn session_with_base(
+    /// Store `files` of the base model `model@revision` that silver still
+    /// lacks, under the base's own lock: shards of one run each store the
+    /// base files they need instead of waiting for the shard that owns them
+    /// (which may not run until they end, when a scheduler runs fewer shards
+    /// at once than there are), and two shards never store one file twice.
+    async fn store_base(
         &self,
         model: &str,
         revision: &str,
-        lock: &crate::lock::LakeLock,
-    ) -> Result<Arc<LakeSession>> {
-        let same_count = format!("-of-{}", self.shard.count);
-        let mut told = false;
-        loop {
+        files: &[BronzeFileRef],
+        sink: &mut SilverSink,
+        report: &mut TensoriseReport,
+        run_id: &str,
+    ) -> Result<()> {
+        use sha2::Digest;
+        let key = hex::encode(sha2::Sha256::digest(format!("{model}@{revision}")));
+        let lock = crate::lock::wait_for(
+            &self.lake,
+            &format!("tensorise-base.{}", &key[..16]),
+            run_id,
+        )
+        .await?;
+        let result = async {
+            // What other shards stored while this one waited is done.
             let fresh = Arc::new(LakeSession::new(&self.lake).await?);
-            if not_tensorised(&fresh, model, revision).await?.is_empty()
-                || !crate::lock::others_at_work(lock, "tensorise.", |n| n.ends_with(&same_count))
-                    .await?
-            {
-                return Ok(fresh);
+            let done = SilverNewest::load(&fresh).await?;
+            let still: Vec<BronzeFileRef> = files
+                .iter()
+                .filter(|f| !done.has(f) && !done.had(f))
+                .cloned()
+                .collect();
+            if let Some(tensors) = self.lake.open(silver::TENSORS).await? {
+                delete_orphans(tensors, &fresh, &still).await?;
             }
-            if !told {
-                info!(base = %format!("{model}@{revision}"),
-                    "waiting for another shard to tensorise files of the base model");
-                told = true;
-            }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            self.process(&fresh, sink, &still, None, report).await?;
+            sink.finish().await
         }
+        .await;
+        lock.release().await;
+        result
     }
 
-    async fn run_locked(
-        self,
-        run_id: String,
-        lock: &crate::lock::LakeLock,
-    ) -> Result<TensoriseReport> {
+    async fn run_locked(self, run_id: String) -> Result<TensoriseReport> {
         let started = Instant::now();
         let mut report = TensoriseReport {
             run_id: run_id.clone(),
@@ -365,12 +375,36 @@ impl TensoriseJob {
                 }
             )));
         }
+        let is_base = |f: &BronzeFileRef| {
+            self.base_model
+                .as_ref()
+                .is_some_and(|(m, r)| *m == f.model_id && *r == f.revision)
+        };
+        // With a base, its files are candidates whatever `--model-id` says:
+        // a fine-tune is compared with the base, which must be in silver.
+        let mut candidates = candidates;
+        if let Some((m, _)) = &self.base_model
+            && self.model_id.as_ref().is_some_and(|id| id != m)
+        {
+            candidates.extend(
+                bronze_files(&session, Some(m))
+                    .await?
+                    .into_iter()
+                    .filter(|f| is_base(f)),
+            );
+        }
         let done = SilverNewest::load(&session).await?;
         let mut todo = Vec::new();
         let mut removals = Vec::new();
         let mut restores = Vec::new();
+        // Files of the base another shard owns: stored here if this shard
+        // needs the base before that shard has (see `store_base`).
+        let mut others_base = Vec::new();
         for f in candidates {
             if !self.shard.owns(&[&f.model_id, &f.revision, &f.file_path]) {
+                if is_base(&f) && !f.removed && !done.has(&f) && !done.had(&f) {
+                    others_base.push(f);
+                }
                 continue; // another shard's, done or not
             }
             if done.has(&f) {
@@ -383,7 +417,11 @@ impl TensoriseJob {
                 todo.push(f);
             }
         }
-        let tensors_t = delete_orphans(tensors_t, &session, &todo).await?;
+        // Orphans of base files are deleted under the base's lock (another
+        // shard may be storing them now).
+        let (base_files, other_files): (Vec<_>, Vec<_>) =
+            todo.into_iter().partition(|f| is_base(f));
+        let tensors_t = delete_orphans(tensors_t, &session, &other_files).await?;
         let commit_bytes = self.commit_bytes;
         let tables = vec![
             TableAppender::new(blobs_t, silver::TENSOR_BLOBS),
@@ -414,14 +452,13 @@ impl TensoriseJob {
             sink.commits.push(FILES, restored_row(&session, f).await?);
         }
         report.files_restored = restores.len();
-        // Files of the base model go first, so the others can refer to them.
-        let is_base = |f: &BronzeFileRef| {
-            self.base_model
-                .as_ref()
-                .is_some_and(|(m, r)| *m == f.model_id && *r == f.revision)
-        };
-        let (base_files, other_files): (Vec<_>, Vec<_>) =
-            todo.into_iter().partition(|f| is_base(f));
+        // Files of the base model go first, so the others can refer to them;
+        // a shard with files to compare also stores the base files other
+        // shards own and have not stored yet.
+        let mut base_files = base_files;
+        if !other_files.is_empty() {
+            base_files.extend(others_base);
+        }
         self.progress.begin(
             base_files.len() + other_files.len(),
             base_files
@@ -430,16 +467,19 @@ impl TensoriseJob {
                 .map(|f| f.file_size)
                 .sum(),
         );
-        self.process(&session, &mut sink, &base_files, None, &mut report)
-            .await?;
+        if let Some((m, r)) = &self.base_model
+            && !base_files.is_empty()
+        {
+            self.store_base(m, r, &base_files, &mut sink, &mut report, &run_id)
+                .await?;
+        }
         let base = match &self.base_model {
             // Nothing left to compare with the base (a shard of only base
             // files, or of nothing): no need for it.
             Some(_) if other_files.is_empty() => None,
             Some((m, r)) => {
                 sink.finish().await?;
-                // Other shards of this run may hold files of the base.
-                let fresh = self.session_with_base(m, r, lock).await?;
+                let fresh = Arc::new(LakeSession::new(&self.lake).await?);
                 let map = base_tensors(&fresh, m, r).await?;
                 if map.is_empty() {
                     return Err(if in_bronze(&fresh, m, r).await? {
