@@ -253,7 +253,7 @@ impl ExportJob {
         let dest = Arc::new(dest);
         // Every file runs to its end, so a failed one does not drop the
         // uploads beside it half-staged (each aborts its own on failure).
-        let outcomes: Vec<Result<(String, String, u64)>> =
+        let outcomes: Vec<Result<(String, String, u64, Option<String>)>> =
             futures::stream::iter(view.files.into_values())
                 .map(|f| {
                     let (session, dest) = (session.clone(), dest.clone());
@@ -322,9 +322,13 @@ impl ExportJob {
                 .collect();
         }
         report.elapsed = started.elapsed();
-        for (path, sha, n) in results {
+        let mut written_tags = std::collections::BTreeMap::new();
+        for (path, sha, n, tag) in results {
             report.files += 1;
             report.bytes += n;
+            if let Some(tag) = tag {
+                written_tags.insert(path.clone(), tag);
+            }
             report.checked.push((path, sha));
         }
         report.checked.sort();
@@ -332,6 +336,17 @@ impl ExportJob {
             .label
             .unwrap_or_else(|| format!("silver {model_id}@{revision}"));
         if let (Some(d), Some(key)) = (dest.as_ref(), marker) {
+            // Another export into the same destination may have replaced
+            // files of this one since: then it holds no whole export.
+            let replaced = replaced_since(d, &written_tags).await;
+            if let Some(first) = replaced.first() {
+                return Err(JobError::Failed(format!(
+                    "{} file(s) under {} were replaced while this export ran (first: {first}): \
+                     another export or writer uses this destination, so it is not marked complete",
+                    replaced.len(),
+                    d.2.as_str().trim_end_matches('/')
+                )));
+            }
             let body = marker_json(&report.exported, &model_id, &revision, &report)?;
             d.0.put(&key, body.into_bytes().into()).await.map_err(|e| {
                 JobError::Failed(format!(
@@ -345,6 +360,38 @@ impl ExportJob {
         }
         Ok(report)
     }
+}
+
+/// The files of `written` (path -> the version this export wrote) that the
+/// destination now holds in another version, or no longer holds.
+async fn replaced_since(
+    dest: &Destination,
+    written: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    if written.is_empty() {
+        return Vec::new();
+    }
+    let (store, prefix, _) = dest;
+    let base = prefix.as_ref().trim_end_matches('/');
+    let mut now = std::collections::BTreeMap::new();
+    let mut listing = store.list(Some(prefix));
+    while let Some(meta) = listing.next().await {
+        let Ok(meta) = meta else { continue };
+        let key = meta.location.as_ref();
+        let rel = key
+            .strip_prefix(base)
+            .unwrap_or(key)
+            .trim_start_matches('/')
+            .to_string();
+        if written.contains_key(&rel) {
+            now.insert(rel, meta.e_tag);
+        }
+    }
+    written
+        .iter()
+        .filter(|(rel, tag)| now.get(*rel).and_then(|t| t.as_ref()) != Some(*tag))
+        .map(|(rel, _)| rel.clone())
+        .collect()
 }
 
 /// Where the completion marker of a destination lives.
@@ -556,18 +603,23 @@ pub(crate) async fn rebuild(
     session: &LakeSession,
     f: &ViewFile,
     dest: Option<&Destination>,
-) -> Result<(String, String, u64)> {
+) -> Result<(String, String, u64, Option<String>)> {
     let path = &f.entry.path;
     // `parse`, not `from`: the key is the file's path as it is (`from`
     // percent-encodes `#`, `%` and every non-ASCII character into the name).
-    let mut writer = Upload(match dest {
-        Some((store, prefix, _)) => {
-            let key = format!("{}/{}", prefix.as_ref().trim_end_matches('/'), path);
-            let key = StorePath::parse(key.trim_start_matches('/'))
-                .map_err(|e| JobError::Invalid(format!("{path}: not a valid object path: {e}")))?;
-            Some(BufWriter::new(store.clone(), key))
-        }
-        None => None,
+    let key =
+        match dest {
+            Some((_, prefix, _)) => {
+                let key = format!("{}/{}", prefix.as_ref().trim_end_matches('/'), path);
+                Some(StorePath::parse(key.trim_start_matches('/')).map_err(|e| {
+                    JobError::Invalid(format!("{path}: not a valid object path: {e}"))
+                })?)
+            }
+            None => None,
+        };
+    let mut writer = Upload(match (dest, &key) {
+        (Some((store, _, _)), Some(key)) => Some(BufWriter::new(store.clone(), key.clone())),
+        _ => None,
     });
     let mut hasher = Sha256::new();
     let mut written = 0u64;
@@ -613,12 +665,19 @@ pub(crate) async fn rebuild(
             drop(finishing);
             r
         });
+        // A failed upload is a failed job, not bad input.
         done.await
-            .map_err(|e| JobError::Invalid(format!("{path}: {e}")))?
-            .map_err(|e| JobError::Invalid(format!("{path}: {e}")))?;
+            .map_err(|e| JobError::Failed(format!("{path}: {e}")))?
+            .map_err(|e| JobError::Failed(format!("{path}: upload failed: {e}")))?;
     }
+    // The version the destination now holds, to tell before marking the
+    // export complete whether another writer replaced it since.
+    let e_tag = match (dest, &key) {
+        (Some((store, _, _)), Some(key)) => store.head(key).await.ok().and_then(|m| m.e_tag),
+        _ => None,
+    };
     info!(file = %path, bytes = written, "rebuilt and verified");
-    Ok((path.clone(), sha, written))
+    Ok((path.clone(), sha, written, e_tag))
 }
 
 impl ExportJob {

@@ -397,7 +397,7 @@ async fn verify(
         .files
         .get(&c.file_path)
         .ok_or_else(|| format!("silver run {} has no row for the file", row.run_id))?;
-    let (_, sha, n) = rebuild(session, file, None)
+    let (_, sha, n, _) = rebuild(session, file, None)
         .await
         .map_err(|e| format!("rebuild from silver failed: {e}"))?;
     if sha != c.file_sha256 || n != c.file_size {
