@@ -253,15 +253,14 @@ impl ExportJob {
         let dest = Arc::new(dest);
         // Every file runs to its end, so a failed one does not drop the
         // uploads beside it half-staged (each aborts its own on failure).
-        let outcomes: Vec<Result<(String, String, u64, Option<String>)>> =
-            futures::stream::iter(view.files.into_values())
-                .map(|f| {
-                    let (session, dest) = (session.clone(), dest.clone());
-                    async move { rebuild(&session, &f, dest.as_ref().as_ref()).await }
-                })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+        let outcomes: Vec<Result<Rebuilt>> = futures::stream::iter(view.files.into_values())
+            .map(|f| {
+                let (session, dest) = (session.clone(), dest.clone());
+                async move { rebuild(&session, &f, dest.as_ref().as_ref()).await }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
         let mut results = Vec::with_capacity(outcomes.len());
         let mut first_error = None;
         for outcome in outcomes {
@@ -597,13 +596,17 @@ impl Drop for Upload {
     }
 }
 
+/// One file rebuilt: its path, sha256, size, and the version (ETag) the
+/// destination held once it was written.
+pub(crate) type Rebuilt = (String, String, u64, Option<String>);
+
 /// Rebuild one file, hashing as it goes; upload it when `dest` is set. Fails
 /// unless the bytes rebuilt have the file's size and sha256.
 pub(crate) async fn rebuild(
     session: &LakeSession,
     f: &ViewFile,
     dest: Option<&Destination>,
-) -> Result<(String, String, u64, Option<String>)> {
+) -> Result<Rebuilt> {
     let path = &f.entry.path;
     // `parse`, not `from`: the key is the file's path as it is (`from`
     // percent-encodes `#`, `%` and every non-ASCII character into the name).
