@@ -446,9 +446,9 @@ impl SourceSpec {
                     .unwrap_or_else(|| url.host_str().unwrap_or("model").to_string());
                 let (store, prefix) = ctx.storage.object_store(&url)?;
                 let filter = PathFilter::new(&s.include, &s.exclude)?;
-                let files = list_store(store, &prefix, &url, &filter).await?;
+                let (files, unreadable) = list_store(store, &prefix, &url, &filter).await?;
                 let root = Some(listing_root(&url));
-                match files.is_empty() && s.include.is_empty() {
+                match files.is_empty() && unreadable.is_empty() && s.include.is_empty() {
                     // Nothing under it as a prefix: maybe it is an object's own
                     // key, as copied from a console.
                     true => single_object(ctx, &url).await?.unwrap_or(ResolvedSource {
@@ -456,14 +456,14 @@ impl SourceSpec {
                         default_revision: default_revision(),
                         files,
                         root,
-                        unreadable: Vec::new(),
+                        unreadable,
                     }),
                     false => ResolvedSource {
                         default_model_id: name,
                         default_revision: default_revision(),
                         files,
                         root,
-                        unreadable: Vec::new(),
+                        unreadable,
                     },
                 }
             }
@@ -655,7 +655,7 @@ async fn resolve_local(l: &LocalSource, ctx: &ResolveContext) -> Result<Resolved
         None => PathFilter::new(&l.include, &l.exclude)?,
     };
     let (mut files, unreadable) = match &only {
-        Some(_) => (list_store(store, &prefix, &url, &filter).await?, Vec::new()),
+        Some(_) => list_store(store, &prefix, &url, &filter).await?,
         None => list_local_dir(store, &prefix, &dir, &url, &filter).await?,
     };
     if only.is_some() {
@@ -922,7 +922,7 @@ async fn list_store(
     prefix: &StorePath,
     url: &Url,
     filter: &PathFilter,
-) -> Result<Vec<RemoteFile>> {
+) -> Result<(Vec<RemoteFile>, Vec<(String, String)>)> {
     let base = url.as_str().trim_end_matches('/').to_string();
     // A name that cannot be an object path (a newline in it) ends
     // object_store's listing there, so it fails the source rather than
@@ -967,17 +967,16 @@ async fn list_store(
         let file_path = match safe_relative_path(rel, &base) {
             Ok(p) => p,
             Err(e) => {
-                skipped.push(e.to_string());
+                // Fails as a file would (named, and holding back removals),
+                // as in a local directory.
+                skipped.push((rel.to_string(), e.to_string()));
                 continue;
             }
         };
         let source_uri = format!("{base}/{file_path}");
         files.push(store_file(store.clone(), &m, source_uri, file_path));
     }
-    for why in &skipped {
-        tracing::warn!(source = %base, "skipping a file: {}", why.escape_debug());
-    }
-    Ok(files)
+    Ok((files, skipped))
 }
 
 /// The empty objects of a bucket listing that are folder markers: keys

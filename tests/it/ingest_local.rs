@@ -489,6 +489,18 @@ fn odd_entries_fail_alone_are_named_and_hold_back_removals() {
         ["blobs/w1", "config.json", "model.safetensors", "new.json"],
         "{current}"
     );
+    // The same through an object-store prefix (as an S3 listing is read):
+    // an unsafe name fails alone, named, instead of being skipped.
+    let prefix = tmp.path().join("p");
+    write_tree(&prefix, &[("config.json", b"{}"), ("a\\b.txt", b"x")]);
+    let url = format!("file://{}/", prefix.display());
+    let out = run(&["ingest", &url, "--lake", lake_s, "--model-id", "p", "-q"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("a\\b.txt") && text(&out).contains("backslash"),
+        "{}",
+        text(&out)
+    );
     // Globs route around them, and then the run is whole again.
     let spec = tmp.path().join("p.yaml");
     std::fs::write(
