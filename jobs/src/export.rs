@@ -284,6 +284,7 @@ impl ExportJob {
             if self.delete_others {
                 let local = d.2.to_file_path().ok();
                 let mut behind_links = Vec::new();
+                let mut undeleted: Vec<String> = Vec::new();
                 for (rel, key) in std::mem::take(&mut others) {
                     // A listing walks into linked directories; deleting there
                     // would delete outside the destination.
@@ -298,9 +299,19 @@ impl ExportJob {
                         }
                         Err(e) => {
                             warn!(file = %rel, error = %e, "could not delete a file that is not part of the model");
+                            undeleted.push(format!("{rel}: {e}"));
                             others.push((rel, key));
                         }
                     }
+                }
+                // Asked to hold exactly the model, the destination does not:
+                // a failure, and no completion marker.
+                if let Some(first) = undeleted.first() {
+                    return Err(JobError::Failed(format!(
+                        "every file was written, but {} other file(s) could not be deleted \
+                         (first: {first}), so the destination is not marked complete",
+                        undeleted.len()
+                    )));
                 }
                 behind_links.sort();
                 behind_links.dedup();
