@@ -342,8 +342,8 @@ pub enum Format {
     /// CSV with a header row (also when there are no rows).
     Csv,
     /// One JSON object per line (NDJSON), NULLs included as `null`; NaN and
-    /// ±infinity, which JSON has no number for, are `null` too (CSV and table
-    /// print them as `NaN` and `inf`).
+    /// ±infinity, which JSON has no number for, as the strings `"NaN"`,
+    /// `"Infinity"` and `"-Infinity"`.
     Json,
 }
 

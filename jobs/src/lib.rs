@@ -29,6 +29,7 @@ pub mod export;
 mod file_ranges;
 pub mod gold;
 pub mod ingest;
+mod json_floats;
 pub mod lake;
 pub mod ledger;
 mod locate;

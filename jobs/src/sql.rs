@@ -334,6 +334,7 @@ pub fn format_batches(batches: &[RecordBatch], format: OutputFormat) -> Result<S
                 // NULLs as `"key": null`, so every line has every column.
                 let mut w = deltalake::arrow::json::WriterBuilder::new()
                     .with_explicit_nulls(true)
+                    .with_encoder_factory(Arc::new(crate::json_floats::NonFiniteAsText))
                     .build::<_, deltalake::arrow::json::writer::LineDelimited>(&mut out);
                 for b in &batches {
                     w.write(b)?;
