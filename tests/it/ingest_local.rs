@@ -474,6 +474,19 @@ fn odd_entries_fail_alone_are_named_and_hold_back_removals() {
     ] {
         assert!(said.contains(named), "{named}: {said}");
     }
+    // Quiet, the error line is all there is: the tab in it escaped, so the
+    // failures stay on that one line.
+    let quiet = run(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);
+    assert_eq!(quiet.status.code(), Some(1), "{}", text(&quiet));
+    let said = text(&quiet);
+    let error = said
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        error.contains("tab\\tname.txt") && !error.contains('\t') && error.contains("pipe.bin"),
+        "{said}"
+    );
     // The readable new file landed; the link whose target is gone was not
     // taken for a file the source removed.
     let current = run_ok(&[

@@ -466,7 +466,20 @@ impl IngestJob {
                 .files_failed
                 .iter()
                 .take(NAMED)
-                .map(|(path, err)| format!("{path}: {err}"))
+                // A name with a newline would split the line it is named in.
+                .map(|(path, err)| {
+                    format!("{path}: {err}")
+                        .chars()
+                        .flat_map(|c| {
+                            let escaped: Vec<char> = if c.is_control() {
+                                c.escape_default().collect()
+                            } else {
+                                vec![c]
+                            };
+                            escaped
+                        })
+                        .collect::<String>()
+                })
                 .collect();
             if n > NAMED {
                 first.push(format!("and {} more", n - NAMED));
