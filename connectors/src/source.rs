@@ -524,15 +524,17 @@ fn url_parts(u: &UrlSource) -> Result<(Url, String, String, Option<String>)> {
 async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSource> {
     let (url, shown, file_path, sha256) = url_parts(u)?;
     let target = HttpTarget::new(url.clone());
-    let probe = ctx.http.probe(&target).await?;
-    // Every later response must be of the version probed.
+    let probe = match &sha256 {
+        Some(_) => ctx.http.probe(&target).await?,
+        None => ctx.http.probe_version(&target).await?,
+    };
     // A published sha256 finds any change; else every later response must
     // be of the version probed.
     let target = match &sha256 {
         Some(_) => target,
         None => target.pinned(probe.pin.clone()),
     };
-    if probe.pin.tag.is_none() && sha256.is_none() {
+    if probe.pin == Default::default() && sha256.is_none() {
         tracing::warn!(url = %shown, "the server sends neither ETag nor Last-Modified: a change to \
             this file (while it is read, or between runs at the same size) cannot be seen; \
             give its sha256 as #sha256=…");

@@ -137,7 +137,10 @@ async fn download_into(
         source,
     };
     let started = Instant::now();
-    let probe = client.probe(target).await?;
+    let probe = match expected_sha256 {
+        Some(_) => client.probe(target).await?,
+        None => client.probe_version(target).await?,
+    };
     // Every range must be of the version probed (unless a sha256 checks
     // the whole file anyway).
     let pinned = match expected_sha256 {

@@ -104,6 +104,11 @@ impl Pin {
             (Some(a), Some(b)) if a != b => {
                 self.last_modified.is_some() && self.last_modified == now.last_modified
             }
+            // Pinned by date alone (a server whose ETags change per response).
+            (None, _) => match (&self.last_modified, &now.last_modified) {
+                (Some(a), Some(b)) => a == b,
+                _ => true,
+            },
             _ => true,
         }
     }
@@ -225,6 +230,41 @@ impl HttpClient {
         &self.client
     }
 
+    /// [`HttpClient::probe`], asked twice when the answer has a version tag:
+    /// a server that gives the same file another ETag on each response
+    /// (nodes behind a load balancer) cannot be held to one, so the version
+    /// is then its `Last-Modified` date alone (when that holds still), and
+    /// no `etag` is recorded that would differ on the next run anyway.
+    pub async fn probe_version(&self, target: &HttpTarget) -> Result<Probe> {
+        let first = self.probe(target).await?;
+        if first.pin.tag.is_none() {
+            return Ok(first);
+        }
+        let second = self.probe(target).await?;
+        if second.pin.tag == first.pin.tag {
+            return Ok(first);
+        }
+        let date = first
+            .pin
+            .last_modified
+            .clone()
+            .filter(|d| second.pin.last_modified.as_ref() == Some(d));
+        tracing::warn!(
+            url = %redact(&target.url),
+            "the server gives this file another version tag on each response: it is held to \
+             its Last-Modified date{}; give its sha256 as #sha256=… to check it fully",
+            if date.is_some() { "" } else { " (which changes too: not at all)" }
+        );
+        Ok(Probe {
+            etag: date.as_ref().map(|d| format!("last-modified:{d}")),
+            pin: Pin {
+                tag: None,
+                last_modified: date,
+            },
+            ..first
+        })
+    }
+
     /// Ask for byte 0 to learn the size, the ETag and whether ranges work.
     pub async fn probe(&self, target: &HttpTarget) -> Result<Probe> {
         let resp = range::send_with_retry(self, target, Some(0..1)).await?;
@@ -299,6 +339,11 @@ mod tests {
         assert!(!pin(Some("abc"), None).admits(&pin(Some("def"), None)));
         // A response without a tag is not judged.
         assert!(listed.admits(&pin(None, None)));
+        // Held to a date alone (ETags that change per response).
+        let by_date = pin(None, Some("Fri, 04 Dec 2026 21:56:21 GMT"));
+        assert!(by_date.admits(&pin(Some("x-7"), Some("Fri, 04 Dec 2026 21:56:21 GMT"))));
+        assert!(!by_date.admits(&pin(Some("x-8"), Some("Fri, 04 Dec 2026 23:00:00 GMT"))));
+        assert!(pin(None, None).admits(&pin(Some("any"), Some("any date"))));
     }
 
     #[test]
