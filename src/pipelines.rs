@@ -224,7 +224,7 @@ pub(crate) fn warn_other_files(to: &str, r: &ExportReport) {
          ({}): {}{}",
         r.others_count,
         if r.delete_others {
-            "behind symbolic links, which deleting never follows, or not deletable"
+            "behind symbolic links, which deleting never follows"
         } else {
             "--delete-others, or `delete_others: true` on an export stage, deletes them"
         },
