@@ -61,9 +61,16 @@ pub fn safe_relative_path(path: &str, origin: &str) -> Result<String> {
 /// prefix listings skip it wherever it is.
 pub const COMPLETE_MARKER: &str = "_SUCCESS";
 
-/// Whether `path` names a completion marker ([`COMPLETE_MARKER`]).
+/// The lock object an export holds under its destination while it writes
+/// there: a second export into the same destination waits for the first,
+/// so a completion marker never sits beside another export's files.
+pub const EXPORT_LOCK: &str = "_WEIGHTLAKE_EXPORTING";
+
+/// Whether `path` names a completion marker ([`COMPLETE_MARKER`]) or an
+/// export's lock ([`EXPORT_LOCK`]): records about a directory, not files of
+/// a model.
 pub fn is_complete_marker(path: &str) -> bool {
-    path.rsplit('/').next() == Some(COMPLETE_MARKER)
+    matches!(path.rsplit('/').next(), Some(COMPLETE_MARKER | EXPORT_LOCK))
 }
 
 /// Whether `path` has a `.git` segment (any case: case-insensitive file

@@ -70,7 +70,7 @@ pub struct ExportReport {
 /// complete export exactly while it holds this file. Its content is JSON
 /// naming what was exported and every file's sha256. The name is the one
 /// Spark and Hadoop jobs write and their consumers wait for; ingest skips it.
-pub use weightlake_connectors::paths::COMPLETE_MARKER;
+pub use weightlake_connectors::paths::{COMPLETE_MARKER, EXPORT_LOCK};
 
 /// Names of unrelated destination files an [`ExportReport`] keeps.
 pub const OTHERS_SHOWN: usize = 10;
@@ -230,6 +230,21 @@ impl ExportJob {
             None => None,
         };
         let ours: std::collections::BTreeSet<String> = view.files.keys().cloned().collect();
+        // One export writes into a destination at a time: a second waits
+        // (another's files beside this one's marker would be vouched for).
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let lock = match &dest {
+            Some(d) => Some(
+                crate::lock::wait_for_at(
+                    d.0.clone(),
+                    d.1.clone().join(EXPORT_LOCK),
+                    &format!("export to {}", d.2),
+                    &run_id,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         // A model with a file of the marker's name keeps it; no marker then.
         let marker = match &dest {
             Some(d) if !ours.contains(COMPLETE_MARKER) => {
@@ -367,6 +382,9 @@ impl ExportJob {
                 "{}/{COMPLETE_MARKER}",
                 d.2.as_str().trim_end_matches('/')
             ));
+        }
+        if let Some(lock) = lock {
+            lock.release().await;
         }
         Ok(report)
     }
@@ -545,7 +563,7 @@ async fn others_in(
                 .to_string();
             (rel, m.location)
         })
-        .filter(|(rel, _)| !ours.contains(rel) && rel != COMPLETE_MARKER)
+        .filter(|(rel, _)| !ours.contains(rel) && rel != COMPLETE_MARKER && rel != EXPORT_LOCK)
         .collect();
     others.sort();
     others

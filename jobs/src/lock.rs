@@ -129,9 +129,21 @@ pub(crate) fn compaction(table: TableName) -> String {
 
 /// Take lock `name`, waiting while another live process holds it.
 pub(crate) async fn wait_for(lake: &Lake, name: &str, run_id: &str) -> Result<LakeLock> {
+    let (store, path) = lock_path(lake, name)?;
+    wait_for_at(store, path, name, run_id).await
+}
+
+/// Take the lock object at `path` of `store` (`name` in messages), waiting
+/// while another live process holds it.
+pub(crate) async fn wait_for_at(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    name: &str,
+    run_id: &str,
+) -> Result<LakeLock> {
     let mut told = false;
     loop {
-        match acquire(lake, name, run_id).await? {
+        match acquire_at(store.clone(), path.clone(), run_id).await? {
             Ok(lock) => return Ok(lock),
             Err(holder) => {
                 if !told {
@@ -149,12 +161,8 @@ pub(crate) async fn wait_for(lake: &Lake, name: &str, run_id: &str) -> Result<La
     }
 }
 
-/// Take lock `name`, or say who holds it.
-pub(crate) async fn acquire(
-    lake: &Lake,
-    name: &str,
-    run_id: &str,
-) -> Result<std::result::Result<LakeLock, Holder>> {
+/// Where lock `name` of `lake` lives.
+fn lock_path(lake: &Lake, name: &str) -> Result<(Arc<dyn ObjectStore>, Path)> {
     let (store, prefix) = lake.storage().object_store(lake.root())?;
     let key = format!(
         "{}/_system/locks/{name}",
@@ -162,6 +170,25 @@ pub(crate) async fn acquire(
     );
     let path = Path::parse(key.trim_start_matches('/'))
         .map_err(|e| JobError::Invalid(format!("lock path: {e}")))?;
+    Ok((store, path))
+}
+
+/// Take lock `name`, or say who holds it.
+pub(crate) async fn acquire(
+    lake: &Lake,
+    name: &str,
+    run_id: &str,
+) -> Result<std::result::Result<LakeLock, Holder>> {
+    let (store, path) = lock_path(lake, name)?;
+    acquire_at(store, path, run_id).await
+}
+
+/// Take the lock object at `path` of `store`, or say who holds it.
+async fn acquire_at(
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    run_id: &str,
+) -> Result<std::result::Result<LakeLock, Holder>> {
     let failed = |e: object_store::Error| JobError::Invalid(format!("lock {path}: {e}"));
     for _ in 0..2 {
         let since = chrono::Utc::now().timestamp_micros();

@@ -632,6 +632,61 @@ async fn a_destination_is_marked_complete_only_while_it_holds_a_whole_export() {
     );
 }
 
+#[test]
+fn exports_into_one_destination_take_turns() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lake_dir = tmp.path().join("lake");
+    let lake = lake_dir.to_str().expect("utf8");
+    let models = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/models");
+    for (dir, id) in [("tiny", "a"), ("tiny-ft", "b")] {
+        let d = models.join(dir);
+        run_ok(&[
+            "ingest",
+            d.to_str().expect("utf8"),
+            "--lake",
+            lake,
+            "--model-id",
+            id,
+            "-q",
+        ]);
+    }
+    run_ok(&["tensorise", "--lake", lake, "-q"]);
+    // Two exports of different weights into one directory at once: the
+    // second waits for the first, both succeed, and the marker left vouches
+    // for exactly the files there.
+    let out = tmp.path().join("out");
+    let out_s = out.to_str().expect("utf8");
+    for _ in 0..3 {
+        let start = |model: &str| {
+            bin()
+                .args(["export", model, "--lake", lake, "--to", out_s, "-q"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        };
+        let (a, b) = (start("a@main"), start("b@main"));
+        for child in [a, b] {
+            let done = child.wait_with_output().expect("wait");
+            assert!(done.status.success(), "{}", text(&done));
+        }
+        let files = exported_tree(&out);
+        let marker: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("_SUCCESS")).expect("marker"))
+                .expect("json");
+        let from = if marker["model_id"] == "a" {
+            "tiny"
+        } else {
+            "tiny-ft"
+        };
+        assert_eq!(files, tree_digest(&models.join(from)), "{marker}");
+        assert!(
+            !out.join("_WEIGHTLAKE_EXPORTING").exists(),
+            "lock left behind"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_of_many_small_files_is_committed_as_it_goes() {
     let tmp = tempfile::tempdir().expect("tmp");
