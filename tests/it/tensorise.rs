@@ -960,6 +960,10 @@ fn a_stopped_export_leaves_no_partial_upload_behind() {
             !dest.join("_SUCCESS").exists(),
             "a stopped export is marked complete"
         );
+        assert!(
+            !dest.join("_WEIGHTLAKE_EXPORTING").exists(),
+            "a stopped export left its lock"
+        );
         return;
     }
     panic!("the export never stayed staged long enough to be stopped");
