@@ -257,6 +257,18 @@ async fn download_command_writes_the_file_with_parallel_ranges() {
     // truncated range.
     assert_eq!(fx.requests(), 1 + 4 + 2, "requests made");
 
+    // A partial file a download killed outright left is removed by the next.
+    let abandoned = tmp.path().join(".big.bin.4194300.partial");
+    std::fs::write(&abandoned, b"half").expect("write");
+    let again = run(&[
+        "download",
+        &fx.url("big.bin"),
+        "-o",
+        dest.to_str().expect("utf8"),
+        "-q",
+    ]);
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(!abandoned.exists(), "an abandoned partial file stayed");
     // A wrong checksum fails, given as a flag or, as `ingest` reads URLs,
     // in the fragment; a checksum spelt another way is refused, not skipped.
     let wrong = "f".repeat(64);

@@ -470,10 +470,12 @@ fn odd_entries_fail_alone_are_named_and_hold_back_removals() {
         "which does not exist",
         "pipe.bin",
         "not a regular file",
-        "tab\tname.txt",
+        "tab\\tname.txt",
     ] {
         assert!(said.contains(named), "{named}: {said}");
     }
+    // Log lines too name it escaped, so no line is split by its name.
+    assert!(!said.contains('\t'), "{said}");
     // Quiet, the error line is all there is: the tab in it escaped, so the
     // failures stay on that one line.
     let quiet = run(&["ingest", dir_s, "--lake", lake_s, "--model-id", "m", "-q"]);

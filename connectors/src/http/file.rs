@@ -103,6 +103,7 @@ pub async fn download_to_file(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "download".into());
+    remove_abandoned_partials(dest, &name);
     let partial = dest.with_file_name(format!(".{name}.{}.partial", std::process::id()));
     // Removed however this future ends: failed, or dropped by a signal.
     let _cleanup = RemoveOnDrop(partial.clone());
@@ -112,6 +113,37 @@ pub async fn download_to_file(
         source,
     })?;
     Ok(report)
+}
+
+/// Delete `.NAME.PID.partial` files beside `dest` that a download killed
+/// outright left (their process no longer runs on this machine).
+fn remove_abandoned_partials(dest: &Path, name: &str) {
+    // Whether a process runs is read from /proc (Linux); elsewhere, keep all.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".partial"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let running = Path::new(&format!("/proc/{pid}")).exists();
+        if !running && std::fs::remove_file(e.path()).is_ok() {
+            tracing::info!(file = %e.path().display(), "removed a partial file a killed download left");
+        }
+    }
 }
 
 /// Deletes a file (if it is still there) when dropped.

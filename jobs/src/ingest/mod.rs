@@ -244,7 +244,8 @@ impl IngestJob {
             ..Default::default()
         };
         for (path, why) in unreadable {
-            warn!(file = %path, %why, "cannot read this entry of the source");
+            // Escaped: a name with a newline would split the log line.
+            warn!(file = %path.escape_debug(), why = %why.escape_debug(), "cannot read this entry of the source");
             report.files_failed.push((path, why));
         }
 
@@ -442,7 +443,8 @@ impl IngestJob {
                 }
                 Msg::Failed { file, error } => {
                     let t = &todo[file];
-                    warn!(model = %t.model_id, file = %t.file.file_path, %error, "file failed");
+                    warn!(model = %t.model_id, file = %t.file.file_path.escape_debug(),
+                        error = %error.escape_debug(), "file failed");
                     if !progress[file].failed {
                         progress[file].failed = true;
                         report.files_failed.push((t.file.file_path.clone(), error));
