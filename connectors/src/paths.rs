@@ -69,7 +69,7 @@ pub const EXPORT_LOCK: &str = "_WEIGHTLAKE_EXPORTING";
 /// Whether `path` names a completion marker ([`COMPLETE_MARKER`]) or an
 /// export's lock ([`EXPORT_LOCK`]): records about a directory, not files of
 /// a model.
-pub fn is_complete_marker(path: &str) -> bool {
+pub fn is_export_record(path: &str) -> bool {
     matches!(path.rsplit('/').next(), Some(COMPLETE_MARKER | EXPORT_LOCK))
 }
 

@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::http::{HttpClient, HttpTarget, RangeSink, redact};
 use crate::hub::{default_endpoint, resolve_revision};
-use crate::paths::{PathFilter, is_complete_marker, is_git_path, safe_relative_path};
+use crate::paths::{PathFilter, is_export_record, is_git_path, safe_relative_path};
 use crate::storage::{StorageConfig, parse_location};
 use crate::{ConnectorError, Result};
 
@@ -558,7 +558,7 @@ async fn resolve_url(u: &UrlSource, ctx: &ResolveContext) -> Result<ResolvedSour
             source_uri: shown,
             size: probe.size,
             sha256,
-            etag: probe.etag.unwrap_or_default(),
+            etag: probe.pin.recorded().unwrap_or_default(),
             ranges: probe.ranges,
             location: FileLocation::Http(target),
         }],
@@ -595,7 +595,7 @@ async fn resolve_hub(h: &HubSource, ctx: &ResolveContext) -> Result<ResolvedSour
                 if f.sha256.is_none() {
                     target.version = Some(p.pin.clone());
                 }
-                (p.size, p.ranges, p.etag.unwrap_or_default())
+                (p.size, p.ranges, p.pin.recorded().unwrap_or_default())
             }
         };
         files.push(RemoteFile {
@@ -810,7 +810,7 @@ fn walk_local(
         if !filter.matches(&rel) || is_git_path(&rel) {
             continue;
         }
-        if is_complete_marker(&rel) {
+        if is_export_record(&rel) {
             tracing::debug!(path = rel, "skipping a completion marker");
             continue;
         }
@@ -960,7 +960,7 @@ async fn list_store(
             tracing::debug!(path = rel, "skipping git metadata");
             continue;
         }
-        if is_complete_marker(rel) {
+        if is_export_record(rel) {
             // An export's (or a Spark job's) record that the directory is
             // complete, not a file of the model.
             tracing::debug!(path = rel, "skipping a completion marker");

@@ -95,6 +95,16 @@ impl Pin {
         }
     }
 
+    /// The tag to record for the file (a later run compares it to tell
+    /// whether the file changed): the version tag, else its date.
+    pub fn recorded(&self) -> Option<String> {
+        self.tag.clone().or_else(|| {
+            self.last_modified
+                .as_ref()
+                .map(|d| format!("last-modified:{d}"))
+        })
+    }
+
     /// Whether a response carrying `now` is of this version: the same tag,
     /// or, where the tags differ but both carry the same `Last-Modified`
     /// date, the same file (servers behind a load balancer give one file a
@@ -156,9 +166,6 @@ impl HttpTarget {
 pub struct Probe {
     /// Total size, when the server tells it.
     pub size: Option<u64>,
-    /// The version tag ([`version_tag`]): the ETag (or `X-Linked-Etag` from
-    /// a hub), quotes removed, else `last-modified:<date>`.
-    pub etag: Option<String>,
     /// True when the server honours `Range` (answered 206).
     pub ranges: bool,
     /// The version the answer was of.
@@ -234,7 +241,7 @@ impl HttpClient {
     /// a server that gives the same file another ETag on each response
     /// (nodes behind a load balancer) cannot be held to one, so the version
     /// is then its `Last-Modified` date alone (when that holds still), and
-    /// no `etag` is recorded that would differ on the next run anyway.
+    /// no tag is recorded that would differ on the next run anyway.
     pub async fn probe_version(&self, target: &HttpTarget) -> Result<Probe> {
         let first = self.probe(target).await?;
         if first.pin.tag.is_none() {
@@ -256,7 +263,6 @@ impl HttpClient {
             if date.is_some() { "" } else { " (which changes too: not at all)" }
         );
         Ok(Probe {
-            etag: date.as_ref().map(|d| format!("last-modified:{d}")),
             pin: Pin {
                 tag: None,
                 last_modified: date,
@@ -271,14 +277,12 @@ impl HttpClient {
         let headers = resp.headers().clone();
         let status = resp.status();
         drop(resp);
-        let etag = version_tag(&headers);
         let pin = Pin::of(&headers);
         if status == reqwest::StatusCode::PARTIAL_CONTENT {
             let size = header_str(&headers, "content-range")
                 .and_then(|cr| cr.rsplit('/').next().and_then(|n| n.parse::<u64>().ok()));
             return Ok(Probe {
                 size,
-                etag,
                 ranges: size.is_some(),
                 pin,
             });
@@ -286,7 +290,6 @@ impl HttpClient {
         let size = header_str(&headers, "content-length").and_then(|s| s.parse().ok());
         Ok(Probe {
             size,
-            etag,
             ranges: false,
             pin,
         })
