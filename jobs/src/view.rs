@@ -180,13 +180,7 @@ impl ViewFile {
     /// The segments covering `range` of the file, cut to it.
     pub fn segments(&self, range: Range<u64>) -> Vec<Segment> {
         let mut out = Vec::new();
-        let mut at = 0u64;
-        for s in &self.segments {
-            let (start, end) = (at, at + s.len());
-            at = end;
-            if end <= range.start || start >= range.end {
-                continue;
-            }
+        for (start, end, s) in self.segments_overlapping(&range) {
             let from = range.start.max(start) - start;
             let to = range.end.min(end) - start;
             out.push(match s {
@@ -205,13 +199,7 @@ impl ViewFile {
     /// offset), its sha256 and its length.
     pub fn contents_touched(&self, range: Range<u64>) -> Vec<(u64, String, u64)> {
         let mut out: Vec<(u64, String, u64)> = Vec::new();
-        let mut at = 0u64;
-        for s in &self.segments {
-            let (start, end) = (at, at + s.len());
-            at = end;
-            if end <= range.start || start >= range.end {
-                continue;
-            }
+        for (start, _, s) in self.segments_overlapping(&range) {
             if let Segment::Content { sha256, range: r } = s
                 && !out.iter().any(|(_, sha, _)| sha == sha256)
             {
@@ -219,6 +207,22 @@ impl ViewFile {
             }
         }
         out
+    }
+
+    /// The segments that bytes `range` of the file overlap, with the file
+    /// offsets where each starts and ends.
+    fn segments_overlapping<'s>(
+        &'s self,
+        range: &'s Range<u64>,
+    ) -> impl Iterator<Item = (u64, u64, &'s Segment)> + 's {
+        self.segments
+            .iter()
+            .scan(0u64, |at, s| {
+                let start = *at;
+                *at += s.len();
+                Some((start, *at, s))
+            })
+            .filter(move |(start, end, _)| *end > range.start && *start < range.end)
     }
 
     /// A reader of bytes `range` of the file, one content part at a time.
