@@ -5,6 +5,7 @@
 
 mod cli;
 mod databricks;
+mod export;
 mod gold;
 mod ingest_http;
 mod ingest_hub;
@@ -23,3 +24,4 @@ mod serve;
 mod shards_s3;
 mod support;
 mod tensorise;
+mod tensorise_runs;
