@@ -12,15 +12,18 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::{PipelineError, SpecError};
+use crate::SpecError;
 
-/// Replace every `${…}` in `text`. A name that is neither a parameter nor a set
-/// environment variable is an error naming its line and column.
-pub(crate) fn interpolate(
+/// Replace every `${…}` in `text`, going on past names that are neither a
+/// parameter nor a set environment variable: returns the text with each of
+/// them replaced by [`PLACEHOLDER`] (so the rest of the file can still be
+/// checked), and an error naming each one's line and column. The text is
+/// `None` when a `${` is never closed.
+pub(crate) fn interpolate_all(
     text: &str,
     origin: &str,
     params: &BTreeMap<String, String>,
-) -> Result<String, PipelineError> {
+) -> (Option<String>, Vec<SpecError>) {
     let mut errors = Vec::new();
     let out = substitute(text, |name, line, column| match lookup(name, params) {
         Some(v) => v,
@@ -39,20 +42,21 @@ pub(crate) fn interpolate(
                 column,
                 message,
             });
-            String::new()
+            PLACEHOLDER.to_string()
         }
     });
     match out {
-        Err((line, column)) => errors.push(SpecError {
-            file: origin.into(),
-            line,
-            column,
-            message: "unclosed `${`".into(),
-        }),
-        Ok(text) if errors.is_empty() => return Ok(text),
-        Ok(_) => {}
+        Err((line, column)) => {
+            errors.push(SpecError {
+                file: origin.into(),
+                line,
+                column,
+                message: "unclosed `${`".into(),
+            });
+            (None, errors)
+        }
+        Ok(text) => (Some(text), errors),
     }
-    Err(PipelineError::Spec(errors))
 }
 
 /// The `parameters:` block of `text` with its defaults, read leniently (any
@@ -90,8 +94,9 @@ pub(crate) fn declared_parameters(text: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// What the lenient pass writes for each `${…}`.
-const PLACEHOLDER: &str = "__weightlake_interpolated__";
+/// What the lenient pass writes for each `${…}`, and [`interpolate_all`] for
+/// each name it cannot resolve.
+pub(crate) const PLACEHOLDER: &str = "__weightlake_interpolated__";
 
 /// Parameters whose default uses `${…}` (not supported), each with the line
 /// and column of its name.
@@ -191,6 +196,18 @@ fn substitute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The interpolated text, or the errors.
+    fn interpolate(
+        text: &str,
+        origin: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<String, crate::PipelineError> {
+        match interpolate_all(text, origin, params) {
+            (Some(text), errors) if errors.is_empty() => Ok(text),
+            (_, errors) => Err(crate::PipelineError::Spec(errors)),
+        }
+    }
 
     #[test]
     fn environment_names_are_what_is_not_a_parameter() {

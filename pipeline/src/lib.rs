@@ -88,13 +88,34 @@ pub fn load_str_with(
             });
         }
     }
-    if !unknown.is_empty() {
+    let (text, unresolved) = interpolate::interpolate_all(yaml, origin, &params);
+    // Lines holding a name that did not resolve: what else is wrong there
+    // follows from it (the placeholder is not a size, a source, …).
+    let lines: std::collections::BTreeSet<usize> = unresolved.iter().map(|e| e.line).collect();
+    unknown.extend(unresolved);
+    let Some(text) = text else {
         return Err(PipelineError::Spec(unknown));
+    };
+    let follows =
+        |e: &SpecError| lines.contains(&e.line) || e.message.contains(interpolate::PLACEHOLDER);
+    match check_text(&text, yaml, origin) {
+        Ok(p) if unknown.is_empty() => Ok(p.with_params(params)),
+        Ok(_) => Err(PipelineError::Spec(unknown)),
+        Err(PipelineError::Spec(more)) => {
+            unknown.extend(more.into_iter().filter(|e| !follows(e)));
+            Err(PipelineError::Spec(unknown))
+        }
+        Err(_) if !unknown.is_empty() => Err(PipelineError::Spec(unknown)),
+        Err(e) => Err(e),
     }
-    let text = interpolate::interpolate(yaml, origin, &params)?;
-    let spec: spec::PipelineSpec = yaml_serde::from_str(&text).map_err(|e| {
+}
+
+/// Parse and validate the interpolated `text` of the file whose raw text is
+/// `yaml`, reporting every problem found.
+fn check_text(text: &str, yaml: &str, origin: &str) -> Result<ValidatedPipeline, PipelineError> {
+    let spec: spec::PipelineSpec = yaml_serde::from_str(text).map_err(|e| {
         let message = e.to_string();
-        let (line, column) = duplicate_position(&text, &message)
+        let (line, column) = duplicate_position(text, &message)
             .or_else(|| e.location().map(|l| (l.line(), l.column())))
             .unwrap_or((0, 0));
         let first = SpecError {
@@ -103,14 +124,14 @@ pub fn load_str_with(
             column,
             message: readable(&with_suggestion(&message)),
         };
-        PipelineError::Spec(parse_errors::all_parse_errors(&text, origin, first, |m| {
+        PipelineError::Spec(parse_errors::all_parse_errors(text, origin, first, |m| {
             readable(&with_suggestion(m))
         }))
     })?;
     let cost = cost::resolve(&spec, yaml, origin);
     let p = validate::validate(spec, yaml, origin);
     match (p, cost) {
-        (Ok(p), Ok(cost)) => Ok(p.with_params(params).with_cost(cost)),
+        (Ok(p), Ok(cost)) => Ok(p.with_cost(cost)),
         (Err(PipelineError::Spec(mut a)), Err(PipelineError::Spec(b))) => {
             a.extend(b);
             Err(PipelineError::Spec(a))

@@ -577,6 +577,32 @@ mod tests {
     }
 
     #[test]
+    fn an_unresolved_name_does_not_hide_the_other_problems() {
+        let yaml = format!(
+            "{BASE}  a: {{ job: ingest, sources: [s], chunk_size: '${{size}}' }}\n  b: {{ job: tensorize }}\n  c: {{ job: ingest, sources: [s], revision: '${{rev}}', depends_on: [x] }}\n"
+        );
+        let err = load_str(&yaml, "t.yaml").expect_err("invalid").to_string();
+        assert!(
+            err.contains("t.yaml:6:") && err.contains("`${size}` is neither"),
+            "{err}"
+        );
+        assert!(err.contains("`${rev}` is neither"), "{err}");
+        // What is wrong elsewhere is reported with it (a parse error, and
+        // a check made after parsing) ...
+        assert!(err.contains("unknown variant `tensorize`"), "{err}");
+        let yaml = format!(
+            "{BASE}  c: {{ job: ingest, sources: [s], revision: '${{rev}}' }}\n  d: {{ job: ingest, sources: [s], depends_on: [x] }}\n"
+        );
+        let err = load_str(&yaml, "t.yaml").expect_err("invalid").to_string();
+        assert!(err.contains("`${rev}` is neither"), "{err}");
+        assert!(err.contains("depends on `x`"), "{err}");
+        // ... but not what follows from the unresolved name itself.
+        let yaml = format!("{BASE}  a: {{ job: ingest, sources: [s], chunk_size: '${{size}}' }}\n");
+        let err = load_str(&yaml, "t.yaml").expect_err("invalid").to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
     fn unknown_field_has_line_and_suggestion() {
         let yaml = format!("{BASE}  a:\n    job: ingest\n    sources: [s]\n    paralelism: 4\n");
         let err = load_str(&yaml, "t.yaml").expect_err("typo").to_string();
