@@ -17,57 +17,69 @@ fn ok(args: &[&str]) -> String {
 }
 
 #[test]
-fn a_drift_gate_fails_a_tensor_trained_away_from_zeros() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    // A zero-initialised bias (or LoRA B matrix) that training moved.
-    let base = tmp.path().join("base");
-    let ft = tmp.path().join("ft");
-    write_tree(
-        &base,
-        &[("model.safetensors", &safetensors_f32_values(&[0.0; 64]))],
-    );
+fn a_drift_gate_fails_a_tensor_trained_away_from_zeros_or_that_diverged() {
+    // A zero-initialised bias (or LoRA B matrix) that training moved; a
+    // tensor that became NaN, and one that became infinite, in training.
     let mut moved = [0.0f32; 64];
     moved[3] = 0.25;
-    write_tree(
-        &ft,
-        &[("model.safetensors", &safetensors_f32_values(&moved))],
-    );
-    let lake = tmp.path().join("lake");
-    let lake_s = lake.to_str().expect("utf8");
-    for (dir, id) in [(&base, "base"), (&ft, "ft")] {
-        let d = dir.to_str().expect("utf8");
-        ok(&["ingest", d, "--lake", lake_s, "--model-id", id, "-q"]);
+    let mut nan = [1.0f32; 64];
+    nan[7] = f32::NAN;
+    let inf = [f32::INFINITY; 64];
+    let cases: [(&str, [f32; 64], [f32; 64]); 3] = [
+        ("moved", [0.0; 64], moved),
+        ("nan", [1.0; 64], nan),
+        ("inf", [1.0; 64], inf),
+    ];
+    for (case, base_values, ft_values) in cases {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let base = tmp.path().join("base");
+        let ft = tmp.path().join("ft");
+        write_tree(
+            &base,
+            &[("model.safetensors", &safetensors_f32_values(&base_values))],
+        );
+        write_tree(
+            &ft,
+            &[("model.safetensors", &safetensors_f32_values(&ft_values))],
+        );
+        let lake = tmp.path().join("lake");
+        let lake_s = lake.to_str().expect("utf8");
+        for (dir, id) in [(&base, "base"), (&ft, "ft")] {
+            let d = dir.to_str().expect("utf8");
+            ok(&["ingest", d, "--lake", lake_s, "--model-id", id, "-q"]);
+        }
+        ok(&["tensorise", "--lake", lake_s, "--model-id", "base", "-q"]);
+        ok(&[
+            "tensorise",
+            "--lake",
+            lake_s,
+            "--base-model",
+            "base@main",
+            "-q",
+        ]);
+        let change = ok(&[
+            "sql",
+            "--lake",
+            lake_s,
+            "--format",
+            "csv",
+            "SELECT rel_l2_change > 1e300 OR isnan(rel_l2_change) AS unbounded \
+             FROM silver.tensors WHERE model_id = 'ft'",
+        ]);
+        assert_eq!(change.lines().nth(1), Some("true"), "{case}: {change}");
+        let out = cli(&[
+            "promote",
+            "ft@main",
+            "--lake",
+            lake_s,
+            "--name",
+            "ft",
+            "--gate",
+            "drift:fail:max(rel_l2_change) < 0.5",
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{case}: {}", text(&out));
+        assert!(text(&out).contains("drift"), "{case}: {}", text(&out));
     }
-    ok(&["tensorise", "--lake", lake_s, "--model-id", "base", "-q"]);
-    ok(&[
-        "tensorise",
-        "--lake",
-        lake_s,
-        "--base-model",
-        "base@main",
-        "-q",
-    ]);
-    let change = ok(&[
-        "sql",
-        "--lake",
-        lake_s,
-        "--format",
-        "csv",
-        "SELECT rel_l2_change > 1e300 AS unbounded FROM silver.tensors WHERE model_id = 'ft'",
-    ]);
-    assert_eq!(change.lines().nth(1), Some("true"), "{change}");
-    let out = cli(&[
-        "promote",
-        "ft@main",
-        "--lake",
-        lake_s,
-        "--name",
-        "ft",
-        "--gate",
-        "drift:fail:max(rel_l2_change) < 0.5",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("drift"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread")]
