@@ -21,6 +21,41 @@ use crate::{JobError, Result};
 
 static HANDLERS: Once = Once::new();
 
+/// The table property naming the columns Delta file statistics cover.
+pub const STATS_COLUMNS_PROPERTY: &str = "delta.dataSkippingStatsColumns";
+
+/// The columns of `schema` that Delta file statistics can describe truly:
+/// flat columns other than binary and floating point. Delta's statistics are
+/// JSON, which has no infinity: delta-rs writes an infinite maximum (a
+/// `rel_l2_change` of +inf) as `null`, and readers such as Python's
+/// `deltalake` then skip the file for any filter on that column, returning
+/// no rows. Blobs get no statistics either (they would put the blobs in the
+/// log). A table that names these columns explicitly is not changed.
+pub fn skipping_stats_columns(schema: &SchemaRef) -> String {
+    use deltalake::arrow::datatypes::DataType;
+    schema
+        .fields()
+        .iter()
+        .filter(|f| {
+            !matches!(
+                f.data_type(),
+                DataType::Binary
+                    | DataType::LargeBinary
+                    | DataType::BinaryView
+                    | DataType::Float16
+                    | DataType::Float32
+                    | DataType::Float64
+                    | DataType::List(_)
+                    | DataType::LargeList(_)
+                    | DataType::Struct(_)
+                    | DataType::Map(_, _)
+            )
+        })
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Register deltalake's S3 and GCS handlers (once per process).
 pub fn register_object_store_handlers() {
     HANDLERS.call_once(|| {
@@ -157,6 +192,9 @@ impl Lake {
             .map(|(k, v)| (k.to_string(), Some(v.clone())))
             .collect();
         config.insert("weightlake.table".into(), Some(table.to_string()));
+        config
+            .entry(STATS_COLUMNS_PROPERTY.into())
+            .or_insert_with(|| Some(skipping_stats_columns(&schema)));
         let t = self
             .builder(table)?
             .build()

@@ -55,3 +55,66 @@ os._exit(0)
         "{t}"
     );
 }
+
+#[test]
+fn python_deltalake_filters_find_tensors_whose_change_is_infinite() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A tensor moved off an all-zero base (rel_l2_change +inf), and one
+    // changed by a finite amount, in one commit (one Parquet file).
+    let base = tmp.path().join("base");
+    let ft = tmp.path().join("ft");
+    let mut moved = [1.0f32; 64];
+    moved[0] = 1.5;
+    write_tree(
+        &base,
+        &[
+            ("a.safetensors", &safetensors_f32_named("a", &[0.0; 64])),
+            ("b.safetensors", &safetensors_f32_named("b", &[1.0; 64])),
+        ],
+    );
+    write_tree(
+        &ft,
+        &[
+            ("a.safetensors", &safetensors_f32_named("a", &[0.5; 64])),
+            ("b.safetensors", &safetensors_f32_named("b", &moved)),
+        ],
+    );
+    let lake = tmp.path().join("lake");
+    let lake_s = lake.to_str().expect("utf8");
+    for (dir, id) in [(&base, "base"), (&ft, "ft")] {
+        let d = dir.to_str().expect("utf8");
+        run_ok(&["ingest", d, "--lake", lake_s, "--model-id", id, "-q"]);
+    }
+    run_ok(&["tensorise", "--lake", lake_s, "--model-id", "base", "-q"]);
+    run_ok(&[
+        "tensorise",
+        "--lake",
+        lake_s,
+        "--base-model",
+        "base@main",
+        "-q",
+    ]);
+    let script = r#"
+import sys, os
+from deltalake import DeltaTable
+t = DeltaTable(f"{sys.argv[1]}/silver/tensors")
+for op, v in ((">", 0.01), ("<", 1e300)):
+    rows = t.to_pyarrow_table(filters=[("rel_l2_change", op, v)]).to_pylist()
+    print(op, sorted(r["file_path"] for r in rows), flush=True)
+os._exit(0)
+"#;
+    let read = || {
+        let out = std::process::Command::new(python())
+            .args(["-c", script, lake_s])
+            .output()
+            .expect("python");
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let t = read();
+    assert!(t.contains("> ['a.safetensors', 'b.safetensors']"), "{t}");
+    assert!(t.contains("< ['b.safetensors']"), "{t}");
+    // Compacted into one file, the table still answers the same.
+    run_ok(&["maintain", "--lake", lake_s, "-q"]);
+    assert_eq!(read(), t);
+}

@@ -242,9 +242,14 @@ pub fn safetensors_f32(n: usize, seed: usize) -> Vec<u8> {
 
 /// A safetensors file of one F32 tensor `w` holding `values`.
 pub fn safetensors_f32_values(values: &[f32]) -> Vec<u8> {
+    safetensors_f32_named("w", values)
+}
+
+/// A safetensors file of one F32 tensor `name` holding `values`.
+pub fn safetensors_f32_named(name: &str, values: &[f32]) -> Vec<u8> {
     let n = values.len();
     let header = format!(
-        r#"{{"w":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
+        r#"{{"{name}":{{"dtype":"F32","shape":[{n}],"data_offsets":[0,{}]}}}}"#,
         4 * n
     );
     let mut header = header.into_bytes();

@@ -524,28 +524,15 @@ fn record_removals(
     }
 }
 
-/// Table properties of the bronze tables: statistics only on the small columns.
+/// Table properties of the bronze tables (statistics cover only the small
+/// columns: see [`crate::lake::skipping_stats_columns`]).
 fn bronze_properties(blobs: bool) -> Vec<(&'static str, String)> {
-    let schema = if blobs {
-        bronze::model_files_schema()
-    } else {
-        bronze::files_schema()
-    };
-    let cols: Vec<&str> = schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .filter(|n| *n != bronze::DATA_COLUMN)
-        .collect();
     let version = if blobs {
         bronze::MODEL_FILES_VERSION
     } else {
         bronze::FILES_VERSION
     };
-    vec![
-        ("delta.dataSkippingStatsColumns", cols.join(",")),
-        ("weightlake.schemaVersion", version.to_string()),
-    ]
+    vec![("weightlake.schemaVersion", version.to_string())]
 }
 
 /// The ETag recorded for `file`: the source's, or one unique to this run for

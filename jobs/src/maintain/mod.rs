@@ -392,8 +392,12 @@ impl MaintainJob {
                     // The lock was taken after `table` was loaded: compact
                     // what is there now, not what another compaction replaced.
                     let refreshed = table.update_state().await.map_err(delta);
-                    let compacted = match refreshed {
-                        Ok(()) => self.compact(name, table.clone(), run_id).await,
+                    let limited = match refreshed {
+                        Ok(()) => limit_stats_columns(name, table.clone(), run_id).await,
+                        Err(e) => Err(e),
+                    };
+                    let compacted = match limited {
+                        Ok(t) => self.compact(name, t, run_id).await,
                         Err(e) => Err(e),
                     };
                     lock.release().await;
@@ -458,6 +462,40 @@ impl MaintainJob {
         );
         Ok(r)
     }
+}
+
+/// Give a table written before statistics were limited (see
+/// [`crate::lake::skipping_stats_columns`]) the limit, when its columns
+/// include one that statistics should not cover: files written from then on,
+/// and the files compaction rewrites, carry no statistics that would make
+/// readers skip them. One metadata commit, once per table; a writer that
+/// commits at the same moment fails on the conflict and can be rerun.
+async fn limit_stats_columns(
+    name: TableName,
+    table: DeltaTable,
+    run_id: &str,
+) -> Result<DeltaTable> {
+    let snapshot = table.snapshot().map_err(|e| JobError::delta(name, e))?;
+    if snapshot
+        .table_config()
+        .data_skipping_stats_columns
+        .is_some()
+    {
+        return Ok(table);
+    }
+    let schema = snapshot.snapshot().arrow_schema();
+    let columns = crate::lake::skipping_stats_columns(&schema);
+    if columns.split(',').count() == schema.fields().len() {
+        return Ok(table);
+    }
+    info!(table = %name, columns = %columns, "limiting Delta statistics to these columns");
+    let properties = [(crate::lake::STATS_COLUMNS_PROPERTY.to_string(), columns)];
+    table
+        .set_tbl_properties()
+        .with_properties(properties.into_iter().collect())
+        .with_commit_properties(commit_properties(run_id, Vec::new()))
+        .await
+        .map_err(|e| JobError::delta(name, e))
 }
 
 /// Bytes the latest vacuum of `table` deleted: the `sizeOfDataToDelete` its
