@@ -113,6 +113,8 @@ ggml_types! {
     TQ1_0 = 34, "TQ1_0", 256, 54;
     /// Ternary, 2.06 bits per weight.
     TQ2_0 = 35, "TQ2_0", 256, 66;
+    /// OCP microscaling FP4: 32 E2M1 values sharing one E8M0 scale (gpt-oss).
+    MXFP4 = 39, "MXFP4", 32, 17;
 }
 
 impl GgmlType {

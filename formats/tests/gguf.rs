@@ -289,7 +289,7 @@ fn tensor_rules() {
 
 #[test]
 fn ggml_type_table() {
-    let table: [(u32, &str, u64, u64); 31] = [
+    let table: [(u32, &str, u64, u64); 32] = [
         (0, "F32", 1, 4),
         (1, "F16", 1, 2),
         (2, "Q4_0", 32, 18),
@@ -321,6 +321,7 @@ fn ggml_type_table() {
         (30, "BF16", 1, 2),
         (34, "TQ1_0", 256, 54),
         (35, "TQ2_0", 256, 66),
+        (39, "MXFP4", 32, 17),
     ];
     for (id, name, block, bytes) in table {
         let t = GgmlType::from_id(id).expect("known id");
