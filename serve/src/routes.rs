@@ -117,16 +117,16 @@ async fn route(
             None => unresolved(catalog, &repo, &rev).await,
         };
     }
-    let Some((repo, rest)) = raw.trim_start_matches('/').split_once("/resolve/") else {
+    let Some((repo_raw, rest)) = raw.trim_start_matches('/').split_once("/resolve/") else {
         return Ok(not_found("no such route"));
     };
-    let Some((rev, file)) = rest.split_once('/') else {
+    let Some((rev, file_raw)) = rest.split_once('/') else {
         return Ok(not_found("no file path"));
     };
-    let (Some(repo), Some(rev)) = (decode(repo), decode(rev)) else {
+    let (Some(repo), Some(rev)) = (decode(repo_raw), decode(rev)) else {
         return Ok(not_found("bad path"));
     };
-    let Some(file) = decode(file) else {
+    let Some(file) = decode(file_raw) else {
         return Ok(entry_not_found("bad file path"));
     };
     let Some(r) = catalog.resolve(&repo, &rev).await? else {
@@ -137,6 +137,24 @@ async fn route(
             "{file} is not a file of {repo}@{rev}"
         )));
     };
+    if method == Method::HEAD && rev != r.commit {
+        // A client that asks HEAD of an alias, a version or a branch, then
+        // GETs the same URL (huggingface_hub), would get whatever the alias
+        // names by then, and cache it under the commit and ETag the HEAD
+        // announced. Sent on to the commit's own URL (as a hub redirects an
+        // LFS file), it downloads from there: huggingface_hub GETs the URL
+        // its HEAD ended at.
+        let to = format!("/{repo_raw}/resolve/{}/{file_raw}", r.commit);
+        let mut resp = Response::new(empty());
+        *resp.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            resp.headers_mut().insert(hyper::header::LOCATION, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&r.commit) {
+            resp.headers_mut().insert("x-repo-commit", v);
+        }
+        return Ok(resp);
+    }
     let size = f.entry.size;
     let range = match req
         .headers()

@@ -153,6 +153,21 @@ async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
 
     let head = http.head(&url).send().await.expect("head");
     assert_eq!(head.status(), 200);
+    // The HEAD of an alias is sent on to the commit it names, so that a
+    // client downloading from where its HEAD ended gets that version even if
+    // the alias moves in between.
+    let pinned = {
+        let once = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        let r = once.head(&url).send().await.expect("head");
+        assert_eq!(r.status(), 302);
+        let commit = head.headers()["x-repo-commit"].to_str().expect("commit");
+        let to = r.headers()["location"].to_str().expect("location");
+        assert_eq!(to, format!("/minilm/resolve/{commit}/model.safetensors"));
+        format!("{}{to}", server.url)
+    };
     let h = head.headers();
     assert_eq!(
         h["x-linked-size"].to_str().expect("size"),
@@ -252,6 +267,10 @@ async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     };
     assert_eq!(etag, moved, "champion still served as version 1");
+    // Where the HEAD before the move pointed still serves version 1.
+    let old = http.get(&pinned).send().await.expect("get");
+    assert_eq!(old.status(), 200);
+    assert_eq!(&old.bytes().await.expect("body")[..], &file[..]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
