@@ -6,7 +6,10 @@
 //! - `GET /api/models/{repo}[/revision/{rev}]`: the revision's commit sha and
 //!   its files (`siblings` with sizes and LFS sha256).
 //! - `HEAD|GET /{repo}/resolve/{rev}/{path}`: a file, with `Range`, `ETag` (its
-//!   sha256), `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`.
+//!   sha256), `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`. A HEAD by
+//!   alias, version or branch answers 302 to the file at its commit, so a
+//!   client that GETs where its HEAD ended (huggingface_hub) gets the version
+//!   the HEAD announced, even if the alias moves in between.
 //! - `GET /api/models/{repo}/tree/{rev}[/{dir}][?recursive=true]` and
 //!   `GET /api/models/{repo}/refs`: the listings `list_repo_files`,
 //!   `list_repo_tree` and `list_repo_refs` read.
