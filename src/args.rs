@@ -432,6 +432,11 @@ pub struct ServeArgs {
     /// appears on disk while the tables stay the same is refused from then on.
     #[arg(long, default_value = "10m")]
     pub recheck_after: String,
+    /// Serve gold models only. Without it a silver model id is served too
+    /// (tagged `weightlake:silver`): weights no gate has passed, including a
+    /// candidate whose promotion was rejected.
+    #[arg(long)]
+    pub gold_only: bool,
     #[command(flatten)]
     pub lake: LakeArgs,
 }

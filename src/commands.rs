@@ -243,7 +243,8 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
             let server = weightlake_serve::Server::bind(&a.addr, lake)
                 .await
                 .map_err(bad_input)?
-                .with_recheck_after(recheck);
+                .with_recheck_after(recheck)
+                .gold_only(a.gold_only);
             let addr = server.local_addr().map_err(job_failed)?;
             // The first line of stdout: scripts and tests read the port from it.
             println!("serving http://{addr}");

@@ -29,6 +29,8 @@ pub struct Resolved {
     pub commit: String,
     /// When it was promoted or last tensorised (microseconds, UTC), if known.
     pub modified_at: Option<i64>,
+    /// A gold version (passed its gates), not a silver revision.
+    pub gold: bool,
     /// Its files.
     pub view: Arc<ModelView>,
     /// The session whose snapshot the view was read from.
@@ -61,6 +63,8 @@ pub struct Catalog {
     verified: Mutex<(u64, HashMap<String, ContentCheck>)>,
     /// How long a passed check is trusted.
     recheck_after: Duration,
+    /// Serve gold names only (no silver model ids).
+    gold_only: bool,
 }
 
 impl Catalog {
@@ -74,7 +78,14 @@ impl Catalog {
             silver_views: Mutex::new(HashMap::new()),
             verified: Mutex::new((0, HashMap::new())),
             recheck_after: DEFAULT_RECHECK_AFTER,
+            gold_only: false,
         }
+    }
+
+    /// Serve gold names only: a silver model id (weights no gate has
+    /// passed) is not found.
+    pub fn set_gold_only(&mut self, on: bool) {
+        self.gold_only = on;
     }
 
     /// Trust a content that matched its sha256 for this long (default
@@ -153,9 +164,10 @@ impl Catalog {
     pub async fn knows(&self, repo: &str) -> Result<bool> {
         let (session, gold) = self.snapshot().await?;
         Ok(gold.versions.contains_key(repo)
-            || !weightlake_jobs::view::revisions_of(&session, repo)
-                .await?
-                .is_empty())
+            || !self.gold_only
+                && !weightlake_jobs::view::revisions_of(&session, repo)
+                    .await?
+                    .is_empty())
     }
 
     /// `repo` at `revision`, or `None` when there is no such model or revision.
@@ -188,9 +200,13 @@ impl Catalog {
             return Ok(Some(Resolved {
                 commit: v.manifest_sha256[..40].to_string(),
                 modified_at: Some(v.promoted_at),
+                gold: true,
                 view,
                 session,
             }));
+        }
+        if self.gold_only {
+            return Ok(None);
         }
         // Silver: the revision as stored, or a commit sha handed out earlier.
         let known = self
@@ -216,6 +232,7 @@ impl Catalog {
             return Ok(Some(Resolved {
                 commit,
                 modified_at: None,
+                gold: false,
                 view,
                 session,
             }));

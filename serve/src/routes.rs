@@ -413,7 +413,8 @@ fn model_info(repo: &str, r: &Resolved) -> Response<Body> {
         "gated": false,
         "downloads": 0,
         "likes": 0,
-        "tags": ["weightlake"],
+        // Which tier: a silver revision has passed no gate.
+        "tags": ["weightlake", if r.gold { "weightlake:gold" } else { "weightlake:silver" }],
         "library_name": "weightlake",
         "lastModified": modified,
         "createdAt": modified,

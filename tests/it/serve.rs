@@ -470,3 +470,45 @@ async fn a_corrupt_rebuild_never_reaches_a_client_whole() {
     let body = r.bytes().await.expect("body");
     assert_eq!(&body[..], &original[100..]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gold_only_serves_no_weights_that_passed_no_gate() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (lake, _, _) = promoted_lake(tmp.path());
+    let http = reqwest::Client::new();
+    let tags = |v: serde_json::Value| v["tags"].clone();
+    // By default a silver model id is served too, and says so.
+    let both = serve(&lake);
+    let info = |s: &Served, repo: &str| format!("{}/api/models/{repo}", s.url);
+    let silver = http.get(info(&both, "ft")).send().await.expect("get");
+    assert_eq!(silver.status(), 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&silver.bytes().await.expect("body")).expect("json");
+    assert_eq!(
+        tags(v),
+        serde_json::json!(["weightlake", "weightlake:silver"])
+    );
+    drop(both);
+    let gold = serve_with(&lake, &["--gold-only"]);
+    let r = http.get(info(&gold, "minilm")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value =
+        serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    assert_eq!(
+        tags(v),
+        serde_json::json!(["weightlake", "weightlake:gold"])
+    );
+    for path in ["/api/models/ft", "/ft/resolve/main/model.safetensors"] {
+        let r = http
+            .get(format!("{}{path}", gold.url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(
+            r.headers()["x-error-code"].to_str().expect("code"),
+            "RepoNotFound",
+            "{path}"
+        );
+    }
+}
