@@ -192,7 +192,7 @@ pub(crate) fn note_missing(r: &ExportReport) {
         return;
     }
     println!(
-        "  incomplete checkpoint: {} file(s) an index names are not part of the model: {}{}",
+        "  incomplete checkpoint: an index names {} shard(s) or tensor(s) the model does not hold: {}{}",
         r.missing.len(),
         r.missing
             .iter()

@@ -550,30 +550,61 @@ fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
     ] {
         let out = run_ok(&args);
         assert!(
-            out.contains("incomplete checkpoint: 1 file(s) an index names")
+            out.contains("incomplete checkpoint: an index names 1 shard(s) or tensor(s)")
                 && out
                     .contains("model-00002-of-00002.safetensors (in model.safetensors.index.json)"),
             "{args:?}: {out}"
         );
     }
     // With the shard, the same model is promoted.
-    write_tree(
-        &sharded,
-        &[("model-00002-of-00002.safetensors", &one_tensor_file(2.0))],
-    );
+    // A shard that does not hold what the index maps to it, then an index
+    // that is not JSON, are refused too; then the right shard is promoted.
     let dir = sharded.to_str().expect("utf8");
-    run_ok(&[
-        "ingest",
-        dir,
-        "--lake",
-        &lake,
-        "--model-id",
-        "sharded",
-        "-q",
-    ]);
-    run_ok(&["tensorise", "--lake", &lake, "-q"]);
-    let out = run_ok(&["promote", "sharded@main", "--lake", &lake, "--name", "m"]);
-    assert!(out.contains("m:1"), "{out}");
+    let broken_index: &[u8] = br#"{"weight_map":{"w":"model-00001-of"#;
+    let wrong_shard = one_tensor_file(2.0);
+    let right_shard = safetensors_f32_named("v", &[2.0]);
+    for (shard, index, why) in [
+        (
+            &wrong_shard,
+            &index[..],
+            "v (mapped to model-00002-of-00002.safetensors",
+        ),
+        (
+            &right_shard,
+            broken_index,
+            "model.safetensors.index.json (not valid JSON",
+        ),
+        (&right_shard, &index[..], ""),
+    ] {
+        write_tree(
+            &sharded,
+            &[
+                ("model-00002-of-00002.safetensors", shard),
+                ("model.safetensors.index.json", index),
+            ],
+        );
+        run_ok(&[
+            "ingest",
+            dir,
+            "--lake",
+            &lake,
+            "--model-id",
+            "sharded",
+            "-q",
+        ]);
+        run_ok(&["tensorise", "--lake", &lake, "-q"]);
+        let out = run(&["promote", "sharded@main", "--lake", &lake, "--name", "m"]);
+        if why.is_empty() {
+            assert!(
+                out.status.success() && text(&out).contains("m:1"),
+                "{}",
+                text(&out)
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{why}: {}", text(&out));
+            assert!(text(&out).contains(why), "{why}: {}", text(&out));
+        }
+    }
 
     // A checkpoint holding a pickle is promoted, with a warning naming it.
     let pickled = tmp.path().join("pickled");

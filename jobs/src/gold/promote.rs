@@ -544,8 +544,9 @@ async fn silver_current(
 /// The built-in gate over files tensorise quarantined (they failed to parse):
 /// none when every file parsed; else failing, or warning when allowed.
 /// The built-in `files_complete` gate: fails when the revision names files
-/// it does not have (shards in the weight map of a `*.index.json`) or holds
-/// no weights at all. Both are what an ingest that failed for some files
+/// or tensors it does not have (shards in the weight map of a
+/// `*.index.json`, tensors mapped to a shard without them, an index that is
+/// not JSON) or holds no weights at all. Both are what an ingest that failed for some files
 /// leaves when tensorise and promote then run on the rest.
 async fn files_complete(session: &LakeSession, view: &ModelView) -> Result<Option<GateResult>> {
     let missing = view.missing_shards(session).await?;
@@ -555,7 +556,7 @@ async fn files_complete(session: &LakeSession, view: &ModelView) -> Result<Optio
         .any(|f| !f.entry.tensors.is_empty() || looks_like_weights(&f.entry.path));
     let detail = match (missing.is_empty(), has_weights) {
         (true, true) => return Ok(None),
-        (false, _) => format!("files named but not stored: {}", missing.join(", ")),
+        (false, _) => format!("an index names what is not stored: {}", missing.join(", ")),
         (true, false) => "no file holds tensors or looks like a checkpoint".to_string(),
     };
     Ok(Some(GateResult {

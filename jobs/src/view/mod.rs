@@ -54,6 +54,9 @@ pub struct FileEntry {
     pub tensors: Vec<TensorEntry>,
 }
 
+/// Tensors in a shard that does not hold them named per index, at most.
+const MISPLACED_SHOWN: usize = 5;
+
 /// Largest `*.index.json` [`ModelView::missing_shards`] reads.
 const MAX_INDEX_BYTES: u64 = 64 << 20;
 
@@ -221,10 +224,13 @@ impl ModelView {
         Self::assemble(session, model_id, revision, rows).await
     }
 
-    /// Shards a `*.index.json` of the view names that the view does not
-    /// hold (`"model-00003-of-00003.safetensors (in model.safetensors.index.json)"`):
+    /// What a `*.index.json` of the view names that the view does not hold:
+    /// shards (`"model-00003-of-00003.safetensors (in model.safetensors.index.json)"`,
     /// what an ingest that failed for some files, or a sharded ingest whose
-    /// shards are not all done, leaves.
+    /// shards are not all done, leaves), and tensors its weight map puts in
+    /// a stored shard that does not hold them (a loader fails on either). An
+    /// index that is not JSON names nothing that can be checked: it is
+    /// listed too.
     pub async fn missing_shards(&self, session: &LakeSession) -> Result<Vec<String>> {
         let mut missing = Vec::new();
         for (path, f) in &self.files {
@@ -236,8 +242,12 @@ impl ModelView {
             while let Some(b) = reader.next().await? {
                 bytes.extend_from_slice(&b);
             }
-            let Ok(index) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-                continue;
+            let index = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(index) => index,
+                Err(e) => {
+                    missing.push(format!("{path} (not valid JSON: {e})"));
+                    continue;
+                }
             };
             let Some(map) = index.get("weight_map").and_then(|m| m.as_object()) else {
                 continue;
@@ -246,6 +256,34 @@ impl ModelView {
                 .rsplit_once('/')
                 .map(|(d, _)| format!("{d}/"))
                 .unwrap_or_default();
+            // Tensors mapped to a stored shard that was parsed (a tensor
+            // list to check against) but does not hold them; at most a few
+            // named per index.
+            let mut misplaced = Vec::new();
+            for (tensor, shard) in map {
+                let Some(shard) = shard.as_str() else {
+                    continue;
+                };
+                let Some(file) = self.files.get(&format!("{dir}{shard}")) else {
+                    continue;
+                };
+                if file.entry.tensors.is_empty() {
+                    continue;
+                }
+                if !file.entry.tensors.iter().any(|t| &t.name == tensor) {
+                    misplaced.push(format!(
+                        "{tensor} (mapped to {shard} in {path}, which does not hold it)"
+                    ));
+                }
+            }
+            let shown = misplaced.len().min(MISPLACED_SHOWN);
+            let more = misplaced.len() - shown;
+            missing.extend(misplaced.into_iter().take(shown));
+            if more > 0 {
+                missing.push(format!(
+                    "{more} more tensors mapped to shards that do not hold them (in {path})"
+                ));
+            }
             let shards: std::collections::BTreeSet<String> = map
                 .values()
                 .filter_map(|v| v.as_str())
