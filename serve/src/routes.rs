@@ -218,22 +218,41 @@ async fn route(
 }
 
 /// `bytes=a-b`, `bytes=a-`, `bytes=-n` (one range). `Ok(None)`: whole file.
+/// The byte range a `Range` header asks for: `Ok(None)` answers with the
+/// whole file, as RFC 9110 (14.2) has a server do for a unit it does not
+/// know, a header it cannot parse, a range whose last byte comes before its
+/// first, or (here) several ranges; `Err` is 416, for a range that starts
+/// past the end.
 fn parse_range(v: &str, size: u64) -> Result<Option<Range<u64>>, ()> {
-    let spec = v.trim().strip_prefix("bytes=").ok_or(())?;
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None); // several ranges: answer with the whole file
     }
-    let (a, b) = spec.split_once('-').ok_or(())?;
+    let Some((a, b)) = spec.split_once('-') else {
+        return Ok(None);
+    };
     let (a, b) = (a.trim(), b.trim());
     let r = if a.is_empty() {
-        let n: u64 = b.parse().map_err(|_| ())?;
+        let Ok(n) = b.parse::<u64>() else {
+            return Ok(None);
+        };
+        if n == 0 {
+            // A suffix of no bytes cannot be satisfied (RFC 9110, 14.1.3).
+            return Err(());
+        }
         size.saturating_sub(n)..size
     } else {
-        let start: u64 = a.parse().map_err(|_| ())?;
+        let Ok(start) = a.parse::<u64>() else {
+            return Ok(None);
+        };
         let end = if b.is_empty() {
             size
         } else {
-            let last = b.parse::<u64>().map_err(|_| ())?;
+            let Ok(last) = b.parse::<u64>() else {
+                return Ok(None);
+            };
             if last < start {
                 // Syntactically invalid (RFC 9110, 14.1.1): ignored.
                 return Ok(None);
@@ -496,7 +515,12 @@ mod tests {
         assert_eq!(parse_range("bytes=50-500", 100), Ok(Some(50..100)));
         assert_eq!(parse_range("bytes=100-", 100), Err(()));
         assert_eq!(parse_range("bytes=5-2", 100), Ok(None));
-        assert_eq!(parse_range("items=0-1", 100), Err(()));
+        // What cannot be understood is ignored (the whole file, 200), as
+        // RFC 9110 has it; only a range past the end is refused (416).
+        assert_eq!(parse_range("items=0-1", 100), Ok(None));
+        assert_eq!(parse_range("bytes=abc", 100), Ok(None));
+        assert_eq!(parse_range("bytes=1-x", 100), Ok(None));
+        assert_eq!(parse_range("bytes=-0", 100), Err(()));
         assert_eq!(parse_range("bytes=0-1,5-6", 100), Ok(None));
     }
 
