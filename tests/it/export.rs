@@ -55,6 +55,28 @@ async fn a_destination_is_marked_complete_only_while_it_holds_a_whole_export() {
         serde_json::from_slice(&std::fs::read(out_dir.join("_SUCCESS")).expect("marker"))
             .expect("json");
     assert_eq!(marker["exported"], "silver tc@main");
+    assert!(marker["gold"].is_null(), "{marker}");
+    // A gold version's marker says which, in fields a job can read.
+    run_ok(&[
+        "promote", "tc@main", "--lake", lake, "--name", "coder", "-q",
+    ]);
+    let gold_dir = tmp.path().join("gold");
+    let gold_s = gold_dir.to_str().expect("utf8");
+    run_ok(&["export", "coder:1", "--lake", lake, "--to", gold_s, "-q"]);
+    let g: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gold_dir.join("_SUCCESS")).expect("marker"))
+            .expect("json");
+    assert_eq!(
+        (&g["gold"]["name"], &g["gold"]["version"]),
+        (&serde_json::json!("coder"), &serde_json::json!(1)),
+        "{g}"
+    );
+    let sha = g["gold"]["manifest_sha256"].as_str().unwrap_or_default();
+    assert_eq!(
+        (sha.len(), g["gold"]["commit"].as_str()),
+        (64, sha.get(..40)),
+        "{g}"
+    );
     // The marker is not a file of the model: no export names it as another
     // file or deletes it, and an ingest of the directory leaves it out.
     let again = run_ok(&["export", "tc@main", "--lake", lake, "--to", out_s]);

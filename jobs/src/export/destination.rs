@@ -49,6 +49,7 @@ pub(super) fn marker_key(dest: &Destination) -> StorePath {
 /// The completion marker's content.
 pub(super) fn marker_json(
     label: &str,
+    gold: Option<&serde_json::Value>,
     model_id: &str,
     revision: &str,
     report: &ExportReport,
@@ -60,6 +61,7 @@ pub(super) fn marker_json(
         .collect();
     let body = serde_json::json!({
         "exported": label,
+        "gold": gold,
         "model_id": model_id,
         "revision": revision,
         "files": files,

@@ -101,6 +101,7 @@ pub struct ExportJob {
     concurrency: usize,
     delete_others: bool,
     label: Option<String>,
+    gold: Option<serde_json::Value>,
 }
 
 impl ExportJob {
@@ -117,6 +118,7 @@ impl ExportJob {
             concurrency: 4,
             delete_others: false,
             label: None,
+            gold: None,
         }
     }
 
@@ -129,6 +131,7 @@ impl ExportJob {
             concurrency: 4,
             delete_others: false,
             label: None,
+            gold: None,
         }
     }
 
@@ -380,7 +383,13 @@ impl ExportJob {
                     d.2.as_str().trim_end_matches('/')
                 )));
             }
-            let body = marker_json(&report.exported, &model_id, &revision, &report)?;
+            let body = marker_json(
+                &report.exported,
+                self.gold.as_ref(),
+                &model_id,
+                &revision,
+                &report,
+            )?;
             d.0.put(&key, body.into_bytes().into()).await.map_err(|e| {
                 JobError::Failed(format!(
                     "every file was written, but the completion marker could not be: {e}"
@@ -421,7 +430,15 @@ impl ExportJob {
                 "gold {}:{} ({}@{})",
                 v.name, v.version, v.model_id, v.revision
             );
-            let job = Self::manifest(lake, v.manifest.clone()).described_as(label.clone());
+            let mut job = Self::manifest(lake, v.manifest.clone()).described_as(label.clone());
+            // For machines reading the completion marker: the version, and
+            // the commit sha `serve` gives it.
+            job.gold = Some(serde_json::json!({
+                "name": v.name,
+                "version": v.version,
+                "manifest_sha256": v.manifest_sha256,
+                "commit": v.manifest_sha256.get(..40).unwrap_or_default(),
+            }));
             return Ok((job, label));
         }
         let (m, r) = crate::tensorise::parse_model_ref(reference)?;
