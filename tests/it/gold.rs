@@ -67,6 +67,14 @@ fn a_drift_gate_fails_a_tensor_trained_away_from_zeros_or_that_diverged() {
              FROM silver.tensors WHERE model_id = 'ft'",
         ]);
         assert_eq!(change.lines().nth(1), Some("true"), "{case}: {change}");
+        // A misspelt base is refused even when nothing is left to compare.
+        let typo = cli(&["tensorise", "--lake", lake_s, "--base-model", "bsae@main"]);
+        assert_eq!(typo.status.code(), Some(2), "{case}: {}", text(&typo));
+        assert!(
+            text(&typo).contains("bsae@main is neither"),
+            "{}",
+            text(&typo)
+        );
         let out = cli(&[
             "promote",
             "ft@main",

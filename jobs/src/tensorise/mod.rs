@@ -475,8 +475,19 @@ impl TensoriseJob {
         }
         let base = match &self.base_model {
             // Nothing left to compare with the base (a shard of only base
-            // files, or of nothing): no need for it.
-            Some(_) if other_files.is_empty() => None,
+            // files, or of nothing): no need for it, but a base no table
+            // has heard of is a mistake to say now, not once files arrive.
+            Some((m, r)) if other_files.is_empty() => {
+                if !in_bronze(&session, m, r).await?
+                    && base_tensors(&session, m, r).await?.is_empty()
+                {
+                    return Err(JobError::Invalid(format!(
+                        "base model {m}@{r} is neither in bronze nor in silver: ingest and \
+                         tensorise it first (or check its name)"
+                    )));
+                }
+                None
+            }
             Some((m, r)) => {
                 sink.finish().await?;
                 let fresh = Arc::new(LakeSession::new(&self.lake).await?);
