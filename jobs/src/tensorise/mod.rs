@@ -33,7 +33,7 @@ pub(crate) use work::{SilverNewest, not_tensorised};
 use work::{bronze_files, delete_orphans, restored_row};
 
 use crate::append::{OrderedCommits, TableAppender};
-use crate::blobs::{BlobPart, blob_row, complete_contents};
+use crate::blobs::{BlobPart, blob_row, blob_rows, complete_contents};
 use crate::lake::Lake;
 use crate::progress::{NoProgress, Progress};
 use crate::shard::Shard;
@@ -198,6 +198,18 @@ const COMMIT_BYTES: u64 = 48 << 20;
 /// run keeping none of its work).
 const COMMIT_FILES: usize = 500;
 
+/// Parts queued before a commit starts at most, however small: a file of
+/// a few hundred thousand tiny tensors (hostile, or an odd export) would
+/// otherwise queue every part until its end.
+const COMMIT_PARTS: usize = 50_000;
+
+/// Parts below this size are copied into shared batches ([`blob_rows`]);
+/// larger ones each get their own batch, without a copy.
+const SMALL_PART_BYTES: usize = 256 << 10;
+
+/// Rows per batch of small parts.
+const SMALL_PARTS_PER_BATCH: usize = 4096;
+
 /// Table order of the silver commits: blobs before the tensors that refer to
 /// them, tensors before the file row that marks a file done.
 const BLOBS: usize = 0;
@@ -221,9 +233,15 @@ impl SilverSink {
         self.pending_files = 0;
         if !self.pending_parts.is_empty() {
             self.pending_part_bytes = 0;
-            for part in std::mem::take(&mut self.pending_parts) {
-                let row = blob_row(part, &self.run_id)?;
-                self.commits.push(BLOBS, row);
+            let (small, large): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_parts)
+                .into_iter()
+                .partition(|p| p.data.len() < SMALL_PART_BYTES);
+            for group in small.chunks(SMALL_PARTS_PER_BATCH) {
+                self.commits.push(BLOBS, blob_rows(group, &self.run_id)?);
+            }
+            // Large parts move into their batch without a copy.
+            for part in large {
+                self.commits.push(BLOBS, blob_row(part, &self.run_id)?);
             }
         }
         self.commits.commit().await
@@ -246,7 +264,8 @@ impl PartSink for SilverSink {
     async fn put(&mut self, part: BlobPart) -> Result<()> {
         self.pending_part_bytes += part.data.len() as u64;
         self.pending_parts.push(part);
-        if self.pending_part_bytes >= self.commit_bytes {
+        if self.pending_part_bytes >= self.commit_bytes || self.pending_parts.len() >= COMMIT_PARTS
+        {
             self.flush_all().await?;
         }
         Ok(())
