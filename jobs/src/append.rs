@@ -126,6 +126,16 @@ pub(crate) struct OrderedCommits {
     commit_bytes: u64,
 }
 
+impl Drop for OrderedCommits {
+    fn drop(&mut self) {
+        if let Some(handle) = self.writing.take() {
+            crate::on_drop::finish(async move {
+                let _ = handle.await;
+            });
+        }
+    }
+}
+
 impl OrderedCommits {
     /// Commit to `tables` in this order; [`Self::push`] says when `commit_bytes`
     /// are queued.
@@ -187,6 +197,12 @@ impl OrderedCommits {
     }
 
     /// Commit everything queued and wait; returns the tables (for their counts).
+    ///
+    /// Dropped before that (a stage timeout, Ctrl-C), the commit already
+    /// started still finishes, and the drop waits for it; what is only queued
+    /// is dropped. Otherwise its commit could land while a retry of the same
+    /// job runs, which then, reading the table before it, stored the same
+    /// contents a second time.
     pub async fn finish(&mut self) -> Result<&[TableAppender]> {
         self.commit().await?;
         self.wait().await?;
