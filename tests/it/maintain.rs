@@ -313,6 +313,18 @@ async fn vacuum_keeps_files_within_the_retention_refuses_a_short_one_and_checkpo
         names(parquet_on_disk(&lake_dir, bronze::MODEL_FILES)),
         names(active_files(&lake, bronze::MODEL_FILES).await)
     );
+    // Again, with nothing left to delete: nothing is reported freed, and
+    // nothing is committed (no empty vacuum, no second checkpoint).
+    let settled = version(lake.clone()).await;
+    let again = MaintainJob::new(lake.clone())
+        .with_vacuum_retention(std::time::Duration::ZERO)
+        .allow_short_retention(true)
+        .await
+        .expect("maintain");
+    let b = report(&again.tables, bronze::MODEL_FILES);
+    assert_eq!((b.files_vacuumed, b.bytes_vacuumed), (0, 0));
+    assert_eq!(version(lake.clone()).await, settled);
+    assert_eq!(b.checkpoint_version, settled);
     let original = std::fs::read(tiny().join("model.safetensors")).expect("model");
     assert_eq!(
         read_back(&lake, "tiny", "model.safetensors").await,

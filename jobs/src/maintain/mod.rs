@@ -421,32 +421,56 @@ impl MaintainJob {
             }
         }
         if self.vacuum {
-            let mut v = table
-                .vacuum()
-                .with_mode(VacuumMode::Full)
-                .with_enforce_retention_duration(!self.allow_short_retention)
-                .with_commit_properties(commit_properties(run_id, Vec::new()));
-            if let Some(keep) = self.vacuum_retention {
-                let keep = chrono::Duration::from_std(keep).map_err(|_| {
-                    JobError::Invalid(format!(
-                        "vacuum retention {} is too long",
-                        human_duration(keep)
-                    ))
-                })?;
-                v = v.with_retention_period(keep);
-            }
-            let (t, m) = v.await.map_err(delta)?;
-            table = t;
-            r.files_vacuumed = m.files_deleted.len();
-            if r.files_vacuumed > 0 {
-                r.bytes_vacuumed = vacuumed_bytes(&table).await;
+            let keep = self
+                .vacuum_retention
+                .map(|keep| {
+                    chrono::Duration::from_std(keep).map_err(|_| {
+                        JobError::Invalid(format!(
+                            "vacuum retention {} is too long",
+                            human_duration(keep)
+                        ))
+                    })
+                })
+                .transpose()?;
+            let vacuum = |t: DeltaTable, dry_run: bool| {
+                let mut v = t
+                    .vacuum()
+                    .with_mode(VacuumMode::Full)
+                    .with_dry_run(dry_run)
+                    .with_enforce_retention_duration(!self.allow_short_retention)
+                    .with_commit_properties(commit_properties(run_id, Vec::new()));
+                if let Some(keep) = keep {
+                    v = v.with_retention_period(keep);
+                }
+                v
+            };
+            // delta-rs lists every expired tombstone, deleted before or not:
+            // counted as they were, each run reported the same files and bytes
+            // freed again, and committed a vacuum that deleted nothing. Only
+            // the files still there are counted, and none means no vacuum.
+            let (_, plan) = vacuum(table.clone(), true).await.map_err(delta)?;
+            let present = present_files(&table).await.map_err(delta)?;
+            let doomed: Vec<u64> = plan
+                .files_deleted
+                .iter()
+                .filter_map(|p| present.get(p.as_str()).copied())
+                .collect();
+            if !doomed.is_empty() {
+                let (t, _) = vacuum(table, false).await.map_err(delta)?;
+                table = t;
+                r.files_vacuumed = doomed.len();
+                r.bytes_vacuumed = doomed.iter().sum();
             }
         }
         r.files_after = active_files(&table)?;
         if self.checkpoint {
-            deltalake::checkpoints::create_checkpoint(&table, None)
-                .await
-                .map_err(delta)?;
+            // A checkpoint of the version the last one already covers would
+            // only be written again.
+            if last_checkpoint(&table).await != table.version() {
+                deltalake::checkpoints::create_checkpoint(&table, None)
+                    .await
+                    .map_err(delta)?;
+            }
             r.checkpoint_version = table.version();
         }
         r.version = table.version().unwrap_or(0);
@@ -498,23 +522,31 @@ async fn limit_stats_columns(
         .map_err(|e| JobError::delta(name, e))
 }
 
-/// Bytes the latest vacuum of `table` deleted: the `sizeOfDataToDelete` its
-/// `VACUUM START` commit recorded (looked for among the last few commits, in
-/// case another writer committed since); 0 when not found.
-async fn vacuumed_bytes(table: &DeltaTable) -> u64 {
-    let mut history = table.history(Some(8));
-    while let Some(commit) = history.next().await {
-        let Ok(commit) = commit else { break };
-        if commit.operation.as_deref() == Some("VACUUM START") {
-            return commit
-                .info
-                .get("operationMetrics")
-                .and_then(|m| m.get("sizeOfDataToDelete"))
-                .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-                .unwrap_or(0);
-        }
+/// The files under `table`'s root now, by path (relative to the root, as
+/// vacuum names them), with their sizes.
+async fn present_files(
+    table: &DeltaTable,
+) -> std::result::Result<std::collections::HashMap<String, u64>, deltalake::DeltaTableError> {
+    let store = table.log_store().object_store(None);
+    let mut listing = store.list(None);
+    let mut present = std::collections::HashMap::new();
+    while let Some(meta) = listing.next().await {
+        let meta = meta?;
+        present.insert(meta.location.to_string(), meta.size);
     }
-    0
+    Ok(present)
+}
+
+/// The version `_delta_log/_last_checkpoint` names, if it can be read.
+async fn last_checkpoint(table: &DeltaTable) -> Option<u64> {
+    use object_store::ObjectStoreExt;
+    let store = table.log_store().object_store(None);
+    let path = object_store::path::Path::from("_delta_log/_last_checkpoint");
+    let bytes = store.get(&path).await.ok()?.bytes().await.ok()?;
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()?
+        .get("version")?
+        .as_u64()
 }
 
 /// Active data files of a table's current version.
