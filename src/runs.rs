@@ -80,7 +80,9 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
                     )));
                 }
             };
-            let mut rows: Vec<&RunRecord> = records.iter().filter(|r| r.run_id == id).collect();
+            let own: Vec<RunRecord> = records.iter().filter(|r| r.run_id == id).cloned().collect();
+            let status = summarize(&own).first().map(|s| s.status());
+            let mut rows: Vec<&RunRecord> = own.iter().collect();
             // A run's two markers share its start time: `running` first.
             let marker_end = |r: &RunRecord| r.status != "running";
             rows.sort_by(|a, b| {
@@ -93,7 +95,17 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
                 ))
             });
             if let Some(first) = rows.first() {
-                println!("run {id} of pipeline {}", first.pipeline);
+                println!(
+                    "run {id} of pipeline {}: {}",
+                    first.pipeline,
+                    status.unwrap_or("-")
+                );
+            }
+            if status == Some("incomplete") {
+                println!(
+                    "  it never recorded its end: still running, or its process was killed; \
+                     a stage running at that moment has no row"
+                );
             }
             for r in rows {
                 println!(

@@ -223,7 +223,22 @@ async fn an_interrupted_run_is_recorded_as_cancelled_and_a_killed_one_as_incompl
     };
     assert!(line("run--INT").contains("cancelled"), "{list}");
     assert!(line("run--KILL").contains("incomplete"), "{list}");
+    let killed = run_ok(&["runs", "show", "run--KILL", "--lake", &lake]);
+    assert!(
+        killed
+            .lines()
+            .next()
+            .is_some_and(|l| l.ends_with(": incomplete"))
+            && killed.contains("never recorded its end"),
+        "{killed}"
+    );
     let show = run_ok(&["runs", "show", "run--INT", "--lake", &lake]);
+    assert!(
+        show.lines()
+            .next()
+            .is_some_and(|l| l.ends_with(": cancelled")),
+        "{show}"
+    );
     assert!(show.contains("interrupted by Ctrl-C"), "{show}");
     // The stage it stopped and the one that never started say so.
     let stage = |name: &str| {
