@@ -232,6 +232,16 @@ pub enum FormatError {
         field: &'static str,
     },
 
+    /// The file is plainly another kind of file than its name says (a
+    /// pickle, a zip archive, a GGUF file, a Git LFS pointer, an HTML page).
+    #[error("not a {expected} file: it starts like {looks_like}")]
+    OtherFormat {
+        /// The format the name promised.
+        expected: &'static str,
+        /// What its first bytes look like.
+        looks_like: &'static str,
+    },
+
     /// The file does not start with the expected magic bytes.
     #[error("bad magic: expected {expected:?}, found {found:?}")]
     BadMagic {

@@ -24,3 +24,33 @@ pub use error::FormatError;
 pub use ggml::{ALL_GGML_TYPES, GgmlType};
 pub use gguf::{GgufHeader, GgufTensor, GgufValue};
 pub use safetensors::{SafetensorsHeader, ShardIndex, TensorInfo};
+
+/// What a file's first bytes say it is, for the kinds often found under a
+/// weights file's name: a checkpoint saved another way, or a download that
+/// went wrong (an LFS pointer instead of the object, an error page).
+pub fn sniff(start: &[u8]) -> Option<&'static str> {
+    let kinds: [(&[u8], &str); 8] = [
+        (
+            b"PK\x03\x04",
+            "a zip archive (torch.save's format, a pickle inside)",
+        ),
+        (b"GGUF", "a GGUF file"),
+        (b"\x1f\x8b", "a gzip file"),
+        (
+            b"version https://git-lfs",
+            "a Git LFS pointer (the object itself was not fetched)",
+        ),
+        (b"<!DOCTYPE", "an HTML page"),
+        (b"<html", "an HTML page"),
+        (b"\x93NUMPY", "a NumPy array file"),
+        (b"\x89HDF", "an HDF5 file"),
+    ];
+    if let Some((_, what)) = kinds.iter().find(|(magic, _)| start.starts_with(magic)) {
+        return Some(what);
+    }
+    // A pickle: PROTO with protocols 2 to 5.
+    match start {
+        [0x80, 2..=5, ..] => Some("a Python pickle"),
+        _ => None,
+    }
+}

@@ -80,6 +80,27 @@ fn header_len_and_need_more() {
     ));
 }
 
+#[test]
+fn other_kinds_of_file_under_a_safetensors_name_are_named() {
+    let pointer = b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n";
+    for (start, what) in [
+        (
+            &[0x80u8, 2, 0x7d, 0x71, 0, 0x28, 0x58, 1][..],
+            "a Python pickle",
+        ),
+        (b"PK\x03\x04\x14\0\0\0", "a zip archive"),
+        (b"GGUF\x03\0\0\0", "a GGUF file"),
+        (&pointer[..], "a Git LFS pointer"),
+        (b"<!DOCTYPE html><html>", "an HTML page"),
+    ] {
+        let e = parse(start).expect_err(what).to_string();
+        assert!(
+            e.starts_with("not a safetensors file: it starts like ") && e.contains(what),
+            "{e}"
+        );
+    }
+}
+
 /// Parses a file whose header is `json` and whose data section is `data_len` bytes.
 fn parse_json(json: &str, data_len: u64) -> Result<safetensors::SafetensorsHeader, FormatError> {
     parse(&with_header(json.as_bytes(), data_len))

@@ -93,6 +93,12 @@ pub fn parse(prefix: &[u8], file_size: u64) -> Result<GgufHeader, FormatError> {
     let mut r = Reader::new(prefix, file_size);
     let magic = r.array::<4>("GGUF magic")?;
     if &magic != MAGIC {
+        if let Some(looks_like) = crate::sniff(prefix) {
+            return Err(FormatError::OtherFormat {
+                expected: "GGUF",
+                looks_like,
+            });
+        }
         return Err(FormatError::BadMagic {
             expected: MAGIC,
             found: magic.to_vec(),

@@ -90,6 +90,12 @@ pub fn header_len(first8: &[u8]) -> Result<u64, FormatError> {
         .ok_or(FormatError::NeedMore { needed: LEN_PREFIX })?;
     let len = u64::from_le_bytes(bytes);
     if len > MAX_HEADER_LEN {
+        if let Some(looks_like) = crate::sniff(first8) {
+            return Err(FormatError::OtherFormat {
+                expected: "safetensors",
+                looks_like,
+            });
+        }
         return Err(FormatError::HeaderTooLarge {
             what: "safetensors header JSON",
             len,
