@@ -170,6 +170,75 @@ impl Catalog {
                     .is_empty())
     }
 
+    /// A gold repository's tags: each alias and version number with the
+    /// commit it resolves to (none for a silver model).
+    pub async fn tags(&self, repo: &str) -> Result<Vec<(String, String)>> {
+        let (_, gold) = self.snapshot().await?;
+        let Some(versions) = gold.versions.get(repo) else {
+            return Ok(Vec::new());
+        };
+        let commit = |v: &weightlake_jobs::gold::GoldVersion| {
+            v.manifest_sha256.get(..40).unwrap_or_default().to_string()
+        };
+        let mut tags: Vec<(String, String)> = gold
+            .aliases
+            .iter()
+            .filter(|((name, _), _)| name == repo)
+            .filter_map(|((_, alias), v)| Some((alias.clone(), commit(versions.get(v)?))))
+            .collect();
+        tags.extend(
+            versions
+                .values()
+                .map(|v| (v.version.to_string(), commit(v))),
+        );
+        Ok(tags)
+    }
+
+    /// A gold repository's versions up to and including the one whose
+    /// commit is `commit`, newest first: (commit, version, promoted at, in
+    /// microseconds). A silver revision is its own one commit.
+    pub async fn history(&self, repo: &str, commit: &str) -> Result<Vec<(String, i64, i64)>> {
+        let (_, gold) = self.snapshot().await?;
+        let Some(versions) = gold.versions.get(repo) else {
+            return Ok(Vec::new());
+        };
+        let mut out: Vec<(String, i64, i64)> = versions
+            .values()
+            .map(|v| {
+                let c = v.manifest_sha256.get(..40).unwrap_or_default().to_string();
+                (c, v.version, v.promoted_at)
+            })
+            .collect();
+        out.reverse();
+        match out.iter().position(|(c, _, _)| c == commit) {
+            Some(i) => Ok(out.split_off(i)),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Every repository served: gold names, then (unless gold only) silver
+    /// model ids that gold does not shadow.
+    pub async fn repositories(&self) -> Result<Vec<(String, bool)>> {
+        let (session, gold) = self.snapshot().await?;
+        let mut repos: Vec<(String, bool)> =
+            gold.versions.keys().map(|n| (n.clone(), true)).collect();
+        if !self.gold_only && session.has_table(weightlake_schemas::silver::FILES) {
+            let batches = session
+                .query("SELECT DISTINCT model_id FROM silver.files ORDER BY model_id")
+                .await?;
+            for b in &batches {
+                for r in 0..b.num_rows() {
+                    if let Some(id) = weightlake_jobs::sql::string_value(b.column(0).as_ref(), r)
+                        && !gold.versions.contains_key(id)
+                    {
+                        repos.push((id.to_string(), false));
+                    }
+                }
+            }
+        }
+        Ok(repos)
+    }
+
     /// `repo` at `revision`, or `None` when there is no such model or revision.
     pub async fn resolve(&self, repo: &str, revision: &str) -> Result<Option<Resolved>> {
         let (session, gold) = self.snapshot().await?;

@@ -10,9 +10,12 @@
 //!   alias, version or branch answers 302 to the file at its commit, so a
 //!   client that GETs where its HEAD ended (huggingface_hub) gets the version
 //!   the HEAD announced, even if the alias moves in between.
-//! - `GET /api/models/{repo}/tree/{rev}[/{dir}][?recursive=true]` and
-//!   `GET /api/models/{repo}/refs`: the listings `list_repo_files`,
-//!   `list_repo_tree` and `list_repo_refs` read.
+//! - `GET /api/models/{repo}/tree/{rev}[/{dir}][?recursive=true]`,
+//!   `GET /api/models/{repo}/refs` (a gold model's aliases and version
+//!   numbers are its tags), `GET /api/models/{repo}/commits/{rev}` (its
+//!   versions, newest first) and `GET /api/models`: the listings
+//!   `list_repo_files`, `list_repo_tree`, `list_repo_refs`,
+//!   `list_repo_commits` and `list_models` read.
 //!
 //! `repo` is a gold model name (revision: an alias, a version number, `main` for
 //! the latest, or the commit sha the API returned) or else a silver model id

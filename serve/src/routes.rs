@@ -80,7 +80,26 @@ async fn route(
         ));
     }
     let raw = req.uri().path();
+    if raw == "/api/models" || raw == "/api/models/" {
+        return Ok(crate::tree::models(&catalog.repositories().await?));
+    }
     if let Some(rest) = raw.strip_prefix("/api/models/") {
+        if let Some((repo, rev)) = rest.rsplit_once("/commits/") {
+            let (Some(repo), Some(rev)) = (decode(repo), decode(rev)) else {
+                return Ok(not_found("bad repository or revision"));
+            };
+            return match catalog.resolve(&repo, &rev).await? {
+                Some(r) => {
+                    let mut history = catalog.history(&repo, &r.commit).await?;
+                    if history.is_empty() {
+                        // A silver revision: its one commit.
+                        history.push((r.commit.clone(), 0, r.modified_at.unwrap_or(0)));
+                    }
+                    Ok(crate::tree::commits(&history))
+                }
+                None => unresolved(catalog, &repo, &rev).await,
+            };
+        }
         if let Some((repo, rest)) = rest.split_once("/tree/") {
             let (rev, dir) = rest.split_once('/').unwrap_or((rest, ""));
             let recursive = req.uri().query().is_some_and(|q| {
@@ -101,7 +120,7 @@ async fn route(
                 return Ok(not_found("bad repository"));
             };
             return match catalog.resolve(&repo, "main").await? {
-                Some(r) => Ok(crate::tree::refs(&r)),
+                Some(r) => Ok(crate::tree::refs(&r, &catalog.tags(&repo).await?)),
                 None => Ok(not_found(&format!("{repo} not found"))),
             };
         }

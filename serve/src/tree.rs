@@ -67,12 +67,55 @@ pub(crate) fn tree(r: &Resolved, dir: &str, recursive: bool) -> Response<Body> {
     )
 }
 
-/// The revision `main` resolves to, as the repository's one branch.
-pub(crate) fn refs(main: &Resolved) -> Response<Body> {
+/// The revision `main` resolves to, as the repository's one branch, and
+/// `tags` (a gold model's aliases and version numbers) as its tags.
+pub(crate) fn refs(main: &Resolved, tags: &[(String, String)]) -> Response<Body> {
+    let tags: Vec<Value> = tags
+        .iter()
+        .map(|(name, commit)| {
+            json!({ "name": name, "ref": format!("refs/tags/{name}"), "targetCommit": commit })
+        })
+        .collect();
     let body = json!({
         "branches": [{ "name": "main", "ref": "refs/heads/main", "targetCommit": main.commit }],
         "converts": [],
-        "tags": [],
+        "tags": tags,
     });
     json_response(StatusCode::OK, &body, &[])
+}
+
+/// An RFC 3339 time of `micros` since the epoch (the epoch when unknown).
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Commits newest first, as `list_repo_commits` reads them: a gold model's
+/// versions, each a commit.
+pub(crate) fn commits(history: &[(String, i64, i64)]) -> Response<Body> {
+    let body: Vec<Value> = history
+        .iter()
+        .map(|(commit, version, at)| {
+            let title = if *version > 0 {
+                format!("version {version}")
+            } else {
+                "silver revision".to_string()
+            };
+            json!({ "id": commit, "title": title, "message": "", "authors": [], "date": rfc3339(*at) })
+        })
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(body), &[])
+}
+
+/// The repositories served, as `list_models` reads them.
+pub(crate) fn models(repos: &[(String, bool)]) -> Response<Body> {
+    let body: Vec<Value> = repos
+        .iter()
+        .map(|(id, gold)| {
+            let tier = if *gold { "weightlake:gold" } else { "weightlake:silver" };
+            json!({ "_id": id, "id": id, "modelId": id, "private": false, "tags": ["weightlake", tier], "library_name": "weightlake" })
+        })
+        .collect();
+    json_response(StatusCode::OK, &Value::Array(body), &[])
 }

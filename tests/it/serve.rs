@@ -88,8 +88,14 @@ from huggingface_hub import HfApi
 api = HfApi(endpoint=url)
 files = sorted(api.list_repo_files("minilm", revision="champion"))
 top = sorted([e.path, type(e).__name__] for e in api.list_repo_tree("minilm", revision="champion"))
-main = api.list_repo_refs("minilm").branches[0].target_commit
-print(json.dumps({"one": one, "files": files, "top": top, "main": main}))
+refs = api.list_repo_refs("minilm")
+main = refs.branches[0].target_commit
+tags = {t.name: t.target_commit for t in refs.tags}
+commits = [c.title for c in api.list_repo_commits("minilm")]
+first = [c.title for c in api.list_repo_commits("minilm", revision="champion")]
+models = sorted(m.id for m in api.list_models())
+print(json.dumps({"one": one, "files": files, "top": top, "main": main, "tags": tags,
+                  "commits": commits, "first": first, "models": models}))
 "#;
     let out_dir = tmp.path().join("hf");
     let out = std::process::Command::new(python())
@@ -135,6 +141,26 @@ print(json.dumps({"one": one, "files": files, "top": top, "main": main}))
         "{top:?}"
     );
     assert_eq!(info["main"].as_str().map(str::len), Some(40), "{info}");
+    // Aliases and versions are the repository's tags, versions its commits
+    // (newest first), and every model is listed.
+    let tags = &info["tags"];
+    assert_eq!(tags["candidate"], tags["2"], "{info}");
+    assert_eq!(tags["2"], info["main"], "{info}");
+    assert!(
+        tags["champion"] == tags["1"] && tags["1"] != tags["2"],
+        "{info}"
+    );
+    assert_eq!(
+        info["commits"],
+        serde_json::json!(["version 2", "version 1"]),
+        "{info}"
+    );
+    assert_eq!(info["first"], serde_json::json!(["version 1"]), "{info}");
+    assert_eq!(
+        info["models"],
+        serde_json::json!(["base", "ft", "minilm"]),
+        "{info}"
+    );
     let one = std::fs::read(info["one"].as_str().expect("path")).expect("read");
     assert_eq!(
         one,
