@@ -447,6 +447,20 @@ pub fn timestamp_micros(col: &dyn Array, row: usize) -> Option<i64> {
     }
 }
 
+/// A timestamp column's value in microseconds since the epoch.
+pub fn micros_value(col: &dyn Array, row: usize) -> Option<i64> {
+    use deltalake::arrow::datatypes::{TimeUnit, TimestampMicrosecondType};
+    if col.is_null(row) {
+        return None;
+    }
+    match col.data_type() {
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            Some(col.as_primitive::<TimestampMicrosecondType>().value(row))
+        }
+        _ => None,
+    }
+}
+
 /// An integer value of any integer column, widened to i64.
 pub fn int_value(col: &dyn Array, row: usize) -> Option<i64> {
     use deltalake::arrow::datatypes::{Int32Type, Int64Type};

@@ -300,7 +300,7 @@ impl Catalog {
             commits.insert((repo.to_string(), commit.clone()), rev);
             return Ok(Some(Resolved {
                 commit,
-                modified_at: None,
+                modified_at: view.modified_at,
                 gold: false,
                 view,
                 session,

@@ -511,9 +511,15 @@ async fn gold_only_serves_no_weights_that_passed_no_gate() {
     let v: serde_json::Value =
         serde_json::from_slice(&silver.bytes().await.expect("body")).expect("json");
     assert_eq!(
-        tags(v),
+        tags(v.clone()),
         serde_json::json!(["weightlake", "weightlake:silver"])
     );
+    // When silver last changed, not when it was asked.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = http.get(info(&both, "ft")).send().await.expect("get");
+    let w: serde_json::Value =
+        serde_json::from_slice(&again.bytes().await.expect("body")).expect("json");
+    assert_eq!(v["lastModified"], w["lastModified"], "{v} {w}");
     drop(both);
     let gold = serve_with(&lake, &["--gold-only"]);
     let r = http.get(info(&gold, "minilm")).send().await.expect("get");

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use weightlake_schemas::silver;
 
-use crate::sql::{LakeSession, binary_value, int_value, string_value};
+use crate::sql::{LakeSession, binary_value, int_value, micros_value, string_value};
 use crate::{JobError, Result};
 
 mod file;
@@ -155,12 +155,16 @@ pub struct ModelView {
     pub revision: String,
     /// Files by path.
     pub files: BTreeMap<String, ViewFile>,
+    /// When the newest of its `silver.files` rows was written (microseconds
+    /// since the epoch).
+    pub modified_at: Option<i64>,
 }
 
 struct FileRow {
     entry: FileEntry,
     header: Vec<u8>,
     suffix: Vec<u8>,
+    tensorised_at: Option<i64>,
 }
 
 impl ModelView {
@@ -315,6 +319,7 @@ impl ModelView {
         rows: Vec<FileRow>,
     ) -> Result<Self> {
         let mut files = BTreeMap::new();
+        let modified_at = rows.iter().filter_map(|r| r.tensorised_at).max();
         for mut row in rows {
             let tensorised = row.entry.format == "safetensors" || row.entry.format == "gguf";
             let mut segments = Vec::new();
@@ -354,6 +359,7 @@ impl ModelView {
         Ok(Self {
             model_id: model_id.to_string(),
             revision: revision.to_string(),
+            modified_at,
             files,
         })
     }
@@ -451,6 +457,7 @@ async fn file_rows(
                 },
                 header: bin(5),
                 suffix: bin(6),
+                tensorised_at: micros_value(b.column(7).as_ref(), r),
             };
             latest.insert(path, row);
         }
