@@ -32,31 +32,12 @@ fn a_drift_gate_fails_a_tensor_trained_away_from_zeros_or_that_diverged() {
     ];
     for (case, base_values, ft_values) in cases {
         let tmp = tempfile::tempdir().expect("tmp");
-        let base = tmp.path().join("base");
-        let ft = tmp.path().join("ft");
-        write_tree(
-            &base,
+        let lake = finetune_lake(
+            tmp.path(),
             &[("model.safetensors", &safetensors_f32_values(&base_values))],
-        );
-        write_tree(
-            &ft,
             &[("model.safetensors", &safetensors_f32_values(&ft_values))],
         );
-        let lake = tmp.path().join("lake");
-        let lake_s = lake.to_str().expect("utf8");
-        for (dir, id) in [(&base, "base"), (&ft, "ft")] {
-            let d = dir.to_str().expect("utf8");
-            ok(&["ingest", d, "--lake", lake_s, "--model-id", id, "-q"]);
-        }
-        ok(&["tensorise", "--lake", lake_s, "--model-id", "base", "-q"]);
-        ok(&[
-            "tensorise",
-            "--lake",
-            lake_s,
-            "--base-model",
-            "base@main",
-            "-q",
-        ]);
+        let lake_s = lake.as_str();
         let change = ok(&[
             "sql",
             "--lake",

@@ -61,39 +61,20 @@ fn python_deltalake_filters_find_tensors_whose_change_is_infinite() {
     let tmp = tempfile::tempdir().expect("tmp");
     // A tensor moved off an all-zero base (rel_l2_change +inf), and one
     // changed by a finite amount, in one commit (one Parquet file).
-    let base = tmp.path().join("base");
-    let ft = tmp.path().join("ft");
     let mut moved = [1.0f32; 64];
     moved[0] = 1.5;
-    write_tree(
-        &base,
+    let lake = finetune_lake(
+        tmp.path(),
         &[
             ("a.safetensors", &safetensors_f32_named("a", &[0.0; 64])),
             ("b.safetensors", &safetensors_f32_named("b", &[1.0; 64])),
         ],
-    );
-    write_tree(
-        &ft,
         &[
             ("a.safetensors", &safetensors_f32_named("a", &[0.5; 64])),
             ("b.safetensors", &safetensors_f32_named("b", &moved)),
         ],
     );
-    let lake = tmp.path().join("lake");
-    let lake_s = lake.to_str().expect("utf8");
-    for (dir, id) in [(&base, "base"), (&ft, "ft")] {
-        let d = dir.to_str().expect("utf8");
-        run_ok(&["ingest", d, "--lake", lake_s, "--model-id", id, "-q"]);
-    }
-    run_ok(&["tensorise", "--lake", lake_s, "--model-id", "base", "-q"]);
-    run_ok(&[
-        "tensorise",
-        "--lake",
-        lake_s,
-        "--base-model",
-        "base@main",
-        "-q",
-    ]);
+    let lake_s = lake.as_str();
     let script = r#"
 import sys, os
 from deltalake import DeltaTable

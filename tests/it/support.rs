@@ -240,6 +240,28 @@ pub fn safetensors_f32(n: usize, seed: usize) -> Vec<u8> {
     safetensors_f32_values(&values)
 }
 
+/// A lake under `root` holding the models `base` and `ft` (files by path),
+/// both ingested and tensorised, `ft` against `base@main`; its path.
+pub fn finetune_lake(root: &Path, base: &[(&str, &[u8])], ft: &[(&str, &[u8])]) -> String {
+    let lake = root.join("lake").to_string_lossy().into_owned();
+    for (files, id) in [(base, "base"), (ft, "ft")] {
+        let dir = root.join(id);
+        write_tree(&dir, files);
+        let d = dir.to_str().expect("utf8");
+        run_ok(&["ingest", d, "--lake", &lake, "--model-id", id, "-q"]);
+    }
+    run_ok(&["tensorise", "--lake", &lake, "--model-id", "base", "-q"]);
+    run_ok(&[
+        "tensorise",
+        "--lake",
+        &lake,
+        "--base-model",
+        "base@main",
+        "-q",
+    ]);
+    lake
+}
+
 /// A safetensors file of one F32 tensor `w` holding `values`.
 pub fn safetensors_f32_values(values: &[f32]) -> Vec<u8> {
     safetensors_f32_named("w", values)
