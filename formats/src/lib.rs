@@ -27,9 +27,10 @@ pub use safetensors::{SafetensorsHeader, ShardIndex, TensorInfo};
 
 /// What a file's first bytes say it is, for the kinds often found under a
 /// weights file's name: a checkpoint saved another way, or a download that
-/// went wrong (an LFS pointer instead of the object, an error page).
+/// went wrong (an LFS pointer instead of the object, an error page). Every
+/// signature fits in 8 bytes, all a safetensors length prefix gives.
 pub fn sniff(start: &[u8]) -> Option<&'static str> {
-    let kinds: [(&[u8], &str); 8] = [
+    let kinds: [(&[u8], &str); 10] = [
         (
             b"PK\x03\x04",
             "a zip archive (torch.save's format, a pickle inside)",
@@ -37,11 +38,13 @@ pub fn sniff(start: &[u8]) -> Option<&'static str> {
         (b"GGUF", "a GGUF file"),
         (b"\x1f\x8b", "a gzip file"),
         (
-            b"version https://git-lfs",
+            b"version ",
             "a Git LFS pointer (the object itself was not fetched)",
         ),
-        (b"<!DOCTYPE", "an HTML page"),
+        (b"<!DOCTYP", "an HTML page"),
+        (b"<!doctyp", "an HTML page"),
         (b"<html", "an HTML page"),
+        (b"<HTML", "an HTML page"),
         (b"\x93NUMPY", "a NumPy array file"),
         (b"\x89HDF", "an HDF5 file"),
     ];

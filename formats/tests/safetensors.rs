@@ -93,6 +93,11 @@ fn other_kinds_of_file_under_a_safetensors_name_are_named() {
         (&pointer[..], "a Git LFS pointer"),
         (b"<!DOCTYPE html><html>", "an HTML page"),
     ] {
+        // Tensorise reads the length prefix alone first: 8 bytes must do.
+        let e = safetensors::header_len(&start[..8])
+            .expect_err(what)
+            .to_string();
+        assert!(e.contains(what), "{e}");
         let e = parse(start).expect_err(what).to_string();
         assert!(
             e.starts_with("not a safetensors file: it starts like ") && e.contains(what),
