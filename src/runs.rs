@@ -108,12 +108,20 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
                 );
             }
             for r in rows {
+                // The run's own marker of a run that never ended says
+                // `running`; the run is incomplete.
+                let row_status = match (r.stage.as_str(), r.status.as_str(), status) {
+                    (weightlake_schemas::system::RUN_STAGE, "running", Some("incomplete")) => {
+                        "incomplete"
+                    }
+                    _ => r.status.as_str(),
+                };
                 println!(
                     "  {:<16} shard {:<5} attempt {}  {:<15} {}  {:>8.2}s  {:>10}  {:>8.1} MB/s  {:>9}{}",
                     r.stage,
                     r.shard.as_deref().unwrap_or("-"),
                     r.attempt,
-                    r.status,
+                    row_status,
                     time(r.started_at),
                     r.duration_ms as f64 / 1000.0,
                     mb(r.bytes),

@@ -229,7 +229,10 @@ async fn an_interrupted_run_is_recorded_as_cancelled_and_a_killed_one_as_incompl
             .lines()
             .next()
             .is_some_and(|l| l.ends_with(": incomplete"))
-            && killed.contains("never recorded its end"),
+            && killed.contains("never recorded its end")
+            && killed
+                .lines()
+                .any(|l| l.trim_start().starts_with("(run)") && l.contains("incomplete")),
         "{killed}"
     );
     let show = run_ok(&["runs", "show", "run--INT", "--lake", &lake]);
