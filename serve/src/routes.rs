@@ -169,9 +169,21 @@ async fn route(
         if let Ok(v) = HeaderValue::from_str(&to) {
             resp.headers_mut().insert(hyper::header::LOCATION, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&r.commit) {
-            resp.headers_mut().insert("x-repo-commit", v);
+        // What the hub's redirect of an LFS file carries too, so that a HEAD
+        // not followed (`curl -I`) still says what the file is.
+        let etag = format!("\"{}\"", f.entry.sha256);
+        for (k, v) in [
+            ("x-repo-commit", r.commit.as_str()),
+            ("etag", etag.as_str()),
+            ("x-linked-etag", etag.as_str()),
+            ("x-linked-size", &f.entry.size.to_string()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                resp.headers_mut().insert(k, v);
+            }
         }
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         return Ok(resp);
     }
     let size = f.entry.size;

@@ -192,6 +192,12 @@ async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
         let commit = head.headers()["x-repo-commit"].to_str().expect("commit");
         let to = r.headers()["location"].to_str().expect("location");
         assert_eq!(to, format!("/minilm/resolve/{commit}/model.safetensors"));
+        // Not followed, it still says what the file is.
+        assert_eq!(r.headers()["etag"], head.headers()["etag"]);
+        assert_eq!(
+            r.headers()["x-linked-size"],
+            head.headers()["x-linked-size"]
+        );
         format!("{}{to}", server.url)
     };
     let h = head.headers();
