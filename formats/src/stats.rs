@@ -157,7 +157,13 @@ pub struct StatsAccumulator {
     kind: FloatKind,
     min: f64,
     max: f64,
-    sum: f64,
+    /// Mean of the finite values so far.
+    mean: f64,
+    /// Σ(x − mean)² of the finite values so far, merged block by block
+    /// (Chan et al.): E[x²] − mean² lost every digit of a spread small next
+    /// to the mean (F64 around 1e8 ± 0.001 gave 0).
+    m2: f64,
+    /// Σx², for the L2 norm.
     sumsq: f64,
     finite: u64,
     nan: u64,
@@ -172,7 +178,8 @@ impl StatsAccumulator {
             kind,
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
-            sum: 0.0,
+            mean: 0.0,
+            m2: 0.0,
             sumsq: 0.0,
             finite: 0,
             nan: 0,
@@ -249,13 +256,21 @@ impl StatsAccumulator {
                 self.block_scalar(block);
                 continue;
             }
-            self.sum += s.iter().map(|&x| f64::from(x)).sum::<f64>();
-            self.sumsq += q.iter().map(|&x| f64::from(x)).sum::<f64>();
+            let n = ((block.len() - rest.len()) / 2) as u64;
+            let sum = s.iter().map(|&x| f64::from(x)).sum::<f64>();
+            let sumsq = q.iter().map(|&x| f64::from(x)).sum::<f64>();
+            // The lane sums are exact (see above), so the block's own
+            // spread is too, up to f64 rounding.
+            let m2 = if n == 0 {
+                0.0
+            } else {
+                (sumsq - sum * sum / n as f64).max(0.0)
+            };
+            self.merge(n, sum, m2, sumsq);
             for i in 0..LANES {
                 self.min = self.min.min(f64::from(lo[i]));
                 self.max = self.max.max(f64::from(hi[i]));
             }
-            self.finite += ((block.len() - rest.len()) / 2) as u64;
             self.block_scalar(rest);
         }
     }
@@ -329,19 +344,54 @@ impl StatsAccumulator {
             lo[i] = lo[i].min(v);
             hi[i] = hi[i].max(v);
         }
-        self.sum += s.iter().sum::<f64>();
-        self.sumsq += q.iter().sum::<f64>();
+        let sum = s.iter().sum::<f64>();
+        let sumsq = q.iter().sum::<f64>();
+        // The block's spread about its own mean, a second pass over values
+        // still in cache.
+        let mean = sum / n.max(1) as f64;
+        let mut d = [0f64; LANES];
+        let lanes = vals.chunks_exact(LANES);
+        let rest = lanes.remainder();
+        for c in lanes {
+            for i in 0..LANES {
+                let x = f64::from(c[i]) - mean;
+                d[i] += x * x;
+            }
+        }
+        for (i, &v) in rest.iter().enumerate() {
+            let x = f64::from(v) - mean;
+            d[i] += x * x;
+        }
+        self.merge(n as u64, sum, d.iter().sum(), sumsq);
         for i in 0..LANES {
             self.min = self.min.min(f64::from(lo[i]));
             self.max = self.max.max(f64::from(hi[i]));
         }
-        self.finite += n as u64;
+    }
+
+    /// Merge a block of `n` finite values with sum `sum`, spread `m2` about
+    /// their own mean, and sum of squares `sumsq` (Chan, Golub and LeVeque's
+    /// pairwise update).
+    fn merge(&mut self, n: u64, sum: f64, m2: f64, sumsq: f64) {
+        if n == 0 {
+            return;
+        }
+        let (na, nb) = (self.finite as f64, n as f64);
+        let total = na + nb;
+        let mean_b = sum / nb;
+        let delta = mean_b - self.mean;
+        self.mean += delta * nb / total;
+        self.m2 += m2 + delta * delta * na * nb / total;
+        self.sumsq += sumsq;
+        self.finite += n;
     }
 
     /// Element by element, for F64 and for blocks holding NaN or Inf.
     fn block_scalar(&mut self, bytes: &[u8]) {
         let size = self.kind.size();
-        for block in bytes.chunks(size * 4096) {
+        let mut finite = Vec::with_capacity(F64_BLOCK.min(bytes.len() / size.max(1)));
+        for block in bytes.chunks(size * F64_BLOCK) {
+            finite.clear();
             let (mut s, mut sq) = (0.0f64, 0.0f64);
             for e in block.chunks_exact(size) {
                 let v = self.kind.value(e);
@@ -350,15 +400,16 @@ impl StatsAccumulator {
                     sq += v * v;
                     self.min = self.min.min(v);
                     self.max = self.max.max(v);
-                    self.finite += 1;
+                    finite.push(v);
                 } else if v.is_nan() {
                     self.nan += 1;
                 } else {
                     self.inf += 1;
                 }
             }
-            self.sum += s;
-            self.sumsq += sq;
+            let mean = s / finite.len().max(1) as f64;
+            let m2 = finite.iter().map(|v| (v - mean) * (v - mean)).sum();
+            self.merge(finite.len() as u64, s, m2, sq);
         }
     }
 
@@ -372,15 +423,13 @@ impl StatsAccumulator {
             };
         }
         let n = self.finite as f64;
-        let mean = self.sum / n;
-        // Negative only by rounding; NaN (Inf − Inf: the squares overflowed
-        // f64) stays NaN rather than passing for a spread of 0.
-        let var = self.sumsq / n - mean * mean;
-        let var = if var < 0.0 { 0.0 } else { var };
+        // Infinite or NaN when the squares overflowed f64 (values past
+        // 1e154), rather than passing for a spread of 0.
+        let var = self.m2 / n;
         TensorStats {
             min: Some(self.min),
             max: Some(self.max),
-            mean: Some(mean),
+            mean: Some(self.mean),
             std: Some(var.sqrt()),
             l2: Some(self.sumsq.sqrt()),
             nan_count: self.nan,
@@ -648,6 +697,28 @@ mod tests {
         assert_eq!(s.mean, Some(1.0 + ulp / 2.0));
         let std = s.std.unwrap_or(0.0);
         assert!((std - ulp / 2.0).abs() < 1e-9 * ulp, "std {std}");
+    }
+
+    #[test]
+    fn a_spread_small_next_to_the_mean_is_not_lost() {
+        // F32 around 1e6 and F64 around 1e8, alternating ± a step that both
+        // hold exactly: the spread is the step.
+        const STEP: f64 = 1.0 / 1024.0;
+        let f32s: Vec<u8> = (0..10_000)
+            .flat_map(|i| (1e6f32 + if i % 2 == 0 { 0.0625 } else { -0.0625 }).to_le_bytes())
+            .collect();
+        let f64s: Vec<u8> = (0..10_000)
+            .flat_map(|i| (1e8f64 + if i % 2 == 0 { STEP } else { -STEP }).to_le_bytes())
+            .collect();
+        for (kind, bytes, step) in [(FloatKind::F32, f32s, 0.0625), (FloatKind::F64, f64s, STEP)] {
+            let mut a = StatsAccumulator::new(kind);
+            a.update(&bytes);
+            let std = a.finish().std.unwrap_or(0.0);
+            assert!(
+                (std - step).abs() < 1e-6 * step,
+                "{kind:?}: std {std}, want {step}"
+            );
+        }
     }
 
     #[test]
