@@ -231,8 +231,9 @@ impl ModelView {
     /// What a `*.index.json` of the view names that the view does not hold:
     /// shards (`"model-00003-of-00003.safetensors (in model.safetensors.index.json)"`,
     /// what an ingest that failed for some files, or a sharded ingest whose
-    /// shards are not all done, leaves), and tensors its weight map puts in
-    /// a stored shard that does not hold them (a loader fails on either). An
+    /// shards are not all done, leaves), tensors its weight map puts in a
+    /// stored shard that does not hold them (a loader fails on either), and
+    /// tensors two of its shards hold (a loader takes one of them). An
     /// index that is not JSON names nothing that can be checked: it is
     /// listed too.
     pub async fn missing_shards(&self, session: &LakeSession) -> Result<Vec<String>> {
@@ -260,23 +261,46 @@ impl ModelView {
                 .rsplit_once('/')
                 .map(|(d, _)| format!("{d}/"))
                 .unwrap_or_default();
+            // Which stored, parsed shards of this index hold each tensor.
+            let mut held: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            let named: std::collections::BTreeSet<&str> =
+                map.values().filter_map(|v| v.as_str()).collect();
+            for shard in &named {
+                if let Some(file) = self.files.get(&format!("{dir}{shard}")) {
+                    for t in &file.entry.tensors {
+                        held.entry(t.name.as_str()).or_default().push(shard);
+                    }
+                }
+            }
             // Tensors mapped to a stored shard that was parsed (a tensor
-            // list to check against) but does not hold them; at most a few
+            // list to check against) but does not hold them, and tensors
+            // two shards hold (a loader takes one, silently); at most a few
             // named per index.
             let mut misplaced = Vec::new();
             for (tensor, shard) in map {
                 let Some(shard) = shard.as_str() else {
                     continue;
                 };
-                let Some(file) = self.files.get(&format!("{dir}{shard}")) else {
-                    continue;
-                };
-                if file.entry.tensors.is_empty() {
-                    continue;
-                }
-                if !file.entry.tensors.iter().any(|t| &t.name == tensor) {
+                let parsed = self
+                    .files
+                    .get(&format!("{dir}{shard}"))
+                    .is_some_and(|f| !f.entry.tensors.is_empty());
+                if parsed
+                    && !held
+                        .get(tensor.as_str())
+                        .is_some_and(|s| s.contains(&shard))
+                {
                     misplaced.push(format!(
                         "{tensor} (mapped to {shard} in {path}, which does not hold it)"
+                    ));
+                }
+            }
+            for (tensor, shards) in &held {
+                if shards.len() > 1 {
+                    misplaced.push(format!(
+                        "{tensor} (held by {} shards of {path}: {})",
+                        shards.len(),
+                        shards.join(", ")
                     ));
                 }
             }
@@ -285,7 +309,7 @@ impl ModelView {
             missing.extend(misplaced.into_iter().take(shown));
             if more > 0 {
                 missing.push(format!(
-                    "{more} more tensors mapped to shards that do not hold them (in {path})"
+                    "{more} more tensors mapped to shards that do not hold them, or held twice (in {path})"
                 ));
             }
             let shards: std::collections::BTreeSet<String> = map
