@@ -333,6 +333,10 @@ pub struct DatabricksExportArgs {
 pub struct ValidateArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
+    /// Set a pipeline parameter, NAME=VALUE (repeatable): check the file as
+    /// `run --param` would run it.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

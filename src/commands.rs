@@ -48,14 +48,6 @@ pub(crate) fn classify_job(e: weightlake_jobs::JobError) -> CliError {
     }
 }
 
-fn classify_pipeline(e: weightlake_pipeline::PipelineError) -> CliError {
-    if e.is_bad_input() {
-        bad_input(e)
-    } else {
-        job_failed(e)
-    }
-}
-
 /// [`dispatch`], stopped by Ctrl-C or SIGTERM (exit 130): dropping the
 /// command's future drops what it holds, so a lake lock is deleted and the
 /// next run does not wait for it to go stale. `run` records the stop in its
@@ -199,7 +191,7 @@ pub async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Plan(a) => crate::pipelines::plan(a).await,
         Command::Databricks(DatabricksCommand::Export(a)) => crate::pipelines::databricks_export(a),
         Command::Validate(a) => {
-            let p = weightlake_pipeline::load_file(&a.pipeline).map_err(classify_pipeline)?;
+            let p = crate::pipelines::load(&a.pipeline, &a.params)?;
             // Stages of one wave may run at once: `a, b -> c`.
             let waves = weightlake_pipeline::plan::waves(&p);
             let mut by_wave: Vec<Vec<&str>> = Vec::new();

@@ -31,7 +31,10 @@ fn bad(e: impl Into<anyhow::Error>) -> CliError {
     }
 }
 
-fn load(path: &std::path::Path, params: &[String]) -> Result<ValidatedPipeline, CliError> {
+pub(crate) fn load(
+    path: &std::path::Path,
+    params: &[String],
+) -> Result<ValidatedPipeline, CliError> {
     let params = params
         .iter()
         .map(|p| weightlake_pipeline::parse_param(p).map_err(|e| bad(anyhow::anyhow!(e))))

@@ -127,6 +127,22 @@ fn validate_reports_every_problem_with_file_line_column_and_exit_2() {
 
     let missing = run(&["validate", "/nonexistent/p.yaml"]);
     assert_eq!(missing.status.code(), Some(2));
+
+    // Parameters are checked as `run --param` would take them.
+    std::fs::write(
+        &p,
+        "name: x\nlake: ./l\nparameters: { rev: main }\nsources:\n  s: { local: { path: ./m } }\nstages:\n  a: { job: ingest, sources: [s], revision: '${rev}' }\n",
+    )
+    .expect("write");
+    let ps = p.to_str().expect("utf8");
+    run_ok(&["validate", ps, "--param", "rev=v2"]);
+    let typo = run(&["validate", ps, "--param", "revv=v2"]);
+    assert_eq!(typo.status.code(), Some(2), "{}", text(&typo));
+    assert!(
+        text(&typo).contains("did you mean `rev`"),
+        "{}",
+        text(&typo)
+    );
 }
 
 #[test]
