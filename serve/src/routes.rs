@@ -81,7 +81,20 @@ async fn route(
     }
     let raw = req.uri().path();
     if raw == "/api/models" || raw == "/api/models/" {
-        return Ok(crate::tree::models(&catalog.repositories().await?));
+        // `list_models(search=…)`: ids containing the term, any case.
+        let search = req
+            .uri()
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("search="))
+            .and_then(decode)
+            .map(|s| s.to_lowercase());
+        let mut repos = catalog.repositories().await?;
+        if let Some(s) = &search {
+            repos.retain(|(id, _)| id.to_lowercase().contains(s.as_str()));
+        }
+        return Ok(crate::tree::models(&repos));
     }
     if let Some(rest) = raw.strip_prefix("/api/models/") {
         if let Some((repo, rev)) = rest.rsplit_once("/commits/") {

@@ -94,6 +94,7 @@ tags = {t.name: t.target_commit for t in refs.tags}
 commits = [c.title for c in api.list_repo_commits("minilm")]
 first = [c.title for c in api.list_repo_commits("minilm", revision="champion")]
 models = sorted(m.id for m in api.list_models())
+models += sorted(m.id for m in api.list_models(search="MiniL"))
 print(json.dumps({"one": one, "files": files, "top": top, "main": main, "tags": tags,
                   "commits": commits, "first": first, "models": models}))
 "#;
@@ -158,7 +159,7 @@ print(json.dumps({"one": one, "files": files, "top": top, "main": main, "tags": 
     assert_eq!(info["first"], serde_json::json!(["version 1"]), "{info}");
     assert_eq!(
         info["models"],
-        serde_json::json!(["base", "ft", "minilm"]),
+        serde_json::json!(["base", "ft", "minilm", "minilm"]),
         "{info}"
     );
     let one = std::fs::read(info["one"].as_str().expect("path")).expect("read");
