@@ -547,3 +547,34 @@ async fn gguf_tensors_match_the_gguf_library_and_rebuild() {
         .expect("verify");
     assert_eq!(report.files, 1);
 }
+
+#[test]
+fn a_name_two_base_files_hold_differently_is_not_compared_with_either() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Two files of the base each hold a `w`, with different values: which
+    // one a fine-tuned `w` descends from cannot be told by its name.
+    let lake = finetune_lake(
+        tmp.path(),
+        &[
+            ("a.safetensors", &safetensors_f32_values(&[0.0; 16])),
+            ("b.safetensors", &safetensors_f32_values(&[1.0; 16])),
+        ],
+        &[
+            ("a.safetensors", &safetensors_f32_values(&[0.5; 16])),
+            ("b.safetensors", &safetensors_f32_values(&[1.5; 16])),
+        ],
+    );
+    let out = run_ok(&[
+        "sql",
+        "--lake",
+        &lake,
+        "--format",
+        "csv",
+        "SELECT count(*) AS n FROM silver.tensors \
+         WHERE model_id = 'ft' AND rel_l2_change IS NULL AND base_sha256 IS NULL",
+    ]);
+    assert_eq!(out.lines().nth(1), Some("2"), "{out}");
+    for model in ["base@main", "ft@main"] {
+        assert_verifies(Path::new(&lake), model);
+    }
+}

@@ -498,7 +498,7 @@ impl TensoriseJob {
             // has heard of is a mistake to say now, not once files arrive.
             Some((m, r)) if other_files.is_empty() => {
                 if !in_bronze(&session, m, r).await?
-                    && base_tensors(&session, m, r).await?.is_empty()
+                    && base_tensors(&session, m, r).await?.is_none()
                 {
                     return Err(JobError::Invalid(format!(
                         "base model {m}@{r} is neither in bronze nor in silver: ingest and \
@@ -510,8 +510,7 @@ impl TensoriseJob {
             Some((m, r)) => {
                 sink.finish().await?;
                 let fresh = Arc::new(LakeSession::new(&self.lake).await?);
-                let map = base_tensors(&fresh, m, r).await?;
-                if map.is_empty() {
+                let Some(map) = base_tensors(&fresh, m, r).await? else {
                     return Err(if in_bronze(&fresh, m, r).await? {
                         JobError::NotReady(format!(
                             "base model {m}@{r} is in bronze but has no tensors in silver \
@@ -522,7 +521,7 @@ impl TensoriseJob {
                             "base model {m}@{r} has no tensors in silver: ingest and tensorise it first"
                         ))
                     });
-                }
+                };
                 Some((format!("{m}@{r}"), map, fresh))
             }
             None => None,
@@ -619,11 +618,13 @@ impl TensoriseJob {
     }
 }
 
+/// The base's tensors by name, without names it holds twice with different
+/// contents; `None` when silver has no tensors of it.
 async fn base_tensors(
     session: &LakeSession,
     model: &str,
     revision: &str,
-) -> Result<HashMap<String, BaseTensor>> {
+) -> Result<Option<HashMap<String, BaseTensor>>> {
     let batches = session
         .context()
         .table(silver::TENSORS.to_string())
@@ -638,7 +639,10 @@ async fn base_tensors(
         .select_columns(&["tensor_name", "dtype", "shape", "content_sha256"])?
         .collect()
         .await?;
-    let mut map = HashMap::new();
+    let mut map: HashMap<String, BaseTensor> = HashMap::new();
+    // Names two files of the base hold with different contents: which one a
+    // fine-tuned tensor descends from cannot be told by name.
+    let mut ambiguous = std::collections::BTreeSet::new();
     for b in &batches {
         let shapes = deltalake::arrow::array::AsArray::as_list::<i32>(b.column(2).as_ref());
         for r in 0..b.num_rows() {
@@ -651,17 +655,32 @@ async fn base_tensors(
             let shape = (0..shape_arr.len())
                 .filter_map(|i| int_value(shape_arr.as_ref(), i))
                 .collect();
-            map.insert(
-                s(0),
-                BaseTensor {
-                    dtype: s(1),
-                    shape,
-                    sha256: s(3),
-                },
-            );
+            let t = BaseTensor {
+                dtype: s(1),
+                shape,
+                sha256: s(3),
+            };
+            if let Some(old) = map.insert(s(0), t)
+                && old.sha256 != s(3)
+            {
+                ambiguous.insert(s(0));
+            }
         }
     }
-    Ok(map)
+    if let Some(first) = ambiguous.first() {
+        warn!(
+            base = %format!("{model}@{revision}"),
+            names = ambiguous.len(),
+            first = %first,
+            "tensor names the base holds in more than one file, with different contents: \
+             tensors of these names are not compared with the base"
+        );
+    }
+    if map.is_empty() {
+        return Ok(None);
+    }
+    map.retain(|name, _| !ambiguous.contains(name));
+    Ok(Some(map))
 }
 
 /// Whether bronze holds a complete file of `model_id@revision`.
