@@ -319,10 +319,23 @@ impl StatsAccumulator {
     }
 
     /// Finite values accumulated in 8 independent f64 lanes so the loop
-    /// vectorises (rounding as small as the scalar loop's).
+    /// vectorises, in one pass: shifted by `k` (the mean so far), the sums
+    /// Σ(x − k) and Σ(x − k)² give the block's spread without the
+    /// cancellation of Σx² (relative error ~1e-16 · ((mean − k) / std)²),
+    /// and Σx² follows from them for the L2 norm.
     fn sum_finite(&mut self, vals: &[f32]) {
         const LANES: usize = 8;
         let n = vals.len();
+        let Some(&first) = vals.first() else {
+            return;
+        };
+        // The mean so far, once there is one (the first block: its first
+        // value), so an outlier at the start of a block does not matter.
+        let k = if self.finite > 0 && self.mean.is_finite() {
+            self.mean
+        } else {
+            f64::from(first)
+        };
         let (mut s, mut q) = ([0f64; LANES], [0f64; LANES]);
         let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
         let lanes = vals.chunks_exact(LANES);
@@ -330,7 +343,7 @@ impl StatsAccumulator {
         for c in lanes {
             for i in 0..LANES {
                 let v = c[i];
-                let d = f64::from(v);
+                let d = f64::from(v) - k;
                 s[i] += d;
                 q[i] += d * d;
                 lo[i] = if v < lo[i] { v } else { lo[i] };
@@ -338,31 +351,18 @@ impl StatsAccumulator {
             }
         }
         for (i, &v) in rest.iter().enumerate() {
-            let d = f64::from(v);
+            let d = f64::from(v) - k;
             s[i] += d;
             q[i] += d * d;
             lo[i] = lo[i].min(v);
             hi[i] = hi[i].max(v);
         }
-        let sum = s.iter().sum::<f64>();
-        let sumsq = q.iter().sum::<f64>();
-        // The block's spread about its own mean, a second pass over values
-        // still in cache.
-        let mean = sum / n.max(1) as f64;
-        let mut d = [0f64; LANES];
-        let lanes = vals.chunks_exact(LANES);
-        let rest = lanes.remainder();
-        for c in lanes {
-            for i in 0..LANES {
-                let x = f64::from(c[i]) - mean;
-                d[i] += x * x;
-            }
-        }
-        for (i, &v) in rest.iter().enumerate() {
-            let x = f64::from(v) - mean;
-            d[i] += x * x;
-        }
-        self.merge(n as u64, sum, d.iter().sum(), sumsq);
+        let (sd, qd) = (s.iter().sum::<f64>(), q.iter().sum::<f64>());
+        let nf = n as f64;
+        let m2 = (qd - sd * sd / nf).max(0.0);
+        let sum = nf * k + sd;
+        let sumsq = qd + 2.0 * k * sd + nf * k * k;
+        self.merge(n as u64, sum, m2, sumsq);
         for i in 0..LANES {
             self.min = self.min.min(f64::from(lo[i]));
             self.max = self.max.max(f64::from(hi[i]));
