@@ -13,9 +13,10 @@
 //! - `GET /api/models/{repo}/tree/{rev}[/{dir}][?recursive=true]`,
 //!   `GET /api/models/{repo}/refs` (a gold model's aliases and version
 //!   numbers are its tags), `GET /api/models/{repo}/commits/{rev}` (its
-//!   versions, newest first) and `GET /api/models`: the listings
-//!   `list_repo_files`, `list_repo_tree`, `list_repo_refs`,
-//!   `list_repo_commits` and `list_models` read.
+//!   versions, newest first), `GET /api/models` and `POST
+//!   /api/models/{repo}/paths-info/{rev}` (the one read-only POST): the
+//!   listings `list_repo_files`, `list_repo_tree`, `list_repo_refs`,
+//!   `list_repo_commits`, `list_models` and `get_paths_info` read.
 //!
 //! `repo` is a gold model name (revision: an alias, a version number, `main` for
 //! the latest, or the commit sha the API returned) or else a silver model id

@@ -13,7 +13,7 @@ use hyper::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HeaderValue, RANGE,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use percent_encoding::percent_decode_str;
+use percent_encoding::{percent_decode, percent_decode_str};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -33,7 +33,12 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = match route(&catalog, &req).await {
+    let routed = if method == Method::POST && path.contains("/paths-info/") {
+        paths_info(&catalog, req).await
+    } else {
+        route(&catalog, &req).await
+    };
+    let resp = match routed {
         Ok(r) => r,
         Err(e) => {
             warn!(%method, %path, error = %e, "request failed");
@@ -64,6 +69,57 @@ fn decode_dir(s: &str) -> Option<String> {
         Some(String::new())
     } else {
         decode(s)
+    }
+}
+
+/// Largest `paths-info` form read.
+const MAX_FORM_BYTES: usize = 1 << 20;
+
+/// `POST /api/models/{repo}/paths-info/{rev}` with a form of `paths=…`
+/// (repeated) and `expand=…`: the one read-only POST of the hub API.
+async fn paths_info(
+    catalog: &Arc<Catalog>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, JobError> {
+    use http_body_util::BodyExt;
+    let raw = req.uri().path().to_string();
+    let Some((repo, rev)) = raw
+        .strip_prefix("/api/models/")
+        .and_then(|rest| rest.rsplit_once("/paths-info/"))
+    else {
+        return Ok(not_found("no such route"));
+    };
+    let (Some(repo), Some(rev)) = (decode(repo), decode(rev)) else {
+        return Ok(not_found("bad repository or revision"));
+    };
+    let body = http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await;
+    let Ok(body) = body else {
+        return Ok(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "BadRequest",
+            "the form is larger than 1 MiB, or was cut short",
+        ));
+    };
+    let form = body.to_bytes();
+    let paths: Vec<String> = form
+        .split(|&b| b == b'&')
+        .filter_map(|kv| kv.strip_prefix(b"paths="))
+        .filter_map(|v| {
+            let v: Vec<u8> = v
+                .iter()
+                .map(|&b| if b == b'+' { b' ' } else { b })
+                .collect();
+            percent_decode(&v)
+                .decode_utf8()
+                .ok()
+                .map(|s| s.into_owned())
+        })
+        .collect();
+    match catalog.resolve(&repo, &rev).await? {
+        Some(r) => Ok(crate::tree::paths_info(&r, &paths)),
+        None => unresolved(catalog, &repo, &rev).await,
     }
 }
 

@@ -28,13 +28,7 @@ pub(crate) fn tree(r: &Resolved, dir: &str, recursive: bool) -> Response<Body> {
             Some((sub, _)) if !recursive => {
                 dirs.insert(format!("{prefix}{sub}"));
             }
-            _ => entries.push(json!({
-                "type": "file",
-                "oid": &f.entry.sha256[..40.min(f.entry.sha256.len())],
-                "size": f.entry.size,
-                "path": f.entry.path,
-                "lfs": { "oid": f.entry.sha256, "size": f.entry.size, "pointerSize": 134 },
-            })),
+            _ => entries.push(file_entry(&f.entry)),
         }
     }
     if recursive {
@@ -63,6 +57,41 @@ pub(crate) fn tree(r: &Resolved, dir: &str, recursive: bool) -> Response<Body> {
     json_response(
         StatusCode::OK,
         &Value::Array(all),
+        &[("x-repo-commit", r.commit.as_str())],
+    )
+}
+
+/// One file as the hub's listings describe it.
+fn file_entry(e: &weightlake_jobs::view::FileEntry) -> Value {
+    json!({
+        "type": "file",
+        "oid": &e.sha256[..40.min(e.sha256.len())],
+        "size": e.size,
+        "path": e.path,
+        "lfs": { "oid": e.sha256, "size": e.size, "pointerSize": 134 },
+    })
+}
+
+/// `paths` of a resolved revision (`get_paths_info`): each a file or a
+/// directory of it, in the order asked; paths it does not have are left out.
+pub(crate) fn paths_info(r: &Resolved, paths: &[String]) -> Response<Body> {
+    let mut out = Vec::new();
+    for p in paths {
+        let p = p.trim_matches('/');
+        if let Some(f) = r.view.files.get(p) {
+            out.push(file_entry(&f.entry));
+        } else if !p.is_empty()
+            && r.view
+                .files
+                .keys()
+                .any(|k| k.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
+        {
+            out.push(json!({ "type": "directory", "oid": r.commit, "size": 0, "path": p }));
+        }
+    }
+    json_response(
+        StatusCode::OK,
+        &Value::Array(out),
         &[("x-repo-commit", r.commit.as_str())],
     )
 }

@@ -95,8 +95,10 @@ commits = [c.title for c in api.list_repo_commits("minilm")]
 first = [c.title for c in api.list_repo_commits("minilm", revision="champion")]
 models = sorted(m.id for m in api.list_models())
 models += sorted(m.id for m in api.list_models(search="MiniL"))
+info = api.get_paths_info("minilm", ["model.safetensors", "1_Pooling", "nope"], revision="champion")
+paths = [[type(e).__name__, e.path, getattr(e, "size", None)] for e in info]
 print(json.dumps({"one": one, "files": files, "top": top, "main": main, "tags": tags,
-                  "commits": commits, "first": first, "models": models}))
+                  "commits": commits, "first": first, "models": models, "paths": paths}))
 "#;
     let out_dir = tmp.path().join("hf");
     let out = std::process::Command::new(python())
@@ -157,6 +159,17 @@ print(json.dumps({"one": one, "files": files, "top": top, "main": main, "tags": 
         "{info}"
     );
     assert_eq!(info["first"], serde_json::json!(["version 1"]), "{info}");
+    let size = std::fs::metadata(base.join("model.safetensors"))
+        .expect("size")
+        .len();
+    assert_eq!(
+        info["paths"],
+        serde_json::json!([
+            ["RepoFile", "model.safetensors", size],
+            ["RepoFolder", "1_Pooling", null]
+        ]),
+        "{info}"
+    );
     assert_eq!(
         info["models"],
         serde_json::json!(["base", "ft", "minilm", "minilm"]),
