@@ -195,7 +195,7 @@ pub(crate) fn note_missing(r: &ExportReport) {
         return;
     }
     println!(
-        "  incomplete checkpoint: an index names {} shard(s) or tensor(s) the model does not hold: {}{}",
+        "  incomplete checkpoint: an index does not match the files stored ({} problem(s)): {}{}",
         r.missing.len(),
         r.missing
             .iter()

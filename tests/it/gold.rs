@@ -479,6 +479,28 @@ async fn time_travel_to_a_vacuumed_version_says_why_it_cannot() {
     ok(&["models", "list", "--lake", lake]);
 }
 
+/// A safetensors file of one-element F32 tensors, by name.
+fn tensors_file(tensors: &[(&str, f32)]) -> Vec<u8> {
+    let entries: Vec<String> = tensors
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            format!(
+                r#""{name}":{{"dtype":"F32","shape":[1],"data_offsets":[{},{}]}}"#,
+                4 * i,
+                4 * i + 4
+            )
+        })
+        .collect();
+    let header = format!("{{{}}}", entries.join(","));
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    for (_, v) in tensors {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
 /// A one-tensor safetensors file.
 fn one_tensor_file(value: f32) -> Vec<u8> {
     let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
@@ -539,9 +561,9 @@ fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
     ] {
         let out = run_ok(&args);
         assert!(
-            out.contains("incomplete checkpoint: an index names 1 shard(s) or tensor(s)")
-                && out
-                    .contains("model-00002-of-00002.safetensors (in model.safetensors.index.json)"),
+            out.contains(
+                "incomplete checkpoint: an index does not match the files stored (1 problem(s))"
+            ) && out.contains("model-00002-of-00002.safetensors (in model.safetensors.index.json)"),
             "{args:?}: {out}"
         );
     }
@@ -552,6 +574,8 @@ fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
     let broken_index: &[u8] = br#"{"weight_map":{"w":"model-00001-of"#;
     let wrong_shard = one_tensor_file(2.0);
     let right_shard = safetensors_f32_named("v", &[2.0]);
+    // `v`, and a second copy of the first shard's `w`, byte for byte: harmless.
+    let with_copy = tensors_file(&[("v", 2.0), ("w", 1.0)]);
     for (shard, index, whys) in [
         // The second shard holds `w` (the first one's) instead of `v`.
         (
@@ -567,7 +591,7 @@ fn promote_refuses_a_model_missing_a_shard_or_without_weights() {
             broken_index,
             &["model.safetensors.index.json (not valid JSON"][..],
         ),
-        (&right_shard, &index[..], &[][..]),
+        (&with_copy, &index[..], &[][..]),
     ] {
         write_tree(
             &sharded,

@@ -556,7 +556,10 @@ async fn files_complete(session: &LakeSession, view: &ModelView) -> Result<Optio
         .any(|f| !f.entry.tensors.is_empty() || looks_like_weights(&f.entry.path));
     let detail = match (missing.is_empty(), has_weights) {
         (true, true) => return Ok(None),
-        (false, _) => format!("an index names what is not stored: {}", missing.join(", ")),
+        (false, _) => format!(
+            "an index does not match the files stored: {}",
+            missing.join(", ")
+        ),
         (true, false) => "no file holds tensors or looks like a checkpoint".to_string(),
     };
     Ok(Some(GateResult {

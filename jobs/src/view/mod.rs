@@ -233,7 +233,8 @@ impl ModelView {
     /// what an ingest that failed for some files, or a sharded ingest whose
     /// shards are not all done, leaves), tensors its weight map puts in a
     /// stored shard that does not hold them (a loader fails on either), and
-    /// tensors two of its shards hold (a loader takes one of them). An
+    /// tensors two of its shards hold with different contents (a loader
+    /// takes one of them). An
     /// index that is not JSON names nothing that can be checked: it is
     /// listed too.
     pub async fn missing_shards(&self, session: &LakeSession) -> Result<Vec<String>> {
@@ -262,13 +263,15 @@ impl ModelView {
                 .map(|(d, _)| format!("{d}/"))
                 .unwrap_or_default();
             // Which stored, parsed shards of this index hold each tensor.
-            let mut held: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+            let mut held: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
             let named: std::collections::BTreeSet<&str> =
                 map.values().filter_map(|v| v.as_str()).collect();
             for shard in &named {
                 if let Some(file) = self.files.get(&format!("{dir}{shard}")) {
                     for t in &file.entry.tensors {
-                        held.entry(t.name.as_str()).or_default().push(shard);
+                        held.entry(t.name.as_str())
+                            .or_default()
+                            .push((shard, t.content_sha256.as_str()));
                     }
                 }
             }
@@ -288,17 +291,20 @@ impl ModelView {
                 if parsed
                     && !held
                         .get(tensor.as_str())
-                        .is_some_and(|s| s.contains(&shard))
+                        .is_some_and(|s| s.iter().any(|(h, _)| *h == shard))
                 {
                     misplaced.push(format!(
                         "{tensor} (mapped to {shard} in {path}, which does not hold it)"
                     ));
                 }
             }
-            for (tensor, shards) in &held {
-                if shards.len() > 1 {
+            // Copies that are the same bytes are harmless: whichever a
+            // loader takes, it gets the same tensor.
+            for (tensor, copies) in &held {
+                if copies.iter().any(|(_, sha)| *sha != copies[0].1) {
+                    let shards: Vec<&str> = copies.iter().map(|(s, _)| *s).collect();
                     misplaced.push(format!(
-                        "{tensor} (held by {} shards of {path}: {})",
+                        "{tensor} (held by {} shards of {path} with different contents: {})",
                         shards.len(),
                         shards.join(", ")
                     ));
