@@ -103,6 +103,29 @@ async fn paths_info(
         ));
     };
     let form = body.to_bytes();
+    // huggingface_hub sends a form; other clients send the same as JSON.
+    if form.trim_ascii_start().starts_with(b"{") {
+        let asked: Option<Vec<String>> = serde_json::from_slice::<serde_json::Value>(&form)
+            .ok()
+            .and_then(|v| {
+                v.get("paths")?
+                    .as_array()?
+                    .iter()
+                    .map(|p| p.as_str().map(str::to_string))
+                    .collect()
+            });
+        return match asked {
+            Some(paths) => match catalog.resolve(&repo, &rev).await? {
+                Some(r) => Ok(crate::tree::paths_info(&r, &paths)),
+                None => unresolved(catalog, &repo, &rev).await,
+            },
+            None => Ok(error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "expected a form of paths=..., or JSON {\"paths\": [strings]}",
+            )),
+        };
+    }
     let paths: Vec<String> = form
         .split(|&b| b == b'&')
         .filter_map(|kv| kv.strip_prefix(b"paths="))

@@ -214,6 +214,27 @@ async fn ranges_heads_and_bad_paths_behave_like_a_hub() {
         );
         format!("{}{to}", server.url)
     };
+    // paths-info also takes JSON, as other hub clients send it.
+    let info_url = format!("{}/api/models/minilm/paths-info/champion", server.url);
+    for (body, status, entries) in [
+        (r#"{"paths": ["model.safetensors", "nope"]}"#, 200, 1),
+        (r#"{"paths": "model.safetensors"}"#, 400, 0),
+    ] {
+        let r = http
+            .post(&info_url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), status, "{body}");
+        if status == 200 {
+            let v: serde_json::Value =
+                serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+            assert_eq!(v.as_array().map(Vec::len), Some(entries), "{v}");
+            assert_eq!(v[0]["path"], "model.safetensors", "{v}");
+        }
+    }
     let h = head.headers();
     assert_eq!(
         h["x-linked-size"].to_str().expect("size"),
