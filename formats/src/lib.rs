@@ -51,6 +51,17 @@ pub fn sniff(start: &[u8]) -> Option<&'static str> {
     if let Some((_, what)) = kinds.iter().find(|(magic, _)| start.starts_with(magic)) {
         return Some(what);
     }
+    // Markup after a byte-order mark or blank space: an HTML or XML page
+    // (an error page, or S3's XML error, saved as the file).
+    let text = start.strip_prefix(b"\xef\xbb\xbf").unwrap_or(start);
+    let text = text.trim_ascii_start();
+    if text.starts_with(b"<!")
+        || text.starts_with(b"<?xml")
+        || text.starts_with(b"<h")
+        || text.starts_with(b"<H")
+    {
+        return Some("an HTML or XML page");
+    }
     // A pickle: PROTO with protocols 2 to 5.
     match start {
         [0x80, 2..=5, ..] => Some("a Python pickle"),

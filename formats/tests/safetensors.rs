@@ -92,6 +92,8 @@ fn other_kinds_of_file_under_a_safetensors_name_are_named() {
         (b"GGUF\x03\0\0\0", "a GGUF file"),
         (&pointer[..], "a Git LFS pointer"),
         (b"<!DOCTYPE html><html>", "an HTML page"),
+        (b"\xef\xbb\xbf\n<!DOCTYPE html>", "an HTML or XML page"),
+        (b"  <html><body>", "an HTML or XML page"),
     ] {
         // Tensorise reads the length prefix alone first: 8 bytes must do.
         let e = safetensors::header_len(&start[..8])
