@@ -177,19 +177,18 @@ impl Catalog {
         let Some(versions) = gold.versions.get(repo) else {
             return Ok(Vec::new());
         };
-        let commit = |v: &weightlake_jobs::gold::GoldVersion| {
-            v.manifest_sha256.get(..40).unwrap_or_default().to_string()
-        };
         let mut tags: Vec<(String, String)> = gold
             .aliases
             .iter()
             .filter(|((name, _), _)| name == repo)
-            .filter_map(|((_, alias), v)| Some((alias.clone(), commit(versions.get(v)?))))
+            .filter_map(|((_, alias), v)| {
+                Some((alias.clone(), versions.get(v)?.commit().to_string()))
+            })
             .collect();
         tags.extend(
             versions
                 .values()
-                .map(|v| (v.version.to_string(), commit(v))),
+                .map(|v| (v.version.to_string(), v.commit().to_string())),
         );
         Ok(tags)
     }
@@ -204,10 +203,7 @@ impl Catalog {
         };
         let mut out: Vec<(String, i64, i64)> = versions
             .values()
-            .map(|v| {
-                let c = v.manifest_sha256.get(..40).unwrap_or_default().to_string();
-                (c, v.version, v.promoted_at)
-            })
+            .map(|v| (v.commit().to_string(), v.version, v.promoted_at))
             .collect();
         out.reverse();
         match out.iter().position(|(c, _, _)| c == commit) {
@@ -224,7 +220,10 @@ impl Catalog {
             gold.versions.keys().map(|n| (n.clone(), true)).collect();
         if !self.gold_only && session.has_table(weightlake_schemas::silver::FILES) {
             let batches = session
-                .query("SELECT DISTINCT model_id FROM silver.files ORDER BY model_id")
+                .query(&format!(
+                    "SELECT DISTINCT model_id FROM silver.files WHERE format <> '{}' ORDER BY model_id",
+                    weightlake_schemas::silver::REMOVED_FORMAT
+                ))
                 .await?;
             for b in &batches {
                 for r in 0..b.num_rows() {
@@ -267,7 +266,7 @@ impl Catalog {
                 .view_of(&session, &v.manifest_sha256, &v.manifest)
                 .await?;
             return Ok(Some(Resolved {
-                commit: v.manifest_sha256[..40].to_string(),
+                commit: v.commit().to_string(),
                 modified_at: Some(v.promoted_at),
                 gold: true,
                 view,

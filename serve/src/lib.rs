@@ -21,8 +21,8 @@
 //! `repo` is a gold model name (revision: an alias, a version number, `main` for
 //! the latest, or the commit sha the API returned) or else a silver model id
 //! (revision: the silver revision; not with [`Server::gold_only`]). Model
-//! info tags each `weightlake:gold` or `weightlake:silver`. Files are rebuilt from silver as they are
-//! sent, one content part at a time: nothing holds a whole file, a whole GET is
+//! info tags each `weightlake:gold` or `weightlake:silver`. Files are rebuilt
+//! from silver as they are sent, one content part at a time: nothing holds a whole file, a whole GET is
 //! checked against the file's sha256 as it streams (a mismatch aborts the
 //! response), and only files named by a model's manifest can be read: any other
 //! path is a 404.

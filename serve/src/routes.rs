@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 use weightlake_jobs::JobError;
+use weightlake_jobs::view::FileEntry;
 
 use crate::catalog::{Catalog, Resolved};
 
@@ -102,48 +103,47 @@ async fn paths_info(
             "the form is larger than 1 MiB, or was cut short",
         ));
     };
-    let form = body.to_bytes();
-    // huggingface_hub sends a form; other clients send the same as JSON.
-    if form.trim_ascii_start().starts_with(b"{") {
-        let asked: Option<Vec<String>> = serde_json::from_slice::<serde_json::Value>(&form)
-            .ok()
-            .and_then(|v| {
-                v.get("paths")?
-                    .as_array()?
-                    .iter()
-                    .map(|p| p.as_str().map(str::to_string))
-                    .collect()
-            });
-        return match asked {
-            Some(paths) => match catalog.resolve(&repo, &rev).await? {
-                Some(r) => Ok(crate::tree::paths_info(&r, &paths)),
-                None => unresolved(catalog, &repo, &rev).await,
-            },
-            None => Ok(error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "expected a form of paths=..., or JSON {\"paths\": [strings]}",
-            )),
-        };
-    }
-    let paths: Vec<String> = form
-        .split(|&b| b == b'&')
-        .filter_map(|kv| kv.strip_prefix(b"paths="))
-        .filter_map(|v| {
-            let v: Vec<u8> = v
-                .iter()
-                .map(|&b| if b == b'+' { b' ' } else { b })
-                .collect();
-            percent_decode(&v)
-                .decode_utf8()
-                .ok()
-                .map(|s| s.into_owned())
-        })
-        .collect();
+    let Some(paths) = asked_paths(&body.to_bytes()) else {
+        return Ok(error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "expected a form of paths=..., or JSON {\"paths\": [strings]}",
+        ));
+    };
     match catalog.resolve(&repo, &rev).await? {
         Some(r) => Ok(crate::tree::paths_info(&r, &paths)),
         None => unresolved(catalog, &repo, &rev).await,
     }
+}
+
+/// The paths a paths-info body asks for: a form (`paths=…`, repeated; what
+/// huggingface_hub sends) or JSON (`{"paths": [...]}`; other clients).
+/// `None` for JSON without a list of strings.
+fn asked_paths(body: &[u8]) -> Option<Vec<String>> {
+    if body.trim_ascii_start().starts_with(b"{") {
+        let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+        return v
+            .get("paths")?
+            .as_array()?
+            .iter()
+            .map(|p| p.as_str().map(str::to_string))
+            .collect();
+    }
+    Some(
+        body.split(|&b| b == b'&')
+            .filter_map(|kv| kv.strip_prefix(b"paths="))
+            .filter_map(|v| {
+                let v: Vec<u8> = v
+                    .iter()
+                    .map(|&b| if b == b'+' { b' ' } else { b })
+                    .collect();
+                percent_decode(&v)
+                    .decode_utf8()
+                    .ok()
+                    .map(|s| s.into_owned())
+            })
+            .collect(),
+    )
 }
 
 async fn route(
@@ -263,17 +263,7 @@ async fn route(
         }
         // What the hub's redirect of an LFS file carries too, so that a HEAD
         // not followed (`curl -I`) still says what the file is.
-        let etag = format!("\"{}\"", f.entry.sha256);
-        for (k, v) in [
-            ("x-repo-commit", r.commit.as_str()),
-            ("etag", etag.as_str()),
-            ("x-linked-etag", etag.as_str()),
-            ("x-linked-size", &f.entry.size.to_string()),
-        ] {
-            if let Ok(v) = HeaderValue::from_str(v) {
-                resp.headers_mut().insert(k, v);
-            }
-        }
+        put_file_headers(resp.headers_mut(), &f.entry, &r.commit);
         resp.headers_mut()
             .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
         return Ok(resp);
@@ -310,16 +300,12 @@ async fn route(
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    let etag = format!("\"{}\"", f.entry.sha256);
+    put_file_headers(h, &f.entry, &r.commit);
     let put = |h: &mut hyper::HeaderMap, k: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(k, v);
         }
     };
-    put(h, "etag", &etag);
-    put(h, "x-linked-etag", &etag);
-    put(h, "x-linked-size", &size.to_string());
-    put(h, "x-repo-commit", &r.commit);
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         CONTENT_TYPE,
@@ -340,8 +326,24 @@ async fn route(
     Ok(resp)
 }
 
-/// `bytes=a-b`, `bytes=a-`, `bytes=-n` (one range). `Ok(None)`: whole file.
-/// The byte range a `Range` header asks for: `Ok(None)` answers with the
+/// What a hub says of a file in every answer about it: its ETag (the
+/// sha256, also as `X-Linked-Etag`), its size and the revision's commit.
+fn put_file_headers(h: &mut hyper::HeaderMap, entry: &FileEntry, commit: &str) {
+    let etag = format!("\"{}\"", entry.sha256);
+    for (k, v) in [
+        ("etag", etag.as_str()),
+        ("x-linked-etag", etag.as_str()),
+        ("x-linked-size", &entry.size.to_string()),
+        ("x-repo-commit", commit),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(k, v);
+        }
+    }
+}
+
+/// The byte range a `Range` header (`bytes=a-b`, `bytes=a-`, `bytes=-n`)
+/// asks for: `Ok(None)` answers with the
 /// whole file, as RFC 9110 (14.2) has a server do for a unit it does not
 /// know, a header it cannot parse, a range whose last byte comes before its
 /// first, or (here) several ranges; `Err` is 416, for a range that starts
@@ -556,7 +558,7 @@ fn model_info(repo: &str, r: &Resolved) -> Response<Body> {
         "downloads": 0,
         "likes": 0,
         // Which tier: a silver revision has passed no gate.
-        "tags": ["weightlake", if r.gold { "weightlake:gold" } else { "weightlake:silver" }],
+        "tags": ["weightlake", crate::tree::tier_tag(r.gold)],
         "library_name": "weightlake",
         "lastModified": modified,
         "createdAt": modified,

@@ -137,13 +137,23 @@ pub(crate) fn commits(history: &[(String, i64, i64)]) -> Response<Body> {
     json_response(StatusCode::OK, &Value::Array(body), &[])
 }
 
+/// The tag saying which tier a repository is: a silver revision has passed
+/// no gate.
+pub(crate) fn tier_tag(gold: bool) -> &'static str {
+    if gold {
+        "weightlake:gold"
+    } else {
+        "weightlake:silver"
+    }
+}
+
 /// The repositories served, as `list_models` reads them.
 pub(crate) fn models(repos: &[(String, bool)]) -> Response<Body> {
     let body: Vec<Value> = repos
         .iter()
         .map(|(id, gold)| {
-            let tier = if *gold { "weightlake:gold" } else { "weightlake:silver" };
-            json!({ "_id": id, "id": id, "modelId": id, "private": false, "tags": ["weightlake", tier], "library_name": "weightlake" })
+            json!({ "_id": id, "id": id, "modelId": id, "private": false,
+                    "tags": ["weightlake", tier_tag(*gold)], "library_name": "weightlake" })
         })
         .collect();
     json_response(StatusCode::OK, &Value::Array(body), &[])

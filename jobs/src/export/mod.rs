@@ -437,7 +437,7 @@ impl ExportJob {
                 "name": v.name,
                 "version": v.version,
                 "manifest_sha256": v.manifest_sha256,
-                "commit": v.manifest_sha256.get(..40).unwrap_or_default(),
+                "commit": v.commit(),
             }));
             return Ok((job, label));
         }

@@ -164,6 +164,17 @@ pub struct GoldVersion {
     pub promoted_at: i64,
 }
 
+impl GoldVersion {
+    /// The commit sha the version is known by to hub clients (`serve`, the
+    /// export's completion marker): the first 40 hex digits of its manifest
+    /// sha256.
+    pub fn commit(&self) -> &str {
+        self.manifest_sha256
+            .get(..40)
+            .unwrap_or(&self.manifest_sha256)
+    }
+}
+
 /// A promotion a `fail` gate stopped.
 #[derive(Debug, Clone)]
 pub struct Rejection {
