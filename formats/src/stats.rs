@@ -106,7 +106,7 @@ fn finite_f16_to_f32(h: u16) -> f32 {
 }
 
 /// Elements of a 16-bit float tensor that one lane sums in f32 before its
-/// sums move to f64 (see `StatsAccumulator::block_half`).
+/// sums move to f64 (see `StatsAccumulator::block_bf16`).
 const HALF_RUN: usize = 64;
 
 /// Elements decoded at a time by the paths that sum in f64 lanes.
@@ -208,7 +208,7 @@ impl StatsAccumulator {
 
     fn block(&mut self, bytes: &[u8]) {
         match self.kind {
-            FloatKind::BF16 => self.block_half(bytes, bf16_to_f32, 0x7f80),
+            FloatKind::BF16 => self.block_bf16(bytes),
             FloatKind::F16 => self.block_f16(bytes),
             FloatKind::F32 => self.block_f32(bytes),
             FloatKind::F64 | FloatKind::F8E4M3 | FloatKind::F8E5M2 | FloatKind::F8E8M0 => {
@@ -223,12 +223,13 @@ impl StatsAccumulator {
     /// has at most 16, and 64 of them of one magnitude sum exactly in f32's
     /// 24, so the variance (E[x²] − mean², which cancels when the spread is
     /// small next to the mean) stays exact where it matters. F16 (11 bits,
-    /// squares of 22) would not: see [`Self::block_f16`]. `special` is the
-    /// exponent mask: a block
-    /// holding an element with every exponent bit set (NaN or Inf), or whose
-    /// squares overflow f32, is done again element by element.
+    /// squares of 22) would not: see [`Self::block_f16`]. A block holding an
+    /// element with every exponent bit set (NaN or Inf), or whose squares
+    /// overflow f32, is done again element by element.
     #[inline(always)]
-    fn block_half(&mut self, bytes: &[u8], decode: impl Fn(u16) -> f32, special: u16) {
+    fn block_bf16(&mut self, bytes: &[u8]) {
+        // Every exponent bit set: NaN or Inf.
+        const SPECIAL: u16 = 0x7f80;
         const LANES: usize = 16;
         for block in bytes.chunks(2 * LANES * HALF_RUN) {
             let groups = block.chunks_exact(2 * LANES);
@@ -240,8 +241,8 @@ impl StatsAccumulator {
                 let mut v = [0f32; LANES];
                 for i in 0..LANES {
                     let bits = u16::from_le_bytes([g[2 * i], g[2 * i + 1]]);
-                    odd[i] |= u16::from(bits & special == special);
-                    v[i] = decode(bits);
+                    odd[i] |= u16::from(bits & SPECIAL == SPECIAL);
+                    v[i] = bf16_to_f32(bits);
                 }
                 for i in 0..LANES {
                     s[i] += v[i];
@@ -256,17 +257,14 @@ impl StatsAccumulator {
                 self.block_scalar(block);
                 continue;
             }
-            let n = ((block.len() - rest.len()) / 2) as u64;
-            let sum = s.iter().map(|&x| f64::from(x)).sum::<f64>();
-            let sumsq = q.iter().map(|&x| f64::from(x)).sum::<f64>();
-            // The lane sums are exact (see above), so the block's own
-            // spread is too, up to f64 rounding.
-            let m2 = if n == 0 {
-                0.0
-            } else {
-                (sumsq - sum * sum / n as f64).max(0.0)
-            };
-            self.merge(n, sum, m2, sumsq);
+            // The lane sums are exact (see above): unshifted, the block's
+            // own spread is exact too, up to f64 rounding.
+            self.merge_shifted(
+                ((block.len() - rest.len()) / 2) as u64,
+                0.0,
+                s.iter().map(|&x| f64::from(x)).sum(),
+                q.iter().map(|&x| f64::from(x)).sum(),
+            );
             for i in 0..LANES {
                 self.min = self.min.min(f64::from(lo[i]));
                 self.max = self.max.max(f64::from(hi[i]));
@@ -329,13 +327,7 @@ impl StatsAccumulator {
         let Some(&first) = vals.first() else {
             return;
         };
-        // The mean so far, once there is one (the first block: its first
-        // value), so an outlier at the start of a block does not matter.
-        let k = if self.finite > 0 && self.mean.is_finite() {
-            self.mean
-        } else {
-            f64::from(first)
-        };
+        let k = self.shift().unwrap_or(f64::from(first));
         let (mut s, mut q) = ([0f64; LANES], [0f64; LANES]);
         let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
         let lanes = vals.chunks_exact(LANES);
@@ -357,26 +349,34 @@ impl StatsAccumulator {
             lo[i] = lo[i].min(v);
             hi[i] = hi[i].max(v);
         }
-        let (sd, qd) = (s.iter().sum::<f64>(), q.iter().sum::<f64>());
-        let nf = n as f64;
-        let m2 = (qd - sd * sd / nf).max(0.0);
-        let sum = nf * k + sd;
-        let sumsq = qd + 2.0 * k * sd + nf * k * k;
-        self.merge(n as u64, sum, m2, sumsq);
+        self.merge_shifted(n as u64, k, s.iter().sum(), q.iter().sum());
         for i in 0..LANES {
             self.min = self.min.min(f64::from(lo[i]));
             self.max = self.max.max(f64::from(hi[i]));
         }
     }
 
-    /// Merge a block of `n` finite values with sum `sum`, spread `m2` about
-    /// their own mean, and sum of squares `sumsq` (Chan, Golub and LeVeque's
-    /// pairwise update).
-    fn merge(&mut self, n: u64, sum: f64, m2: f64, sumsq: f64) {
+    /// What to shift a block's values by before summing them: the mean so
+    /// far, once there is one (else the block's first finite value), so an
+    /// outlier at the start of a block does not matter.
+    fn shift(&self) -> Option<f64> {
+        (self.finite > 0 && self.mean.is_finite()).then_some(self.mean)
+    }
+
+    /// Merge a block of `n` finite values given Σ(x − k) = `sd` and
+    /// Σ(x − k)² = `qd` (Chan, Golub and LeVeque's pairwise update); Σx²
+    /// follows from them for the L2 norm.
+    fn merge_shifted(&mut self, n: u64, k: f64, sd: f64, qd: f64) {
         if n == 0 {
             return;
         }
         let (na, nb) = (self.finite as f64, n as f64);
+        // Negative only by rounding; NaN (the squares overflowed f64) stays
+        // NaN rather than passing for a spread of 0.
+        let m2 = qd - sd * sd / nb;
+        let m2 = if m2 < 0.0 { 0.0 } else { m2 };
+        let sum = nb * k + sd;
+        let sumsq = qd + 2.0 * k * sd + nb * k * k;
         let total = na + nb;
         let mean_b = sum / nb;
         let delta = mean_b - self.mean;
@@ -389,27 +389,25 @@ impl StatsAccumulator {
     /// Element by element, for F64 and for blocks holding NaN or Inf.
     fn block_scalar(&mut self, bytes: &[u8]) {
         let size = self.kind.size();
-        let mut finite = Vec::with_capacity(F64_BLOCK.min(bytes.len() / size.max(1)));
         for block in bytes.chunks(size * F64_BLOCK) {
-            finite.clear();
-            let (mut s, mut sq) = (0.0f64, 0.0f64);
+            let mut k = self.shift();
+            let (mut n, mut sd, mut qd) = (0u64, 0.0f64, 0.0f64);
             for e in block.chunks_exact(size) {
                 let v = self.kind.value(e);
                 if v.is_finite() {
-                    s += v;
-                    sq += v * v;
+                    let d = v - *k.get_or_insert(v);
+                    sd += d;
+                    qd += d * d;
                     self.min = self.min.min(v);
                     self.max = self.max.max(v);
-                    finite.push(v);
+                    n += 1;
                 } else if v.is_nan() {
                     self.nan += 1;
                 } else {
                     self.inf += 1;
                 }
             }
-            let mean = s / finite.len().max(1) as f64;
-            let m2 = finite.iter().map(|v| (v - mean) * (v - mean)).sum();
-            self.merge(finite.len() as u64, s, m2, sq);
+            self.merge_shifted(n, k.unwrap_or(0.0), sd, qd);
         }
     }
 
