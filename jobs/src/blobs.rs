@@ -57,24 +57,11 @@ pub(crate) async fn complete_contents(session: &LakeSession) -> Result<HashSet<S
 
 /// The `silver.tensor_blobs` row of one part; its bytes move into the Arrow
 /// array without a copy.
-pub(crate) fn blob_row(part: BlobPart, run_id: &str) -> Result<RecordBatch> {
-    let stored = part.data.len();
-    let offsets = OffsetBuffer::<i32>::from_lengths([stored]);
-    let data = BinaryArray::try_new(offsets, Buffer::from_vec(part.data), None)?;
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(vec![part.content_sha256.as_str()])),
-        Arc::new(Int32Array::from(vec![part.part_index])),
-        Arc::new(Int32Array::from(vec![part.part_count])),
-        Arc::new(Int64Array::from(vec![part.raw_offset])),
-        Arc::new(Int64Array::from(vec![part.raw_len])),
-        Arc::new(Int32Array::from(vec![part.elem_size])),
-        Arc::new(StringArray::from(vec![part.encoding.as_str()])),
-        Arc::new(StringArray::from(vec![part.base_sha256.as_deref()])),
-        Arc::new(Int64Array::from(vec![stored as i64])),
-        Arc::new(StringArray::from(vec![run_id])),
-        Arc::new(data),
-    ];
-    Ok(RecordBatch::try_new(silver::tensor_blobs_schema(), cols)?)
+pub(crate) fn blob_row(mut part: BlobPart, run_id: &str) -> Result<RecordBatch> {
+    let bytes = std::mem::take(&mut part.data);
+    let offsets = OffsetBuffer::<i32>::from_lengths([bytes.len()]);
+    let data = BinaryArray::try_new(offsets, Buffer::from_vec(bytes), None)?;
+    blob_batch(std::slice::from_ref(&part), data, run_id)
 }
 
 /// The `silver.tensor_blobs` rows of many parts in one batch, their bytes
@@ -88,9 +75,16 @@ pub(crate) fn blob_rows(parts: &[BlobPart], run_id: &str) -> Result<RecordBatch>
     for p in parts {
         data.append_value(&p.data);
     }
+    blob_batch(parts, data.finish(), run_id)
+}
+
+/// The rows of `parts` (their place, encoding and base), with `data` (their
+/// stored bytes, in the same order) as the blob column.
+fn blob_batch(parts: &[BlobPart], data: BinaryArray, run_id: &str) -> Result<RecordBatch> {
     let strings = |f: &dyn Fn(&BlobPart) -> Option<&str>| -> ArrayRef {
         Arc::new(parts.iter().map(f).collect::<StringArray>())
     };
+    let stored: Int64Array = data.offsets().lengths().map(|n| n as i64).collect();
     let cols: Vec<ArrayRef> = vec![
         strings(&|p| Some(p.content_sha256.as_str())),
         Arc::new(parts.iter().map(|p| p.part_index).collect::<Int32Array>()),
@@ -100,14 +94,9 @@ pub(crate) fn blob_rows(parts: &[BlobPart], run_id: &str) -> Result<RecordBatch>
         Arc::new(parts.iter().map(|p| p.elem_size).collect::<Int32Array>()),
         strings(&|p| Some(p.encoding.as_str())),
         strings(&|p| p.base_sha256.as_deref()),
-        Arc::new(
-            parts
-                .iter()
-                .map(|p| p.data.len() as i64)
-                .collect::<Int64Array>(),
-        ),
+        Arc::new(stored),
         Arc::new(StringArray::from(vec![run_id; parts.len()])),
-        Arc::new(data.finish()),
+        Arc::new(data),
     ];
     Ok(RecordBatch::try_new(silver::tensor_blobs_schema(), cols)?)
 }
