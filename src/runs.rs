@@ -2,6 +2,7 @@
 
 use weightlake_jobs::ledger::{RunRecord, read};
 use weightlake_pipeline::ledger::summarize;
+use weightlake_schemas::system;
 
 use crate::args::{RunsArgs, RunsCommand};
 use crate::commands::{CliError, bad_input, classify_job, open_lake};
@@ -111,9 +112,7 @@ pub async fn runs(a: RunsArgs) -> Result<(), CliError> {
                 // The run's own marker of a run that never ended says
                 // `running`; the run is incomplete.
                 let row_status = match (r.stage.as_str(), r.status.as_str(), status) {
-                    (weightlake_schemas::system::RUN_STAGE, "running", Some("incomplete")) => {
-                        "incomplete"
-                    }
+                    (system::RUN_STAGE, system::RUNNING, Some("incomplete")) => "incomplete",
                     _ => r.status.as_str(),
                 };
                 println!(

@@ -501,13 +501,9 @@ fn tensors_file(tensors: &[(&str, f32)]) -> Vec<u8> {
     out
 }
 
-/// A one-tensor safetensors file.
+/// A safetensors file of one tensor `w` holding `value`.
 fn one_tensor_file(value: f32) -> Vec<u8> {
-    let header = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
-    let mut out = (header.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(header);
-    out.extend_from_slice(&value.to_le_bytes());
-    out
+    tensors_file(&[("w", value)])
 }
 
 #[test]

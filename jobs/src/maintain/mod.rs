@@ -449,7 +449,10 @@ impl MaintainJob {
             // freed again, and committed a vacuum that deleted nothing. Only
             // the files still there are counted, and none means no vacuum.
             let (_, plan) = vacuum(table.clone(), true).await.map_err(delta)?;
-            let present = present_files(&table).await.map_err(delta)?;
+            let present = match plan.files_deleted.is_empty() {
+                true => Default::default(),
+                false => present_files(&table).await.map_err(delta)?,
+            };
             let doomed: Vec<u64> = plan
                 .files_deleted
                 .iter()

@@ -234,9 +234,8 @@ impl ModelView {
     /// shards are not all done, leaves), tensors its weight map puts in a
     /// stored shard that does not hold them (a loader fails on either), and
     /// tensors two of its shards hold with different contents (a loader
-    /// takes one of them). An
-    /// index that is not JSON names nothing that can be checked: it is
-    /// listed too.
+    /// takes one of them). An index that is not JSON names nothing that can
+    /// be checked: it is listed too.
     pub async fn missing_shards(&self, session: &LakeSession) -> Result<Vec<String>> {
         let mut missing = Vec::new();
         for (path, f) in &self.files {
@@ -262,33 +261,34 @@ impl ModelView {
                 .rsplit_once('/')
                 .map(|(d, _)| format!("{d}/"))
                 .unwrap_or_default();
-            // Which stored, parsed shards of this index hold each tensor.
-            let mut held: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+            // The shards it names; which stored shards were parsed (a tensor
+            // list to check against), and which of them hold each tensor.
             let named: std::collections::BTreeSet<&str> =
                 map.values().filter_map(|v| v.as_str()).collect();
+            let mut parsed = std::collections::BTreeSet::new();
+            let mut held: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
             for shard in &named {
-                if let Some(file) = self.files.get(&format!("{dir}{shard}")) {
-                    for t in &file.entry.tensors {
-                        held.entry(t.name.as_str())
-                            .or_default()
-                            .push((shard, t.content_sha256.as_str()));
-                    }
+                let Some(file) = self.files.get(&format!("{dir}{shard}")) else {
+                    continue;
+                };
+                if !file.entry.tensors.is_empty() {
+                    parsed.insert(*shard);
+                }
+                for t in &file.entry.tensors {
+                    held.entry(t.name.as_str())
+                        .or_default()
+                        .push((shard, t.content_sha256.as_str()));
                 }
             }
-            // Tensors mapped to a stored shard that was parsed (a tensor
-            // list to check against) but does not hold them, and tensors
-            // two shards hold (a loader takes one, silently); at most a few
+            // Tensors mapped to a parsed shard that does not hold them, and
+            // tensors two shards hold with different contents; at most a few
             // named per index.
             let mut misplaced = Vec::new();
             for (tensor, shard) in map {
                 let Some(shard) = shard.as_str() else {
                     continue;
                 };
-                let parsed = self
-                    .files
-                    .get(&format!("{dir}{shard}"))
-                    .is_some_and(|f| !f.entry.tensors.is_empty());
-                if parsed
+                if parsed.contains(shard)
                     && !held
                         .get(tensor.as_str())
                         .is_some_and(|s| s.iter().any(|(h, _)| *h == shard))
@@ -318,14 +318,10 @@ impl ModelView {
                     "{more} more tensors mapped to shards that do not hold them, or held twice (in {path})"
                 ));
             }
-            let shards: std::collections::BTreeSet<String> = map
-                .values()
-                .filter_map(|v| v.as_str())
-                .map(|s| format!("{dir}{s}"))
-                .collect();
             missing.extend(
-                shards
-                    .into_iter()
+                named
+                    .iter()
+                    .map(|s| format!("{dir}{s}"))
                     .filter(|s| !self.files.contains_key(s))
                     .map(|s| format!("{s} (in {path})")),
             );
